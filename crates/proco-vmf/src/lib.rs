@@ -1,0 +1,14 @@
+//! Exact double-precision von Mises-Fisher mathematics for ProCo.
+//!
+//! This crate knows nothing of tensors: it is plain `f64` code that the `proco` library calls
+//! for every (sample, class) pair of the ProCo loss, and that can be used on its own.
+//!
+//! - [`bessel`]: log I_nu(x), log I_nu(x) - nu log x and I_{nu+1}(x)/I_nu(x), exact in every regime.
+//! - [`compat`]: the authors' Miller recurrence, reproduced for side-by-side comparison only.
+
+pub mod bessel;
+pub mod compat;
+
+pub use bessel::{
+    bessel_ratio, log_bessel_i, log_bessel_i_minus_nu_log_x, log_bessel_i_minus_nu_log_x_and_ratio,
+};
