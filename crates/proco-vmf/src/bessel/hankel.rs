@@ -3,8 +3,8 @@
 //! I_nu(x) ~ e^x / sqrt(2 pi x) * H_nu(x), H_nu(x) = sum_k (-1)^k a_k(nu) / x^k with
 //! a_k(nu) = prod_{j<=k} (4 nu^2 - (2j-1)^2) / (k! 8^k). The term ratio is about
 //! (4nu^2 - (2k-1)^2) / (8 k x); the dispatcher only uses it for nu < [`super::DEBYE_MIN_NU`]
-//! and x > [`super::series::SERIES_MAX_X`], where the terms fall below 1e-17 well before they
-//! start to grow again (around k = 2x). The exponentially small e^{-x} part is below
+//! and x > max(120, nu^2), where the terms shrink from the first one on and fall below 1e-17
+//! well before they start to grow again (around k = 2x). The exponentially small e^{-x} part is below
 //! double precision there.
 
 /// Sum H_nu(x). Returns `None` if the terms never drop below the target accuracy before they

@@ -9,14 +9,15 @@
 //!
 //! | order | argument | log I_nu | ratio |
 //! |---|---|---|---|
-//! | nu < [`DEBYE_MIN_NU`] | x <= 120 | power series | power series (S_{nu+1}/S_nu) |
-//! | nu < [`DEBYE_MIN_NU`] | x > 120 | Hankel expansion | Hankel (H_{nu+1}/H_nu) |
+//! | nu < [`DEBYE_MIN_NU`] | x <= max(120, nu^2) | power series | power series (S_{nu+1}/S_nu) |
+//! | nu < [`DEBYE_MIN_NU`] | x > max(120, nu^2) | Hankel expansion | Hankel (H_{nu+1}/H_nu) |
 //! | nu >= [`DEBYE_MIN_NU`] | x < nu | Debye expansion | Gauss continued fraction |
 //! | nu >= [`DEBYE_MIN_NU`] | x >= nu | Debye expansion | Debye (I'_nu/I_nu - nu/x) |
 //!
 //! Why these boundaries: the power series has only positive terms (no cancellation) but needs
-//! about x terms, so it is capped at x = 120; past that, Hankel's expansion converges to full
-//! precision for every nu below the Debye threshold (its terms shrink like (4nu^2)/(8kx)).
+//! about x terms, so it is capped at x = 120, or at x = nu^2 (< 625, far below overflow) for the
+//! larger orders below the Debye threshold. Past that, Hankel's terms shrink from the first on
+//! (their ratio is about 4nu^2/(8kx) <= 1/2), so its alternating sum loses nothing.
 //! Debye's expansion is uniform in x/nu and its error depends on nu alone; from
 //! [`DEBYE_MIN_NU`] on, 20 terms reach double precision for all x. The Debye ratio subtracts
 //! 1/z and would cancel for x << nu, where the continued fraction converges in a few dozen
@@ -62,7 +63,7 @@ pub fn log_bessel_i(nu: f64, x: f64) -> f64 {
         }
         return debye::log_i(nu, x);
     }
-    if x <= series::SERIES_MAX_X {
+    if x <= series::max_x(nu) {
         series::log_i(nu, x)
     } else {
         hankel::log_i(nu, x).unwrap_or(f64::NAN)
@@ -85,7 +86,7 @@ pub fn log_bessel_i_minus_nu_log_x(nu: f64, x: f64) -> f64 {
     if nu >= DEBYE_MIN_NU && x >= 1e-100 {
         return debye::log_i_minus_nu_log_x(nu, x);
     }
-    if x <= series::SERIES_MAX_X || nu >= DEBYE_MIN_NU {
+    if x <= series::max_x(nu) || nu >= DEBYE_MIN_NU {
         return series::log_i_minus_nu_log_x(nu, x);
     }
     hankel::log_i(nu, x).map_or(f64::NAN, |l| l - nu * x.ln())
@@ -112,7 +113,7 @@ pub fn bessel_ratio(nu: f64, x: f64) -> f64 {
         } else {
             continued_fraction::ratio(nu, x, CF_MAX_STEPS)
         }
-    } else if x <= series::SERIES_MAX_X {
+    } else if x <= series::max_x(nu) {
         series::ratio(nu, x)
     } else {
         hankel::ratio(nu, x).unwrap_or(f64::NAN)
@@ -124,4 +125,101 @@ pub fn bessel_ratio(nu: f64, x: f64) -> f64 {
 /// loss needs per (sample, class) pair (the value for the logit, the ratio for its gradient).
 pub fn log_bessel_i_minus_nu_log_x_and_ratio(nu: f64, x: f64) -> (f64, f64) {
     (log_bessel_i_minus_nu_log_x(nu, x), bessel_ratio(nu, x))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each method against an independent one where both are valid, across the regime
+    //! boundaries chosen above (the golden vectors only sample the orders 0..1023 on one grid).
+    use super::*;
+
+    fn rel(a: f64, b: f64) -> f64 {
+        (a - b).abs() / b.abs().max(1e-300)
+    }
+
+    fn grid(lo: f64, hi: f64, n: usize) -> impl Iterator<Item = f64> {
+        (0..n).map(move |i| lo * (hi / lo).powf(i as f64 / (n - 1) as f64))
+    }
+
+    #[test]
+    fn debye_matches_power_series_from_threshold_on() {
+        for nu in [DEBYE_MIN_NU, 25.5, 31.0, 40.0, 63.0, 127.5] {
+            for x in grid(1e-3, 120.0, 60) {
+                let a = debye::log_i_minus_nu_log_x(nu, x);
+                let b = series::log_i_minus_nu_log_x(nu, x);
+                // Both forms carry rounding of a few ulps of the terms they cancel (~ log I).
+                let scale = b.abs().max(series::log_i(nu, x).abs());
+                assert!((a - b).abs() < 2e-15 * scale, "nu={nu} x={x}: debye {a} series {b}");
+                let a = debye::log_i(nu, x);
+                let b = series::log_i(nu, x);
+                // Here the series cancels nu ln(x/2) against ln Gamma(nu+1), each good to an ulp.
+                let scale = b.abs() + nu * (0.5 * x).ln().abs() + libm::lgamma(nu + 1.0);
+                assert!((a - b).abs() < 2e-15 * scale, "nu={nu} x={x}: debye {a} series {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn hankel_matches_power_series_below_threshold() {
+        // The series is exact (positive terms) up to x ~ 700; Hankel takes over at max(120, nu^2).
+        for nu in [0.0, 0.5, 1.0, 7.0, 15.0, 24.5] {
+            for x in grid(series::max_x(nu), 650.0, 30) {
+                let a = hankel::log_i(nu, x).expect("hankel converges");
+                let b = series::log_i(nu, x);
+                assert!(rel(a, b) < 2e-15, "nu={nu} x={x}: hankel {a} series {b}");
+                let a = hankel::ratio(nu, x).expect("hankel converges");
+                let b = series::ratio(nu, x);
+                assert!(rel(a, b) < 4e-15, "nu={nu} x={x}: hankel ratio {a} series {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn continued_fraction_matches_debye_and_series_ratios() {
+        for nu in [DEBYE_MIN_NU, 63.0, 511.0, 1023.0] {
+            for x in grid(0.5 * nu, 4.0 * nu, 25) {
+                let a = continued_fraction::ratio(nu, x, 1_000_000);
+                let b = debye::ratio(nu, x);
+                assert!(rel(a, b) < 4e-15, "nu={nu} x={x}: cf {a} debye {b}");
+            }
+        }
+        for nu in [0.0, 0.5, 3.0, 24.0] {
+            for x in grid(1e-4, 120.0, 40) {
+                let a = continued_fraction::ratio(nu, x, 1_000_000);
+                let b = series::ratio(nu, x);
+                assert!(rel(a, b) < 4e-15, "nu={nu} x={x}: cf {a} series {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn limits_and_invalid_input() {
+        assert_eq!(log_bessel_i(0.0, 0.0), 0.0);
+        assert_eq!(log_bessel_i(2.5, 0.0), f64::NEG_INFINITY);
+        assert_eq!(bessel_ratio(63.0, 0.0), 0.0);
+        let at_zero = log_bessel_i_minus_nu_log_x(63.0, 0.0);
+        let want = -63.0 * std::f64::consts::LN_2 - libm::lgamma(64.0);
+        assert!(rel(at_zero, want) < 1e-15, "{at_zero} vs {want}");
+        assert!(rel(log_bessel_i_minus_nu_log_x(63.0, 1e-200), want) < 1e-15);
+        for (nu, x) in [(-1.0, 1.0), (1.0, -1.0), (f64::NAN, 1.0), (1.0, f64::NAN), (f64::INFINITY, 1.0)] {
+            assert!(log_bessel_i(nu, x).is_nan() && bessel_ratio(nu, x).is_nan());
+            assert!(log_bessel_i_minus_nu_log_x(nu, x).is_nan());
+        }
+        // The top of the documented range: finite, and the ratio strictly below 1.
+        for nu in [0.0, 0.5, 63.0, 511.0] {
+            assert!(log_bessel_i(nu, 1e7).is_finite());
+            let r = bessel_ratio(nu, 1e7);
+            // ratio = 1 - (2 nu + 1) / (2x) + O(1/x^2) for large x.
+            assert!(r < 1.0 && r > 1.0 - (nu + 1.0) / 1e7, "nu={nu}: {r}");
+        }
+    }
+
+    #[test]
+    fn half_integer_closed_form() {
+        // I_{1/2}(x) = sqrt(2/(pi x)) sinh x.
+        for x in grid(1e-6, 700.0, 50) {
+            let want = (2.0 / (std::f64::consts::PI * x)).sqrt().ln() + x.sinh().ln();
+            assert!((log_bessel_i(0.5, x) - want).abs() <= 2e-15 * want.abs().max(1.0), "x={x}");
+        }
+    }
 }

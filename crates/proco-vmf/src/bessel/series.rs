@@ -5,9 +5,13 @@
 //! is a few ulps times the number of terms. The sum is kept as S - 1 so that log I stays
 //! accurate when it is tiny (log I_0(1e-6) = 2.5e-13).
 
-/// Largest x for which the series is used by the dispatcher. The largest term is about e^x,
-/// far below f64 overflow, and the term count (about x) keeps the cost bounded.
-pub(crate) const SERIES_MAX_X: f64 = 120.0;
+/// Largest x for which the dispatcher uses the series at orders below the Debye threshold:
+/// 120, or nu^2 where that is larger (so Hankel's expansion starts where its terms shrink from
+/// the first). The largest term is about e^x, far below f64 overflow for x < 625, and the term
+/// count (about x) keeps the cost bounded.
+pub(crate) fn max_x(nu: f64) -> f64 {
+    (nu * nu).max(120.0)
+}
 
 /// Sums S_nu(x) - 1 and S_{nu+1}(x) - 1 together (they share the powers of x^2/4).
 fn sums_minus_one(nu: f64, x: f64) -> (f64, f64) {
@@ -29,7 +33,7 @@ fn sums_minus_one(nu: f64, x: f64) -> (f64, f64) {
     }
 }
 
-/// log I_nu(x) - nu log x, for x > 0 with x <= [`SERIES_MAX_X`] (or x^2/4 small against nu).
+/// log I_nu(x) - nu log x, for x > 0 with x <= [`max_x`] (or x^2/4 small against nu).
 pub(crate) fn log_i_minus_nu_log_x(nu: f64, x: f64) -> f64 {
     let (s, _) = sums_minus_one(nu, x);
     -nu * std::f64::consts::LN_2 - libm::lgamma(nu + 1.0) + s.ln_1p()
