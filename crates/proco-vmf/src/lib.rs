@@ -4,11 +4,19 @@
 //! for every (sample, class) pair of the ProCo loss, and that can be used on its own.
 //!
 //! - [`bessel`]: log I_nu(x), log I_nu(x) - nu log x and I_{nu+1}(x)/I_nu(x), exact in every regime.
+//! - [`vmf`]: log normaliser, mean resultant length A_p, concentration from R.
+//! - [`sampler`]: Wood's exact vMF sampler.
 //! - [`compat`]: the authors' Miller recurrence, reproduced for side-by-side comparison only.
 
 pub mod bessel;
 pub mod compat;
+mod error;
+pub mod sampler;
+pub mod vmf;
 
 pub use bessel::{
     bessel_ratio, log_bessel_i, log_bessel_i_minus_nu_log_x, log_bessel_i_minus_nu_log_x_and_ratio,
 };
+pub use error::VmfError;
+pub use sampler::VonMisesFisher;
+pub use vmf::{bessel_order, kappa_banerjee, kappa_newton, kappa_proco, log_normalizer, mean_resultant_length};
