@@ -18,5 +18,5 @@ pub use bessel::{
     bessel_ratio, log_bessel_i, log_bessel_i_minus_nu_log_x, log_bessel_i_minus_nu_log_x_and_ratio,
 };
 pub use error::VmfError;
-pub use sampler::VonMisesFisher;
+pub use sampler::{random_unit_vector, VonMisesFisher};
 pub use vmf::{bessel_order, kappa_banerjee, kappa_newton, kappa_proco, log_normalizer, mean_resultant_length};

@@ -72,20 +72,31 @@ impl VonMisesFisher {
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<f64> {
         let p = self.dim();
         let w = self.sample_cosine(rng);
-        // Uniform direction orthogonal to mu: project a Gaussian vector and normalise.
-        let mut v: Vec<f64> = (0..p).map(|_| rng.sample(StandardNormal)).collect();
-        loop {
+        // Uniform direction orthogonal to mu: project a uniform direction and renormalise.
+        let v = loop {
+            let mut v = random_unit_vector(p, rng);
             let along = dot(&v, &self.mu);
             v.iter_mut().zip(&self.mu).for_each(|(vi, mi)| *vi -= along * mi);
             let n = dot(&v, &v).sqrt();
-            if n > 1e-12 {
+            if n > 1e-6 {
                 v.iter_mut().for_each(|vi| *vi /= n);
-                break;
+                break v;
             }
-            v.iter_mut().for_each(|vi| *vi = rng.sample(StandardNormal));
-        }
+        };
         let t = (1.0 - w * w).max(0.0).sqrt();
         self.mu.iter().zip(&v).map(|(m, vi)| w * m + t * vi).collect()
+    }
+}
+
+/// A direction drawn uniformly from the unit sphere S^{p-1} (a normalised Gaussian vector).
+/// This is also ProCo's initial estimator direction. p must be >= 1.
+pub fn random_unit_vector<R: Rng + ?Sized>(p: usize, rng: &mut R) -> Vec<f64> {
+    loop {
+        let v: Vec<f64> = (0..p).map(|_| rng.sample(StandardNormal)).collect();
+        let n = dot(&v, &v).sqrt();
+        if n > 1e-150 {
+            return v.into_iter().map(|x| x / n).collect();
+        }
     }
 }
 

@@ -1,0 +1,41 @@
+//! Typed errors of the library. Each variant says what was wrong and what to do about it.
+
+use proco_vmf::VmfError;
+
+/// Everything that can go wrong in the ProCo library.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcoError {
+    /// Features given to the ProCo loss or the estimator are unusable.
+    #[error("invalid features: {reason}; pass an N x p tensor of finite, L2-normalised rows (normalise the projection head's output)")]
+    InvalidFeatures {
+        /// What was wrong.
+        reason: String,
+    },
+    /// Labels are of the wrong type or shape, or name a class that does not exist.
+    #[error("invalid labels: {reason}")]
+    InvalidLabels {
+        /// What was wrong.
+        reason: String,
+    },
+    /// A hyper-parameter is outside its domain.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The loss produced a non-finite value (diverged training, or broken inputs).
+    #[error("non-finite loss ({value}); lower the learning rate or check the inputs")]
+    NonFiniteLoss {
+        /// The loss value.
+        value: f64,
+    },
+    /// A vMF computation rejected its input.
+    #[error(transparent)]
+    Vmf(#[from] VmfError),
+    /// LibTorch reported an error (device, dtype or shape problem).
+    #[error("LibTorch error: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Result alias of the library.
+pub type Result<T, E = ProcoError> = std::result::Result<T, E>;

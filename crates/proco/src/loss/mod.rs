@@ -1,0 +1,8 @@
+//! The two losses of ProCo's two branches: logit-adjusted cross entropy for the classifier,
+//! and the ProCo contrastive loss (closed-form expectation over vMF class distributions).
+
+mod logit_adjusted;
+mod proco;
+
+pub use logit_adjusted::{LogPrior, LogitAdjustedCe};
+pub use proco::{BesselRoute, ContrastLogits, ProCoLoss};

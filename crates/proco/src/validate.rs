@@ -1,0 +1,52 @@
+//! Input checks shared by the estimator and the losses: they turn bad tensors into typed
+//! errors before any arithmetic can turn them into silent NaNs.
+
+use tch::{Kind, Tensor};
+
+use crate::error::{ProcoError, Result};
+
+/// Largest accepted deviation of a feature row's norm from 1. Generous enough for f32 and
+/// half-precision features that were normalised, tight enough to catch un-normalised ones.
+pub const NORM_TOLERANCE: f64 = 1e-3;
+
+/// Checks that `features` is N x p, floating point, finite, and made of unit rows.
+/// Returns N. Costs one device-to-host synchronisation.
+pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
+    let size = features.size();
+    let bad = |reason: String| Err(ProcoError::InvalidFeatures { reason });
+    if size.len() != 2 || size[1] != p as i64 {
+        return bad(format!("expected shape [N, {p}], got {size:?}"));
+    }
+    if !matches!(features.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
+        return bad(format!("expected a floating-point tensor, got {:?}", features.kind()));
+    }
+    if size[0] == 0 {
+        return bad("the batch is empty".into());
+    }
+    let norms = features.detach().f_to_kind(Kind::Double)?.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?.f_sqrt()?;
+    let worst = norms.f_sub_scalar(1.0)?.f_abs()?.f_max()?.f_double_value(&[])?;
+    if worst.is_nan() || worst.is_infinite() {
+        return bad("some entries are NaN or infinite".into());
+    }
+    if worst > NORM_TOLERANCE {
+        return bad(format!("a row has norm off from 1 by {worst:.3e} (tolerance {NORM_TOLERANCE:e})"));
+    }
+    Ok(size[0])
+}
+
+/// Checks that `labels` is an int64 vector of length `n` with values in 0..num_classes, and
+/// returns them on the host.
+pub fn labels(labels: &Tensor, n: i64, num_classes: usize) -> Result<Vec<i64>> {
+    let bad = |reason: String| Err(ProcoError::InvalidLabels { reason });
+    if labels.kind() != Kind::Int64 {
+        return bad(format!("expected int64 class indices, got {:?}", labels.kind()));
+    }
+    if labels.size() != [n] {
+        return bad(format!("expected shape [{n}] to match the features, got {:?}", labels.size()));
+    }
+    let host = Vec::<i64>::try_from(&labels.f_to_device(tch::Device::Cpu)?)?;
+    if let Some(&l) = host.iter().find(|&&l| l < 0 || l >= num_classes as i64) {
+        return bad(format!("label {l} is outside 0..{num_classes}; the dataset and the model disagree on the number of classes"));
+    }
+    Ok(host)
+}

@@ -1,0 +1,179 @@
+//! The ProCo loss against every case of `proco_loss_cases.json`: estimator-derived R, kappa,
+//! flags and logc; kt, Bessel ratios, contrast logits, softmax, per-sample and mean loss; and
+//! d loss / d features through LibTorch's autograd, in f64 and in f32.
+
+#[path = "../../proco-vmf/tests/support/mod.rs"]
+mod support;
+
+use proco::tch::{Kind, Tensor};
+use proco::{LogPrior, ProCoLoss, VmfEstimator};
+use serde_json::Value;
+use support::{f, load, vec1, vec2};
+
+fn flat(m: &[Vec<f64>]) -> Vec<f64> {
+    m.iter().flatten().copied().collect()
+}
+
+fn labels_of(case: &Value) -> Vec<i64> {
+    case["labels"].as_array().expect("labels").iter().map(|v| v.as_i64().expect("integer label")).collect()
+}
+
+struct Case {
+    name: String,
+    p: usize,
+    tau: f64,
+    c: usize,
+    n: usize,
+    estimator: VmfEstimator,
+    prior: LogPrior,
+    features: Vec<f64>,
+    labels: Vec<i64>,
+    expected: Value,
+}
+
+fn cases() -> Vec<Case> {
+    let golden = load("proco_loss_cases.json");
+    let cases = golden["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 8, "the golden README lists 8 cases");
+    cases
+        .iter()
+        .map(|case| {
+            let p = case["p"].as_u64().unwrap() as usize;
+            let c = case["num_classes"].as_u64().unwrap() as usize;
+            let state = &case["estimator_state"];
+            let estimator = VmfEstimator::from_state(c, p, flat(&vec2(&state["means"])), vec1(&state["counts"])).expect("state");
+            Case {
+                name: case["name"].as_str().unwrap().to_string(),
+                p,
+                tau: f(&case["tau"]),
+                c,
+                n: case["batch_size"].as_u64().unwrap() as usize,
+                estimator,
+                prior: LogPrior::from_counts(&vec1(&case["class_counts_train"])).expect("prior"),
+                features: flat(&vec2(&case["features"])),
+                labels: labels_of(case),
+                expected: case["expected"].clone(),
+            }
+        })
+        .collect()
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+#[test]
+fn estimator_derived_parameters() {
+    for case in cases() {
+        let e = &case.expected;
+        let conc = case.estimator.concentrations();
+        let (r, kappa, logc) = (vec1(&e["R"]), vec1(&e["kappa"]), vec1(&e["logc"]));
+        let prior = vec1(&e["log_prior"]);
+        for j in 0..case.c {
+            let cj = conc[j];
+            // |m| sums p squares: a few ulps.
+            assert!((cj.r - r[j]).abs() <= 2e-15 * r[j], "{} class {j}: R {} vs {}", case.name, cj.r, r[j]);
+            // README: kappa is good to about 1e-16 * 2 / (1 - R^2) relative (ill-conditioned near the clamp).
+            let tol = 1e-15 + 4e-16 * 2.0 / (1.0 - r[j] * r[j]).abs();
+            assert!((cj.kappa - kappa[j]).abs() <= tol * kappa[j], "{} class {j}: kappa {} vs {}", case.name, cj.kappa, kappa[j]);
+            assert_eq!(cj.flag.as_str(), e["kappa_flag"][j].as_str().unwrap(), "{} class {j}", case.name);
+            assert!((cj.logc - logc[j]).abs() <= 1e-13 * logc[j].abs().max(1.0) + 2e-16 * kappa[j] * tol / 1e-15,
+                "{} class {j}: logc {} vs {}", case.name, cj.logc, logc[j]);
+            assert!((case.prior.values()[j] - prior[j]).abs() <= 1e-15 * prior[j].abs().max(1.0));
+        }
+    }
+}
+
+/// Runs one case in the given dtype and returns (max |s - s*|/scale, loss relative error,
+/// max |grad - grad*| / max |grad*|), asserting the host-side quantities on the way.
+fn run_case(case: &Case, kind: Kind) -> (f64, f64, f64) {
+    let (n, p, c) = (case.n as i64, case.p as i64, case.c as i64);
+    let e = &case.expected;
+    let z = Tensor::from_slice(&case.features).view([n, p]).to_kind(kind).set_requires_grad(true);
+    let y = Tensor::from_slice(&case.labels);
+    let loss_fn = ProCoLoss::new(case.p, case.tau).unwrap();
+    let s = loss_fn.contrast_logits(&z, &case.estimator).unwrap();
+    assert_eq!(s.logits.size(), [n, c]);
+    assert_eq!(s.logits.kind(), kind);
+
+    let (kt, ratio, logits) = (flat(&vec2(&e["kt"])), flat(&vec2(&e["bessel_ratio"])), flat(&vec2(&e["contrast_logits"])));
+    // kt inherits kappa's own conditioning, 2 / (1 - R^2) (README), on top of its rounding.
+    let (r, kappa) = (vec1(&e["R"]), vec1(&e["kappa"]));
+    let kappa_err: Vec<f64> = (0..case.c).map(|j| kappa[j] * (1e-15 + 4e-16 * 2.0 / (1.0 - r[j] * r[j]).abs())).collect();
+    let got_s = Vec::<f64>::try_from(&s.logits.detach().to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    let mut worst_s: f64 = 0.0;
+    for i in 0..kt.len() {
+        // README: kt and s good to "about 1e-16 * kt" in f64. kt^2 = kappa^2 + q is formed from
+        // a matrix product, which rounds q to a few ulps of its largest term: allow 1e-15 * kt.
+        // f32 features carry 6e-8 relative rounding, magnified by 1/tau.
+        let unit = if kind == Kind::Double { 1e-15 } else { 2e-7 / case.tau };
+        let tol_kt = unit * kt[i] + 1e-14 + kappa_err[i % case.c];
+        assert!((s.kt[i] - kt[i]).abs() <= tol_kt * if kind == Kind::Double { 1.0 } else { kt[i].max(1.0) },
+            "{} {kind:?} kt[{i}] {} vs {}", case.name, s.kt[i], kt[i]);
+        let tol_ratio = if kind == Kind::Double { 1e-13 } else { 1e-5 };
+        assert!((s.ratio[i] - ratio[i]).abs() <= tol_ratio * ratio[i].max(1e-300) + 1e-300,
+            "{} {kind:?} ratio[{i}] {} vs {}", case.name, s.ratio[i], ratio[i]);
+        assert!((0.0..1.0).contains(&s.ratio[i]));
+        worst_s = worst_s.max((got_s[i] - logits[i]).abs() / (1.0 + 1e-16 / unit * kt[i]).max(1.0));
+        // s = F(kt) - F(kappa) with F = log I_nu - nu log: the subtraction itself is only as
+        // good as a few ulps of |F| (~ nu log kt at large order), the README's "1e-16 kt" for large kt.
+        let nu = case.p as f64 / 2.0 - 1.0;
+        let f_scale = proco_vmf::log_bessel_i_minus_nu_log_x(nu, kt[i]).abs()
+            + proco_vmf::log_bessel_i_minus_nu_log_x(nu, kappa[i % case.c]).abs();
+        let tol_s = if kind == Kind::Double { 1e-15 * kt[i] + 8.0 * f64::EPSILON * f_scale + 1e-14 } else { 2e-5 * (1.0 + logits[i].abs()) };
+        assert!((got_s[i] - logits[i]).abs() <= tol_s, "{} {kind:?} s[{i}] {} vs {}", case.name, got_s[i], logits[i]);
+    }
+
+    let loss = loss_fn.loss(&z, &y, &case.estimator, &case.prior).unwrap();
+    let want_loss = f(&e["loss"]);
+    let loss_err = (loss.double_value(&[]) - want_loss).abs() / want_loss.abs();
+    let tol_loss = if kind == Kind::Double { 1e-10 } else { 1e-5 };
+    assert!(loss_err <= tol_loss, "{} {kind:?} loss {} vs {want_loss} (rel {loss_err:e})", case.name, loss.double_value(&[]));
+
+    loss.backward();
+    let grad = Vec::<f64>::try_from(&z.grad().to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    let want_grad = flat(&vec2(&e["grad_features"]));
+    let scale = max_abs(&want_grad);
+    let grad_err = grad.iter().zip(&want_grad).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
+    let tol_grad = if kind == Kind::Double { 1e-10 } else { 1e-4 };
+    assert!(grad_err <= tol_grad, "{} {kind:?} grad error {grad_err:e} of max |grad| {scale:e}", case.name);
+    (worst_s, loss_err, grad_err)
+}
+
+#[test]
+fn logits_loss_and_gradient_in_f64() {
+    for case in cases() {
+        let (s, l, g) = run_case(&case, Kind::Double);
+        eprintln!("{:<32} f64: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
+    }
+}
+
+#[test]
+fn logits_loss_and_gradient_in_f32() {
+    for case in cases() {
+        let (s, l, g) = run_case(&case, Kind::Float);
+        eprintln!("{:<32} f32: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
+    }
+}
+
+#[test]
+fn softmax_and_per_sample_loss() {
+    for case in cases() {
+        let (n, p) = (case.n as i64, case.p as i64);
+        let z = Tensor::from_slice(&case.features).view([n, p]);
+        let s = ProCoLoss::new(case.p, case.tau).unwrap().contrast_logits(&z, &case.estimator).unwrap();
+        let prior = case.prior.to_tensor(Kind::Double, z.device()).unwrap();
+        let softmax = (&s.logits + prior).softmax(-1, Kind::Double);
+        let got = Vec::<f64>::try_from(&softmax.flatten(0, -1)).unwrap();
+        let want = flat(&vec2(&case.expected["softmax_prob"]));
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-10 * b.max(1e-3), "{}: softmax {a} vs {b}", case.name);
+        }
+        let y = Tensor::from_slice(&case.labels);
+        let per = proco::LogitAdjustedCe::new(case.prior.clone()).per_sample(&s.logits, &y).unwrap();
+        let got = Vec::<f64>::try_from(&per).unwrap();
+        for (a, b) in got.iter().zip(vec1(&case.expected["per_sample_loss"])) {
+            assert!((a - b).abs() <= 1e-10 * b.abs().max(1.0), "{}: per-sample loss {a} vs {b}", case.name);
+        }
+    }
+}
