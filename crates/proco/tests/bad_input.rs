@@ -1,0 +1,74 @@
+//! Bad input to the loss and the estimator gives a typed error that names the problem.
+
+use proco::tch::{Kind, Tensor};
+use proco::{LogPrior, ProcoError, ProCoLoss, VmfEstimator};
+use rand::SeedableRng;
+
+fn setup() -> (ProCoLoss, VmfEstimator, LogPrior) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    (ProCoLoss::new(4, 0.1).unwrap(), VmfEstimator::new(3, 4, &mut rng).unwrap(), LogPrior::from_counts(&[10.0, 5.0, 1.0]).unwrap())
+}
+
+fn unit_rows() -> Tensor {
+    Tensor::from_slice(&[1.0f32, 0.0, 0.0, 0.0, 0.0, 0.6, 0.8, 0.0]).view([2, 4])
+}
+
+#[test]
+fn non_finite_features() {
+    let (loss, est, prior) = setup();
+    let z = Tensor::from_slice(&[f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.6, 0.8, 0.0]).view([2, 4]);
+    let err = loss.loss(&z, &Tensor::from_slice(&[0i64, 1]), &est, &prior).unwrap_err();
+    assert!(matches!(err, ProcoError::InvalidFeatures { .. }), "{err}");
+    assert!(err.to_string().contains("NaN"), "{err}");
+}
+
+#[test]
+fn non_normalised_features() {
+    let (loss, est, prior) = setup();
+    let z = unit_rows() * 2.0;
+    let err = loss.loss(&z, &Tensor::from_slice(&[0i64, 1]), &est, &prior).unwrap_err();
+    assert!(matches!(err, ProcoError::InvalidFeatures { .. }) && err.to_string().contains("norm"), "{err}");
+}
+
+#[test]
+fn wrong_feature_dimension() {
+    let (loss, est, prior) = setup();
+    let z = Tensor::ones([2, 5], (Kind::Float, proco::tch::Device::Cpu)) / 5f64.sqrt();
+    let err = loss.loss(&z, &Tensor::from_slice(&[0i64, 1]), &est, &prior).unwrap_err();
+    assert!(err.to_string().contains("[N, 4]"), "{err}");
+}
+
+#[test]
+fn labels_out_of_range_or_wrong_type() {
+    let (loss, est, prior) = setup();
+    let err = loss.loss(&unit_rows(), &Tensor::from_slice(&[0i64, 3]), &est, &prior).unwrap_err();
+    assert!(matches!(err, ProcoError::InvalidLabels { .. }) && err.to_string().contains("label 3"), "{err}");
+    let err = loss.loss(&unit_rows(), &Tensor::from_slice(&[0i64, -1]), &est, &prior).unwrap_err();
+    assert!(matches!(err, ProcoError::InvalidLabels { .. }), "{err}");
+    let err = loss.loss(&unit_rows(), &Tensor::from_slice(&[0i32, 1]), &est, &prior).unwrap_err();
+    assert!(err.to_string().contains("int64"), "{err}");
+    let err = loss.loss(&unit_rows(), &Tensor::from_slice(&[0i64]), &est, &prior).unwrap_err();
+    assert!(matches!(err, ProcoError::InvalidLabels { .. }), "{err}");
+}
+
+#[test]
+fn bad_dimension_and_temperature() {
+    assert!(matches!(ProCoLoss::new(1, 0.1), Err(ProcoError::Vmf(proco_vmf::VmfError::InvalidDimension { p: 1 }))));
+    for tau in [0.0, -0.1, f64::NAN, f64::INFINITY] {
+        let err = ProCoLoss::new(128, tau).unwrap_err();
+        assert!(matches!(err, ProcoError::InvalidConfig { .. }) && err.to_string().contains("tau"), "{err}");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    assert!(VmfEstimator::new(3, 1, &mut rng).is_err());
+    assert!(LogPrior::from_counts(&[3.0, 0.0]).unwrap_err().to_string().contains("class 1"));
+}
+
+#[test]
+fn estimator_rejects_bad_batches() {
+    let (_, mut est, _) = setup();
+    let before = est.clone();
+    let z = unit_rows() * 3.0;
+    assert!(est.update(&z, &Tensor::from_slice(&[0i64, 1])).is_err());
+    assert!(est.update(&unit_rows(), &Tensor::from_slice(&[0i64, 7])).is_err());
+    assert_eq!(est, before, "a rejected batch must leave the estimator untouched");
+}
