@@ -2,9 +2,11 @@
 //!
 //! - [`estimator`]: per-class vMF estimates from running first moments, and the epoch swap.
 //! - [`loss`]: the ProCo loss with exact Bessel numerics and gradient, logit-adjusted CE.
+//! - [`bench`]: the measurements behind `proco bench`.
 //!
 //! The mathematics lives in `proco-vmf` (no tensors); this crate knows nothing of the terminal.
 
+pub mod bench;
 pub mod error;
 pub mod estimator;
 pub mod loss;
