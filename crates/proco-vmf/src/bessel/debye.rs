@@ -142,13 +142,28 @@ fn expand(nu: f64, x: f64, want_v: bool) -> Expansion {
     Expansion { s, z, sum_u, sum_v }
 }
 
-/// log I_nu(x) - nu log x for nu >= DEBYE_MIN_NU and x > 0.
+/// log I_nu(x) - nu log x from an expansion.
 ///
 /// nu eta - nu ln x = nu (s - ln(1+s)) - nu ln nu; this form has no cancellation for small z.
+fn scaled_from(nu: f64, e: &Expansion) -> f64 {
+    nu * (e.s - e.s.ln_1p()) - nu * nu.ln() - 0.5 * (std::f64::consts::TAU * nu).ln() - 0.5 * e.s.ln() + e.sum_u.ln()
+}
+
+/// I_{nu+1}/I_nu = I'_nu/I_nu - 1/z from an expansion that includes the V sums.
+fn ratio_from(e: &Expansion) -> f64 {
+    (e.s * (e.sum_v / e.sum_u) - 1.0) / e.z
+}
+
+/// log I_nu(x) - nu log x for nu >= DEBYE_MIN_NU and x > 0.
 pub(crate) fn log_i_minus_nu_log_x(nu: f64, x: f64) -> f64 {
-    let e = expand(nu, x, false);
-    nu * (e.s - e.s.ln_1p()) - nu * nu.ln() - 0.5 * (std::f64::consts::TAU * nu).ln() - 0.5 * e.s.ln()
-        + e.sum_u.ln()
+    scaled_from(nu, &expand(nu, x, false))
+}
+
+/// Both log I_nu(x) - nu log x and the ratio from one expansion (x >= nu), sharing z, s, p and
+/// the powers of 1/nu: what the ProCo loss needs per pair.
+pub(crate) fn log_i_minus_nu_log_x_and_ratio(nu: f64, x: f64) -> (f64, f64) {
+    let e = expand(nu, x, true);
+    (scaled_from(nu, &e), ratio_from(&e))
 }
 
 /// log I_nu(x) for nu >= DEBYE_MIN_NU and x > 0.
@@ -161,8 +176,7 @@ pub(crate) fn log_i(nu: f64, x: f64) -> f64 {
 
 /// I_{nu+1}(x)/I_nu(x) for nu >= DEBYE_MIN_NU and x >= nu (z >= 1).
 pub(crate) fn ratio(nu: f64, x: f64) -> f64 {
-    let e = expand(nu, x, true);
-    (e.s * (e.sum_v / e.sum_u) - 1.0) / e.z
+    ratio_from(&expand(nu, x, true))
 }
 
 #[cfg(test)]
