@@ -15,14 +15,21 @@
 
 use crate::bessel::log_bessel_i;
 
+/// Largest order the recurrence is run for (p = 2e7; ProCo uses p <= a few thousand).
+pub const MAX_ORDER: f64 = 1e7;
+
 /// Rescale the recurrence when a value passes this (well before f64 overflow).
 const RESCALE_ABOVE: f64 = 1e250;
 
 /// (log I_n(x) - x, log I_{n+1}(x) - x) by the authors' Miller recurrence, n = trunc(nu).
 ///
 /// For n = 0 the recurrence loop is empty: the first value is -inf and the second is
-/// log(I_0(x) e^{-x}), exactly as the reference returns them. x must be > 0.
+/// log(I_0(x) e^{-x}), exactly as the reference returns them. x must be > 0. The loop costs
+/// 2n steps, so orders above [`MAX_ORDER`] (and invalid input) give NaN instead of running for hours.
 pub fn log_bessel_ive_pair(nu: f64, x: f64) -> (f64, f64) {
+    if !(nu >= 0.0 && nu <= MAX_ORDER && x > 0.0 && x.is_finite()) {
+        return (f64::NAN, f64::NAN);
+    }
     let n = nu.trunc() as u64;
     let log_i0e = log_bessel_i(0.0, x) - x;
     if n == 0 {
@@ -106,6 +113,13 @@ mod tests {
         assert!(bessel_ratio_unclipped(63.0, 1e5) > 1.0);
         assert_eq!(bessel_ratio_clipped(63.0, 1e5), 1.0);
         assert!(bessel_ratio(63.0, 1e5) < 1.0);
+    }
+
+    #[test]
+    fn refuses_orders_it_cannot_finish() {
+        assert!(log_bessel_ive_pair(1e19, 1.0).0.is_nan());
+        assert!(log_bessel_ive_pair(3.0, 0.0).0.is_nan());
+        assert!(log_bessel_ive_pair(-1.0, 1.0).1.is_nan());
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub struct VonMisesFisher {
     b: f64,
     x0: f64,
     c: f64,
-    beta: Option<Beta<f64>>,
+    beta: Beta<f64>,
 }
 
 impl VonMisesFisher {
@@ -39,11 +39,9 @@ impl VonMisesFisher {
         let b = pm1 / (2.0 * kappa + (4.0 * kappa * kappa + pm1 * pm1).sqrt());
         let x0 = (1.0 - b) / (1.0 + b);
         let c = kappa * x0 + pm1 * (1.0 - x0 * x0).ln();
-        let beta = if p > 2 || kappa > 0.0 {
-            Some(Beta::new(pm1 / 2.0, pm1 / 2.0).map_err(|e| VmfError::InvalidMeanDirection { reason: e.to_string() })?)
-        } else {
-            None
-        };
+        // Beta((p-1)/2, (p-1)/2) is a valid proposal for every p >= 2, kappa = 0 included
+        // (then b = 1, x0 = 0, c = 0 and every draw is accepted).
+        let beta = Beta::new(pm1 / 2.0, pm1 / 2.0).map_err(|e| VmfError::InvalidMeanDirection { reason: e.to_string() })?;
         Ok(Self { mu: mu.iter().map(|v| v / norm).collect(), kappa, b, x0, c, beta })
     }
 
@@ -55,11 +53,8 @@ impl VonMisesFisher {
     /// Draws the cosine w = mu.z alone (what the mean-resultant-length checks need).
     pub fn sample_cosine<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
         let pm1 = (self.dim() - 1) as f64;
-        let Some(beta) = &self.beta else {
-            return 2.0 * rng.random::<f64>() - 1.0;
-        };
         loop {
-            let z: f64 = beta.sample(rng);
+            let z: f64 = self.beta.sample(rng);
             let w = (1.0 - (1.0 + self.b) * z) / (1.0 - (1.0 - self.b) * z);
             let u: f64 = rng.random();
             if self.kappa * w + pm1 * (1.0 - self.x0 * w).ln() - self.c >= u.ln() {
@@ -129,6 +124,19 @@ mod tests {
                 let z = (mean - want) / se;
                 assert!(z.abs() < 4.5, "p={p} kappa={kappa}: mean {mean} vs A_p {want} (z = {z})");
             }
+        }
+    }
+
+    /// On the circle (p = 2) the uniform distribution's cosine follows the arcsine law,
+    /// E[w^2] = 1/2 (a uniform w on [-1, 1] would give 1/3); on S^2 it is uniform, E[w^2] = 1/3.
+    #[test]
+    fn uniform_limit_has_the_right_cosine_law() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for (p, want) in [(2usize, 0.5), (3, 1.0 / 3.0)] {
+            let d = VonMisesFisher::new(&vec![1.0; p], 0.0).unwrap();
+            let n = 100_000;
+            let m2 = (0..n).map(|_| d.sample_cosine(&mut rng).powi(2)).sum::<f64>() / n as f64;
+            assert!((m2 - want).abs() < 0.005, "p={p}: E[w^2] = {m2}, want {want}");
         }
     }
 

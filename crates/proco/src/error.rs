@@ -24,7 +24,7 @@ pub enum ProcoError {
         reason: String,
     },
     /// The loss produced a non-finite value (diverged training, or broken inputs).
-    #[error("non-finite loss ({value}); lower the learning rate or check the inputs")]
+    #[error("non-finite loss ({value}); check the inputs for NaN, then the learning rate (training may have diverged)")]
     NonFiniteLoss {
         /// The loss value.
         value: f64,

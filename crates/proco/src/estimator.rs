@@ -19,6 +19,9 @@ use crate::validate;
 /// Upper clamp of the concentration (the reference's value; also used when the formula fails).
 pub const KAPPA_MAX: f64 = 1e5;
 
+/// Largest running-mean norm accepted by [`VmfEstimator::from_state`] (1 plus rounding slack).
+pub const MAX_MEAN_NORM: f64 = 1.0 + 1e-6;
+
 /// Norm of the initial mean of every class (the reference's 0.9, so kappa starts at p*90/19).
 pub const INITIAL_MEAN_NORM: f64 = 0.9;
 
@@ -181,6 +184,10 @@ impl VmfEstimator {
         }
         if means.iter().any(|m| !m.is_finite()) || counts.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
             return bad("estimator state holds non-finite means or negative counts".into());
+        }
+        // Means of unit vectors have norm <= 1 up to rounding; anything larger is corrupt state.
+        if let Some(j) = means.chunks_exact(p).position(|m| sum_of_squares(m) > MAX_MEAN_NORM * MAX_MEAN_NORM) {
+            return bad(format!("class {j} has a running mean of norm > {MAX_MEAN_NORM}; a mean of unit vectors cannot exceed 1"));
         }
         Ok(Self { num_classes, p, means, counts })
     }

@@ -5,9 +5,13 @@ use tch::{Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
 
-/// Largest accepted deviation of a feature row's norm from 1. Generous enough for f32 and
-/// half-precision features that were normalised, tight enough to catch un-normalised ones.
+/// Largest accepted deviation of a feature row's norm from 1 for f64, f32 and f16 features:
+/// generous enough for normalised features rounded to f16, tight enough to catch
+/// un-normalised ones.
 pub const NORM_TOLERANCE: f64 = 1e-3;
+
+/// The same for bfloat16, whose 8-bit mantissa alone rounds a unit row's norm by up to 2^-8.
+pub const NORM_TOLERANCE_BF16: f64 = 1.0 / 128.0;
 
 /// Checks that `features` is N x p, floating point, finite, and made of unit rows.
 /// Returns N. Costs one device-to-host synchronisation.
@@ -28,8 +32,9 @@ pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
     if worst.is_nan() || worst.is_infinite() {
         return bad("some entries are NaN or infinite".into());
     }
-    if worst > NORM_TOLERANCE {
-        return bad(format!("a row has norm off from 1 by {worst:.3e} (tolerance {NORM_TOLERANCE:e})"));
+    let tolerance = if features.kind() == Kind::BFloat16 { NORM_TOLERANCE_BF16 } else { NORM_TOLERANCE };
+    if worst > tolerance {
+        return bad(format!("a row has norm off from 1 by {worst:.3e} (tolerance {tolerance:e})"));
     }
     Ok(size[0])
 }

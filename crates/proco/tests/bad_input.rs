@@ -72,3 +72,32 @@ fn estimator_rejects_bad_batches() {
     assert!(est.update(&unit_rows(), &Tensor::from_slice(&[0i64, 7])).is_err());
     assert_eq!(est, before, "a rejected batch must leave the estimator untouched");
 }
+
+#[test]
+fn corrupt_estimator_state_is_refused() {
+    let err = VmfEstimator::from_state(2, 2, vec![2.0, 0.0, 0.5, 0.0], vec![1.0, 1.0]).unwrap_err();
+    assert!(err.to_string().contains("class 0"), "{err}");
+    assert!(VmfEstimator::from_state(2, 2, vec![0.0; 3], vec![1.0, 1.0]).is_err());
+    assert!(VmfEstimator::from_state(2, 2, vec![0.0; 4], vec![1.0, -1.0]).is_err());
+}
+
+#[test]
+fn half_precision_features_with_clamped_kappa() {
+    // kappa = 1e5 (kappa^2 = 1e10) overflows f16; the loss must still be finite and agree with f32.
+    let est = VmfEstimator::from_state(3, 4, vec![1.0 - 1e-9, 0.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.3, 0.0], vec![5.0; 3]).unwrap();
+    assert_eq!(est.concentrations()[0].kappa, 1e5);
+    let prior = LogPrior::from_counts(&[10.0, 5.0, 1.0]).unwrap();
+    let loss_fn = ProCoLoss::new(4, 0.1).unwrap();
+    let y = Tensor::from_slice(&[0i64, 1]);
+    let full = loss_fn.loss(&unit_rows(), &y, &est, &prior).unwrap().double_value(&[]);
+    for kind in [Kind::Half, Kind::BFloat16] {
+        let z = unit_rows().to_kind(kind).set_requires_grad(true);
+        let loss = loss_fn.loss(&z, &y, &est, &prior).unwrap();
+        assert_eq!(loss.kind(), kind);
+        loss.backward();
+        let got = loss.double_value(&[]);
+        assert!((got - full).abs() <= 0.02 * full.abs(), "{kind:?}: {got} vs f32 {full}");
+        let g = z.grad().to_kind(Kind::Float);
+        assert!(g.isfinite().all().int64_value(&[]) == 1, "{kind:?}: non-finite gradient");
+    }
+}

@@ -108,7 +108,10 @@ pub fn bessel_ratio(nu: f64, x: f64) -> f64 {
         return 1.0;
     }
     let r = if nu >= DEBYE_MIN_NU {
-        if x >= nu {
+        if x < 1e-100 {
+            // The continued fraction's 2/x and Lentz floor break down this close to 0.
+            series::ratio(nu, x)
+        } else if x >= nu {
             debye::ratio(nu, x)
         } else {
             continued_fraction::ratio(nu, x, CF_MAX_STEPS)
@@ -208,6 +211,10 @@ mod tests {
         let want = -63.0 * std::f64::consts::LN_2 - libm::lgamma(64.0);
         assert!(rel(at_zero, want) < 1e-15, "{at_zero} vs {want}");
         assert!(rel(log_bessel_i_minus_nu_log_x(63.0, 1e-200), want) < 1e-15);
+        // Far below the continued fraction's range: ratio = x / (2 (nu + 1)).
+        for x in [1e-310, 1e-300, 1e-150] {
+            assert!(rel(bessel_ratio(63.0, x), x / 128.0) < 1e-15, "x={x}");
+        }
         for (nu, x) in [(-1.0, 1.0), (1.0, -1.0), (f64::NAN, 1.0), (1.0, f64::NAN), (f64::INFINITY, 1.0)] {
             assert!(log_bessel_i(nu, x).is_nan() && bessel_ratio(nu, x).is_nan());
             assert!(log_bessel_i_minus_nu_log_x(nu, x).is_nan());

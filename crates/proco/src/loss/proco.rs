@@ -27,6 +27,12 @@ use crate::validate;
 /// than it saves (a pair takes ~0.1-0.2 us; a thread start ~10 us).
 const MIN_PAIRS_PER_THREAD: usize = 2048;
 
+/// Smallest accepted temperature: |z|^2 / tau^2 must stay far from f32 overflow.
+pub const MIN_TEMPERATURE: f64 = 1e-6;
+
+/// Floor of kt^2 in the differentiable path (above f32's smallest normal number).
+const KT_SQ_FLOOR: f64 = 1e-36;
+
 /// Which Bessel numerics the loss uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BesselRoute {
@@ -59,11 +65,13 @@ pub struct ProCoLoss {
 }
 
 impl ProCoLoss {
-    /// A loss for p-dimensional features (p >= 2) at temperature tau (finite, > 0).
+    /// A loss for p-dimensional features (p >= 2) at temperature tau (finite, >= [`MIN_TEMPERATURE`]).
     pub fn new(p: usize, tau: f64) -> Result<Self> {
         let nu = bessel_order(p)?;
-        if !(tau.is_finite() && tau > 0.0) {
-            return Err(ProcoError::InvalidConfig { reason: format!("temperature tau = {tau} must be finite and > 0 (ProCo uses 0.1)") });
+        if !(tau.is_finite() && tau >= MIN_TEMPERATURE) {
+            return Err(ProcoError::InvalidConfig {
+                reason: format!("temperature tau = {tau} must be finite and >= {MIN_TEMPERATURE:e} (ProCo uses 0.1)"),
+            });
         }
         Ok(Self { p, nu, tau, route: BesselRoute::Exact })
     }
@@ -129,7 +137,14 @@ impl ProCoLoss {
         }
         let n = validate::unit_features(features, self.p)? as usize;
         let c = estimator.num_classes();
-        let (kind, device) = (features.kind(), features.device());
+        // kappa^2 reaches 1e10: half-precision features are computed in f32 (a differentiable
+        // cast) and the logits are cast back, so f16's 65504 ceiling never turns kt into inf.
+        let out_kind = features.kind();
+        let (kind, device) = match out_kind {
+            Kind::Half | Kind::BFloat16 => (Kind::Float, features.device()),
+            k => (k, features.device()),
+        };
+        let features = &features.f_to_kind(kind)?;
 
         let conc = estimator.concentrations();
         let mut km = Vec::with_capacity(c * self.p);
@@ -150,7 +165,9 @@ impl ProCoLoss {
             .f_mul_scalar(2.0 / self.tau)?
             .f_add(&z_sq.f_mul_scalar(1.0 / (self.tau * self.tau))?)?;
         let kappa_sq_t = Tensor::f_from_slice(&kappa_sq)?.f_to_kind(kind)?.f_to_device(device)?.f_unsqueeze(0)?;
-        let kt_t = q.f_add(&kappa_sq_t)?.f_clamp_min(0.0)?.f_sqrt()?;
+        // kt = 0 needs kappa = 1/tau and z = -mu exactly; the floor keeps sqrt's derivative
+        // finite there (A(0) = 0, so the pair then contributes no gradient, as it should).
+        let kt_t = q.f_add(&kappa_sq_t)?.f_clamp_min(KT_SQ_FLOOR)?.f_sqrt()?;
 
         let q_host = Vec::<f64>::try_from(&q.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
         let mut kt = vec![0.0; n * c];
@@ -162,7 +179,7 @@ impl ProCoLoss {
         };
         let s0_t = to_dev(&s0)?;
         let a_t = to_dev(&ratio)?;
-        let logits = s0_t.f_add(&a_t.f_mul(&kt_t.f_sub(&kt_t.detach())?)?)?;
+        let logits = s0_t.f_add(&a_t.f_mul(&kt_t.f_sub(&kt_t.detach())?)?)?.f_to_kind(out_kind)?;
         Ok(ContrastLogits { logits, kt, ratio })
     }
 
