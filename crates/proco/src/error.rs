@@ -29,6 +29,22 @@ pub enum ProcoError {
         /// The loss value.
         value: f64,
     },
+    /// A data file or directory is absent, truncated, corrupt or malformed.
+    #[error("{}: {reason}", path.display())]
+    Data {
+        /// The file or directory concerned.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do about it.
+        reason: String,
+    },
+    /// An I/O error on a named path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A vMF computation rejected its input.
     #[error(transparent)]
     Vmf(#[from] VmfError),

@@ -6,7 +6,9 @@
 //!
 //! The mathematics lives in `proco-vmf` (no tensors); this crate knows nothing of the terminal.
 
+pub mod augment;
 pub mod bench;
+pub mod data;
 pub mod error;
 pub mod estimator;
 pub mod loss;

@@ -1,0 +1,1 @@
+//! Augmentations with PIL/torchvision semantics. Being written.

@@ -1,0 +1,1 @@
+//! CIFAR-10 / CIFAR-100 readers (binary and python layouts). Being written.

@@ -1,0 +1,1 @@
+//! Long-tail profiles and the LDAM-DRW selection. Being written.

@@ -1,0 +1,37 @@
+//! Datasets: images and labels from files on disk, and the long-tail protocol that subsamples
+//! them. Images are 8-bit RGB (`image::RgbImage`, row-major, interleaved R, G, B), the form
+//! the augmentations in [`crate::augment`] take.
+
+pub mod cifar;
+pub mod long_tail;
+pub mod memory;
+
+pub use memory::{InMemoryDataset, Subset};
+
+use image::RgbImage;
+
+use crate::error::Result;
+
+/// A labelled image collection, readable from several loader threads at once.
+///
+/// `image(i)` returns an owned image: in-memory datasets copy the pixels of one sample
+/// (3 KiB for CIFAR), file-backed ones decode it, so the dataset itself never holds more than
+/// one copy of the pixels.
+pub trait Dataset: Send + Sync {
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// Whether the dataset has no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Number of classes (labels are in 0..num_classes).
+    fn num_classes(&self) -> usize;
+    /// Label of sample i (i < len).
+    fn label(&self, i: usize) -> usize;
+    /// Pixels of sample i (i < len).
+    fn image(&self, i: usize) -> Result<RgbImage>;
+    /// Human-readable class names, one per class, when the source provides them.
+    fn class_names(&self) -> Option<&[String]> {
+        None
+    }
+}
