@@ -10,6 +10,7 @@ pub mod augment;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod loader;
 pub mod estimator;
 pub mod loss;
 pub mod validate;
