@@ -3,6 +3,7 @@
 //! the augmentations in [`crate::augment`] take.
 
 pub mod cifar;
+pub mod fetch;
 pub mod long_tail;
 pub mod memory;
 
