@@ -3,6 +3,9 @@
 //! numpy's legacy `RandomState(0)` exactly as that code does, so our CIFAR-10-LT holds the very
 //! same images as theirs (IF 100 keeps 12,406 CIFAR-10 training images).
 
+use std::sync::Arc;
+
+use crate::data::{Dataset, Subset};
 use crate::error::{ProcoError, Result};
 
 /// How class sizes decay from the largest (class 0) to the smallest (class C-1).
@@ -144,6 +147,19 @@ pub fn ldam_selection(labels: &[u32], counts: &[usize], seed: u32) -> Result<Vec
             Ok(idx)
         })
         .collect()
+}
+
+/// The long-tailed training set of a balanced `dataset`: class counts from `profile` and
+/// `imbalance_ratio` with n_max = len / C, images chosen by [`ldam_selection`] with `seed`
+/// (the protocol uses 0), in the reference's order (class by class). Returns the subset and
+/// the per-class counts.
+pub fn long_tailed<D: Dataset>(dataset: Arc<D>, profile: LongTailProfile, imbalance_ratio: f64, seed: u32) -> Result<(Subset<D>, Vec<usize>)> {
+    let c = dataset.num_classes();
+    let counts = class_counts(profile, dataset.len() as f64 / c as f64, c, imbalance_ratio)?;
+    let labels: Vec<u32> = (0..dataset.len()).map(|i| dataset.label(i) as u32).collect();
+    let kept = ldam_selection(&labels, &counts, seed)?;
+    let subset = Subset::new(dataset, kept.into_iter().flatten().collect())?;
+    Ok((subset, counts))
 }
 
 /// Sizes of the usual evaluation groups: many-shot (> 100 training images), medium-shot
