@@ -11,6 +11,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod loader;
+pub mod model;
 pub mod plot;
 pub mod estimator;
 pub mod loss;
