@@ -13,6 +13,7 @@ pub mod error;
 pub mod loader;
 pub mod model;
 pub mod plot;
+pub mod train;
 pub mod estimator;
 pub mod loss;
 pub mod validate;

@@ -2,7 +2,7 @@
 //! ProCo's projection head, whose L2-normalised output the vMF estimator and loss consume.
 
 use tch::nn::{self, Module, ModuleT};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// PyTorch's default Linear initialisation for the bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
 /// with Kaiming-normal weights as the reference's `_weights_init` sets them.
@@ -81,7 +81,7 @@ impl Module for Classifier {
 mod tests {
     use super::*;
     use crate::model::ResNetCifar;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     #[test]
     fn resnet32_shapes_and_parameter_count() {

@@ -1,0 +1,58 @@
+//! The two-branch network of ProCo: one backbone, a classifier (CE branch, the only part used
+//! at inference) and a projection head (ProCo branch), with all parameters in one `VarStore`.
+
+use tch::nn::{self, Module, ModuleT};
+use tch::{Device, Tensor};
+
+use crate::error::{ProcoError, Result};
+use crate::model::{Classifier, ProjectionHead, ResNetCifar};
+use crate::train::recipe::{Arch, ClassifierKind, Recipe};
+
+/// Backbone + classifier + projection head.
+pub struct TwoBranchNet {
+    /// All parameters and BatchNorm statistics.
+    pub vs: nn::VarStore,
+    backbone: ResNetCifar,
+    classifier: Classifier,
+    head: ProjectionHead,
+    num_classes: usize,
+}
+
+impl TwoBranchNet {
+    /// Builds the network of `recipe` for `num_classes` classes on `device`, initialised from
+    /// the recipe's seed.
+    pub fn new(recipe: &Recipe, num_classes: usize, device: Device) -> Result<Self> {
+        if recipe.arch != Arch::Resnet32 {
+            return Err(ProcoError::InvalidConfig {
+                reason: format!("architecture {:?} is not available yet; use resnet32 (CIFAR)", recipe.arch),
+            });
+        }
+        tch::manual_seed(recipe.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let backbone = ResNetCifar::resnet32(&(&root / "backbone"));
+        let f = ResNetCifar::FEATURE_DIM;
+        let classifier = match recipe.classifier {
+            ClassifierKind::Linear => Classifier::linear(&(&root / "classifier"), f, num_classes as i64),
+            ClassifierKind::Normed => Classifier::normed(&(&root / "classifier"), f, num_classes as i64),
+        };
+        let head = ProjectionHead::new(&(&root / "head"), f, recipe.hidden_dim as i64, recipe.feature_dim as i64);
+        Ok(Self { vs, backbone, classifier, head, num_classes })
+    }
+
+    /// Number of classes of the classifier.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Training forward: (unit projection features, classifier logits) for a batch of images.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let h = self.backbone.forward_t(x, train);
+        (self.head.forward_t(&h, train), self.classifier.forward(&h))
+    }
+
+    /// Inference: classifier logits only (the projection head costs nothing at test time).
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        self.classifier.forward(&self.backbone.forward_t(x, false))
+    }
+}

@@ -1,0 +1,155 @@
+//! Run checkpoints, written so that a crash at any moment leaves the previous one intact:
+//! each epoch's files go into a fresh `checkpoints/epoch-NNNN` directory, then the one-line
+//! `checkpoints/latest` pointer is replaced atomically (temp file + rename), and only then are
+//! older epoch directories removed.
+//!
+//! Contents: `model.safetensors` (parameters and BatchNorm statistics), `optimizer.safetensors`
+//! (momentum buffers), `estimator.safetensors` (the two vMF estimators, f64), `state.json`
+//! (next epoch, best epoch, class count). Random state needs no saving: every generator is
+//! derived from the recipe's seed and the epoch.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{ProcoError, Result};
+use crate::estimator::{EstimatorPair, VmfEstimator};
+use crate::model::TwoBranchNet;
+use crate::train::accuracy::ShotAccuracy;
+use crate::train::sgd::Sgd;
+
+/// The best epoch so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestEpoch {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Its accuracies.
+    pub accuracy: ShotAccuracy,
+}
+
+/// Bookkeeping saved with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// First epoch still to run.
+    pub next_epoch: usize,
+    /// Number of classes of the model.
+    pub num_classes: usize,
+    /// Best epoch by test top-1.
+    pub best: Option<BestEpoch>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProcoError + '_ {
+    move |source| ProcoError::Io { path: path.to_path_buf(), source }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> ProcoError {
+    ProcoError::Data { path: path.to_path_buf(), reason: format!("unreadable checkpoint file ({e}); resume from another run or start afresh") }
+}
+
+fn estimator_tensors(prefix: &str, e: &VmfEstimator) -> Result<Vec<(String, Tensor)>> {
+    let (c, p) = (e.num_classes() as i64, e.dim() as i64);
+    Ok(vec![
+        (format!("{prefix}.means"), Tensor::f_from_slice(e.means())?.f_view([c, p])?),
+        (format!("{prefix}.counts"), Tensor::f_from_slice(e.counts())?),
+    ])
+}
+
+fn estimator_from(tensors: &BTreeMap<String, Tensor>, prefix: &str, path: &Path) -> Result<VmfEstimator> {
+    let get = |k: &str| tensors.get(&format!("{prefix}.{k}")).ok_or_else(|| corrupt(path, format!("missing {prefix}.{k}")));
+    let means = get("means")?;
+    let size = means.size();
+    if size.len() != 2 {
+        return Err(corrupt(path, "estimator means are not a matrix"));
+    }
+    let m = Vec::<f64>::try_from(&means.f_to_kind(Kind::Double)?.f_flatten(0, -1)?)?;
+    let n = Vec::<f64>::try_from(&get("counts")?.f_to_kind(Kind::Double)?)?;
+    VmfEstimator::from_state(size[0] as usize, size[1] as usize, m, n)
+}
+
+/// Writes the checkpoint of a finished epoch and makes it the latest.
+pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, estimators: &EstimatorPair, state: &TrainState) -> Result<PathBuf> {
+    let root = run_dir.join("checkpoints");
+    let dir = root.join(format!("epoch-{:04}", state.next_epoch));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    net.vs.save(dir.join("model.safetensors"))?;
+    let opt: Vec<(String, Tensor)> = sgd.buffers().iter().map(|(k, v)| (k.clone(), v.f_to_device(Device::Cpu))).map(|(k, v)| v.map(|v| (k, v))).collect::<Result<_, _>>()?;
+    Tensor::write_safetensors(&opt, dir.join("optimizer.safetensors"))?;
+    let mut est = estimator_tensors("previous", estimators.previous())?;
+    est.extend(estimator_tensors("current", estimators.current())?);
+    Tensor::write_safetensors(&est, dir.join("estimator.safetensors"))?;
+    let state_path = dir.join("state.json");
+    let text = serde_json::to_string_pretty(state).map_err(|e| corrupt(&state_path, e))?;
+    fs::write(&state_path, text).map_err(io(&state_path))?;
+
+    let pointer = root.join("latest");
+    let tmp = root.join("latest.tmp");
+    fs::write(&tmp, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).map_err(io(&tmp))?;
+    fs::rename(&tmp, &pointer).map_err(io(&pointer))?;
+    for entry in fs::read_dir(&root).map_err(io(&root))?.flatten() {
+        let p = entry.path();
+        if p.is_dir() && p != dir {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+    Ok(dir)
+}
+
+/// The latest checkpoint directory of a run, if any.
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let pointer = run_dir.join("checkpoints/latest");
+    match fs::read_to_string(&pointer) {
+        Ok(name) => {
+            let dir = run_dir.join("checkpoints").join(name.trim());
+            if dir.is_dir() {
+                Ok(Some(dir))
+            } else {
+                Err(corrupt(&pointer, format!("it names {} which does not exist", dir.display())))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ProcoError::Io { path: pointer, source: e }),
+    }
+}
+
+/// Reads a checkpoint's bookkeeping.
+pub fn load_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join("state.json");
+    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| corrupt(&path, e))
+}
+
+/// Loads the model weights of a checkpoint into `net`, refusing a class-count mismatch.
+pub fn load_model(dir: &Path, net: &mut TwoBranchNet) -> Result<TrainState> {
+    let state = load_state(dir)?;
+    if state.num_classes != net.num_classes() {
+        return Err(ProcoError::InvalidConfig {
+            reason: format!(
+                "the checkpoint {} has {} classes but the dataset has {}; evaluate it on the dataset it was trained on",
+                dir.display(),
+                state.num_classes,
+                net.num_classes()
+            ),
+        });
+    }
+    let path = dir.join("model.safetensors");
+    net.vs.load(&path).map_err(|e| corrupt(&path, e))?;
+    Ok(state)
+}
+
+/// Loads everything needed to continue training.
+pub fn load_all(dir: &Path, net: &mut TwoBranchNet, sgd: &mut Sgd) -> Result<(TrainState, EstimatorPair)> {
+    let state = load_model(dir, net)?;
+    let device = net.vs.device();
+    let opt_path = dir.join("optimizer.safetensors");
+    let buffers = Tensor::read_safetensors(&opt_path).map_err(|e| corrupt(&opt_path, e))?;
+    let buffers = buffers.into_iter().map(|(k, v)| v.f_to_device(device).map(|v| (k, v))).collect::<Result<BTreeMap<_, _>, _>>()?;
+    sgd.set_buffers(buffers);
+    let est_path = dir.join("estimator.safetensors");
+    let est: BTreeMap<String, Tensor> = Tensor::read_safetensors(&est_path).map_err(|e| corrupt(&est_path, e))?.into_iter().collect();
+    let pair = EstimatorPair::from_parts(estimator_from(&est, "previous", &est_path)?, estimator_from(&est, "current", &est_path)?);
+    Ok((state, pair))
+}

@@ -1,0 +1,13 @@
+//! Training: the recipe (data), learning-rate schedule, SGD with checkpointable state, the
+//! two-branch loop, evaluation by shot group, metrics sinks and checkpoints.
+
+pub mod accuracy;
+pub mod checkpoint;
+pub mod events;
+pub mod recipe;
+pub mod sgd;
+pub mod trainer;
+
+pub use accuracy::{shot_accuracy, ShotAccuracy};
+pub use recipe::Recipe;
+pub use trainer::{evaluate, evaluate_run, train, Progress, RunOptions, TrainData, TrainSummary};

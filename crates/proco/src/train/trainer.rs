@@ -1,0 +1,396 @@
+//! The ProCo training loop: two branches on one backbone, loss = CE + alpha * ProCo, with
+//! evaluation every epoch, metrics (JSON lines, TensorBoard), atomic checkpoints and resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tch::{Device, Kind};
+
+use crate::data::Dataset;
+use crate::error::{ProcoError, Result};
+use crate::estimator::EstimatorPair;
+use crate::loader::{Loader, LoaderConfig, SampleTransform};
+use crate::loss::{LogPrior, LogitAdjustedCe, ProCoLoss};
+use crate::model::TwoBranchNet;
+use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
+use crate::train::checkpoint::{self, BestEpoch, TrainState};
+use crate::train::events::{JsonlLog, TensorBoardWriter};
+use crate::train::recipe::Recipe;
+use crate::train::sgd::Sgd;
+
+/// The data of a run: a training set with its 3-view transform, a test set with its 1-view
+/// transform, and the training images per class (for the prior and the shot groups).
+pub struct TrainData<D: Dataset + 'static, E: Dataset + 'static, T: SampleTransform + 'static, V: SampleTransform + 'static> {
+    /// Training set (long-tailed).
+    pub train: Arc<D>,
+    /// Test set.
+    pub test: Arc<E>,
+    /// Classification view + two contrastive views.
+    pub train_transform: Arc<T>,
+    /// Test-time preprocessing (one view).
+    pub test_transform: Arc<V>,
+    /// Training images per class.
+    pub class_counts: Vec<usize>,
+}
+
+/// Where and how a run executes (not part of the recipe: it does not change the result).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run directory (recipe, metrics, checkpoints, plots).
+    pub run_dir: PathBuf,
+    /// Compute device.
+    pub device: Device,
+    /// Run only the epochs before this one (the schedule stays the full recipe's).
+    pub stop_after: Option<usize>,
+    /// Continue the run in `run_dir` from its latest checkpoint.
+    pub resume: bool,
+    /// Batch size of evaluation.
+    pub eval_batch_size: usize,
+}
+
+/// What the loop reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// An epoch starts.
+    EpochStart {
+        /// 0-based epoch.
+        epoch: usize,
+        /// Its learning rate.
+        lr: f64,
+        /// Batches in it.
+        batches: usize,
+    },
+    /// A training step finished.
+    Step {
+        /// 0-based step within the epoch.
+        step: usize,
+        /// Running mean CE loss of the epoch.
+        ce_loss: f64,
+        /// Running mean ProCo loss.
+        proco_loss: f64,
+        /// Running training accuracy (classifier + alpha * contrast logits), percent.
+        accuracy: f64,
+        /// Images per second over the epoch so far.
+        images_per_sec: f64,
+    },
+    /// An epoch ended and was evaluated and saved.
+    EpochEnd(EpochRecord),
+}
+
+/// One epoch's results, as written to `metrics.jsonl`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochRecord {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Mean CE loss over the epoch's batches.
+    pub ce_loss_train: f64,
+    /// Mean ProCo loss.
+    pub proco_loss_train: f64,
+    /// Training accuracy, percent.
+    pub train_top1: f64,
+    /// Logit-adjusted CE of the classifier on the test set.
+    pub ce_loss_val: f64,
+    /// Test accuracies.
+    pub val: ShotAccuracy,
+    /// Wall time of training + evaluation, seconds.
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_sec: f64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Every epoch run in this call.
+    pub epochs: Vec<EpochRecord>,
+    /// Best epoch of the whole run.
+    pub best: Option<BestEpoch>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProcoError + '_ {
+    move |source| ProcoError::Io { path: path.to_path_buf(), source }
+}
+
+/// The generator of the fresh estimator at the start of `epoch`.
+fn estimator_rng(seed: u64, epoch: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ 0xe571_u64.wrapping_mul(epoch as u64 + 1))
+}
+
+/// Evaluates the classifier on `test`: accuracies and logit-adjusted CE.
+pub fn evaluate<E: Dataset + 'static, V: SampleTransform + 'static>(
+    net: &TwoBranchNet,
+    test: Arc<E>,
+    transform: Arc<V>,
+    class_counts: &[usize],
+    batch_size: usize,
+    threads: usize,
+) -> Result<(ShotAccuracy, f64)> {
+    let device = net.vs.device();
+    let config = LoaderConfig { batch_size, drop_last: false, shuffle: false, seed: 0, threads, prefetch: 2 };
+    let loader = Loader::new(test, transform, config)?;
+    let counts: Vec<f64> = class_counts.iter().map(|&c| c as f64).collect();
+    let ce = LogitAdjustedCe::new(LogPrior::from_counts(&counts)?);
+    let (mut preds, mut labels, mut loss_sum, mut n) = (Vec::new(), Vec::new(), 0.0, 0usize);
+    let _guard = tch::no_grad_guard();
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let x = batch.views.f_select(0, 0)?.f_to_device(device)?;
+        let y = batch.labels.f_to_device(device)?;
+        let logits = net.logits(&x);
+        let k = batch.indices.len();
+        loss_sum += ce.loss(&logits, &y)?.f_double_value(&[])? * k as f64;
+        n += k;
+        preds.extend(Vec::<i64>::try_from(&logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)?.into_iter().map(|p| p as usize));
+        labels.extend(Vec::<i64>::try_from(&batch.labels)?.into_iter().map(|l| l as usize));
+    }
+    Ok((shot_accuracy(&preds, &labels, class_counts), loss_sum / n.max(1) as f64))
+}
+
+/// Trains (or continues) a run. Writes `recipe.toml`, `metrics.jsonl`, TensorBoard events and
+/// checkpoints under `options.run_dir`; reports progress through `progress`.
+pub fn train<D, E, T, V>(recipe: &Recipe, data: &TrainData<D, E, T, V>, options: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary>
+where
+    D: Dataset + 'static,
+    E: Dataset + 'static,
+    T: SampleTransform + 'static,
+    V: SampleTransform + 'static,
+{
+    recipe.validate()?;
+    let num_classes = data.class_counts.len();
+    if data.train.num_classes() != num_classes || data.test.num_classes() != num_classes {
+        return Err(ProcoError::InvalidConfig {
+            reason: format!("train / test / counts disagree on the number of classes ({} / {} / {num_classes})", data.train.num_classes(), data.test.num_classes()),
+        });
+    }
+    if data.train_transform.views() != 3 {
+        return Err(ProcoError::InvalidConfig { reason: "the training transform must give 3 views (classification + 2 contrastive)".into() });
+    }
+    let dir = &options.run_dir;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let recipe_path = dir.join("recipe.toml");
+    let existing = checkpoint::latest(dir)?;
+    if options.resume {
+        let saved = std::fs::read_to_string(&recipe_path).map_err(io(&recipe_path))?;
+        if Recipe::from_toml(&saved)? != *recipe {
+            return Err(ProcoError::InvalidConfig {
+                reason: format!("the recipe differs from the one saved in {}; resume with the same settings", recipe_path.display()),
+            });
+        }
+    } else if existing.is_some() {
+        return Err(ProcoError::InvalidConfig {
+            reason: format!("{} already holds a run; pass --resume to continue it or choose another run directory", dir.display()),
+        });
+    } else {
+        std::fs::write(&recipe_path, recipe.to_toml()?).map_err(io(&recipe_path))?;
+    }
+
+    let device = options.device;
+    let mut net = TwoBranchNet::new(recipe, num_classes, device)?;
+    let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
+    let mut rng = StdRng::seed_from_u64(recipe.seed);
+    let mut estimators = EstimatorPair::new(num_classes, recipe.feature_dim, &mut rng)?;
+    let mut state = TrainState { next_epoch: 0, num_classes, best: None };
+    let log = JsonlLog::new(dir.join("metrics.jsonl"));
+    if options.resume {
+        let ckpt = existing.ok_or_else(|| ProcoError::InvalidConfig { reason: format!("--resume: {} has no checkpoint yet", dir.display()) })?;
+        let (s, e) = checkpoint::load_all(&ckpt, &mut net, &mut sgd)?;
+        state = s;
+        estimators = e;
+        log.truncate_from_epoch(state.next_epoch as u64)?;
+    }
+    let mut tb = TensorBoardWriter::create(dir)?;
+
+    let counts: Vec<f64> = data.class_counts.iter().map(|&c| c as f64).collect();
+    let prior = LogPrior::from_counts(&counts)?;
+    let ce = LogitAdjustedCe::new(prior.clone());
+    let proco = ProCoLoss::new(recipe.feature_dim, recipe.temperature)?;
+    let loader_config = LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4 };
+    let loader = Loader::new(data.train.clone(), data.train_transform.clone(), loader_config)?;
+    let end = options.stop_after.map_or(recipe.epochs, |s| s.min(recipe.epochs));
+    let mut records = Vec::new();
+
+    for epoch in state.next_epoch..end {
+        let start = Instant::now();
+        let lr = recipe.lr_at(epoch);
+        estimators.start_epoch(&mut estimator_rng(recipe.seed, epoch))?;
+        let batches = loader.batches_per_epoch();
+        progress(Progress::EpochStart { epoch, lr, batches });
+        let (mut ce_sum, mut proco_sum, mut correct, mut seen) = (0.0, 0.0, 0usize, 0usize);
+        for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let n = batch.indices.len() as i64;
+            let size = batch.views.size();
+            let x = batch.views.f_view([3 * n, size[2], size[3], size[4]])?.f_to_device(device)?;
+            let y = batch.labels.f_to_device(device)?;
+            let (z, logits) = net.forward_t(&x, true);
+            let logits1 = logits.f_narrow(0, 0, n)?;
+            let ce_loss = ce.loss(&logits1, &y)?;
+            let mut proco_losses = Vec::with_capacity(2);
+            let mut contrast = Vec::with_capacity(2);
+            for v in 1..3 {
+                let zv = z.f_narrow(0, v * n, n)?;
+                estimators.update(&zv.detach(), &y)?;
+                let s = proco.contrast_logits(&zv, estimators.previous())?;
+                proco_losses.push(ce.loss(&s.logits, &y)?);
+                contrast.push(s.logits);
+            }
+            let proco_loss = (&proco_losses[0] + &proco_losses[1]) / 2.0;
+            let loss = &ce_loss + &proco_loss * recipe.alpha;
+            let value = loss.f_double_value(&[])?;
+            if !value.is_finite() {
+                return Err(ProcoError::NonFiniteLoss { value });
+            }
+            sgd.zero_grad(&net.vs);
+            loss.f_backward()?;
+            sgd.step(&net.vs, lr)?;
+
+            let train_logits = logits1.detach() + (contrast[0].detach() + contrast[1].detach()) * (recipe.alpha / 2.0);
+            let hits = train_logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+            ce_sum += ce_loss.f_double_value(&[])? * n as f64;
+            proco_sum += proco_loss.f_double_value(&[])? * n as f64;
+            correct += hits as usize;
+            seen += n as usize;
+            progress(Progress::Step {
+                step,
+                ce_loss: ce_sum / seen as f64,
+                proco_loss: proco_sum / seen as f64,
+                accuracy: 100.0 * correct as f64 / seen as f64,
+                images_per_sec: seen as f64 / start.elapsed().as_secs_f64(),
+            });
+        }
+        let train_secs = start.elapsed().as_secs_f64();
+        let (val, ce_val) = evaluate(&net, data.test.clone(), data.test_transform.clone(), &data.class_counts, options.eval_batch_size, recipe.loader_threads)?;
+        let record = EpochRecord {
+            epoch,
+            lr,
+            ce_loss_train: ce_sum / seen.max(1) as f64,
+            proco_loss_train: proco_sum / seen.max(1) as f64,
+            train_top1: 100.0 * correct as f64 / seen.max(1) as f64,
+            ce_loss_val: ce_val,
+            val: val.clone(),
+            seconds: start.elapsed().as_secs_f64(),
+            images_per_sec: seen as f64 / train_secs,
+        };
+        if state.best.as_ref().is_none_or(|b| val.top1 > b.accuracy.top1) {
+            state.best = Some(BestEpoch { epoch, accuracy: val.clone() });
+        }
+        state.next_epoch = epoch + 1;
+        log.append(&serde_json::to_value(&record).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?)?;
+        let g = |o: Option<f64>| o.unwrap_or(f64::NAN);
+        tb.scalars(epoch as i64, &[
+            ("acc/val_top1", val.top1),
+            ("acc/val_many", g(val.many)),
+            ("acc/val_medium", g(val.medium)),
+            ("acc/val_few", g(val.few)),
+            ("acc/train_top1", record.train_top1),
+            ("loss/ce_train", record.ce_loss_train),
+            ("loss/proco_train", record.proco_loss_train),
+            ("loss/ce_val", record.ce_loss_val),
+            ("lr", lr),
+        ])?;
+        checkpoint::save(dir, &net, &sgd, &estimators, &state)?;
+        if state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
+            save_best(dir, &net, &state)?;
+        }
+        progress(Progress::EpochEnd(record.clone()));
+        records.push(record);
+    }
+    write_plots(dir, &log, &data.class_counts, state.best.as_ref())?;
+    Ok(TrainSummary { epochs: records, best: state.best })
+}
+
+/// Copies the weights of the best epoch to `best/` (written beside, then swapped in).
+fn save_best(dir: &Path, net: &TwoBranchNet, state: &TrainState) -> Result<()> {
+    let tmp = dir.join("best.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    net.vs.save(tmp.join("model.safetensors"))?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
+    std::fs::write(tmp.join("state.json"), text).map_err(io(&tmp))?;
+    let best = dir.join("best");
+    let old = dir.join("best.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if best.exists() {
+        std::fs::rename(&best, &old).map_err(io(&best))?;
+    }
+    std::fs::rename(&tmp, &best).map_err(io(&best))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Training curves and per-class accuracy against class size, as PNGs under `plots/`.
+fn write_plots(dir: &Path, log: &JsonlLog, class_counts: &[usize], best: Option<&BestEpoch>) -> Result<()> {
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(&plots).map_err(io(&plots))?;
+    let records = log.read()?;
+    let series = |key: &str, sub: Option<&str>| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter_map(|r| {
+                let e = r.get("epoch")?.as_f64()?;
+                let v = match sub {
+                    Some(s) => r.get(key)?.get(s)?.as_f64()?,
+                    None => r.get(key)?.as_f64()?,
+                };
+                Some((e, v))
+            })
+            .collect()
+    };
+    crate::plot::line_chart(&plots.join("accuracy.png"), "TEST ACCURACY (%)", &[
+        ("TOP-1", series("val", Some("top1"))),
+        ("MANY", series("val", Some("many"))),
+        ("MEDIUM", series("val", Some("medium"))),
+        ("FEW", series("val", Some("few"))),
+    ])?;
+    crate::plot::line_chart(&plots.join("loss.png"), "TRAINING LOSS", &[
+        ("CE", series("ce_loss_train", None)),
+        ("PROCO", series("proco_loss_train", None)),
+        ("CE VAL", series("ce_loss_val", None)),
+    ])?;
+    if let Some(b) = best {
+        let groups: Vec<usize> = class_counts
+            .iter()
+            .map(|&n| match crate::data::long_tail::Shot::of(n) {
+                crate::data::long_tail::Shot::Many => 0,
+                crate::data::long_tail::Shot::Medium => 1,
+                crate::data::long_tail::Shot::Few => 2,
+            })
+            .collect();
+        let title = format!("PER-CLASS TEST ACCURACY (%), BEST EPOCH {}, CLASSES BY TRAINING SIZE", b.epoch);
+        let acc: Vec<f64> = b.accuracy.per_class.iter().map(|a| if a.is_finite() { a.max(1.0) } else { 0.0 }).collect();
+        crate::plot::log_bar_chart(&plots.join("per_class_accuracy.png"), &title, &acc, &groups, &["MANY", "MEDIUM", "FEW"])?;
+    }
+    Ok(())
+}
+
+/// Reads a run's saved recipe.
+pub fn load_recipe(run_dir: &Path) -> Result<Recipe> {
+    let path = run_dir.join("recipe.toml");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    Recipe::from_toml(&text)
+}
+
+/// Evaluates a saved run (its `best/` weights, or the latest checkpoint with `latest = true`).
+pub fn evaluate_run<E: Dataset + 'static, V: SampleTransform + 'static>(
+    run_dir: &Path,
+    latest: bool,
+    test: Arc<E>,
+    transform: Arc<V>,
+    class_counts: &[usize],
+    device: Device,
+) -> Result<(ShotAccuracy, f64)> {
+    let recipe = load_recipe(run_dir)?;
+    let dir = if latest {
+        checkpoint::latest(run_dir)?.ok_or_else(|| ProcoError::Data { path: run_dir.to_path_buf(), reason: "no checkpoint in this run directory".into() })?
+    } else {
+        run_dir.join("best")
+    };
+    let mut net = TwoBranchNet::new(&recipe, test.num_classes(), device)?;
+    checkpoint::load_model(&dir, &mut net)?;
+    evaluate(&net, test, transform, class_counts, 512, recipe.loader_threads)
+}
