@@ -29,6 +29,16 @@ pub enum ProcoError {
         /// The loss value.
         value: f64,
     },
+    /// Training produced non-finite values; the checkpoints of earlier epochs are untouched.
+    #[error("training diverged at epoch {epoch}, step {step}: {what} is non-finite; lower the learning rate or resume from the last checkpoint")]
+    Diverged {
+        /// 0-based epoch.
+        epoch: usize,
+        /// 0-based step within the epoch.
+        step: usize,
+        /// What went non-finite.
+        what: String,
+    },
     /// A data file or directory is absent, truncated, corrupt or malformed.
     #[error("{}: {reason}", path.display())]
     Data {

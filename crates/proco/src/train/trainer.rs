@@ -228,6 +228,10 @@ where
             let x = batch.views.f_view([3 * n, size[2], size[3], size[4]])?.f_to_device(device)?;
             let y = batch.labels.f_to_device(device)?;
             let (z, logits) = net.forward_t(&x, true);
+            let finite = logits.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1 && z.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1;
+            if !finite {
+                return Err(ProcoError::Diverged { epoch, step, what: "the network output".into() });
+            }
             let logits1 = logits.f_narrow(0, 0, n)?;
             let ce_loss = ce.loss(&logits1, &y)?;
             let mut proco_losses = Vec::with_capacity(2);
@@ -243,7 +247,7 @@ where
             let loss = &ce_loss + &proco_loss * recipe.alpha;
             let value = loss.f_double_value(&[])?;
             if !value.is_finite() {
-                return Err(ProcoError::NonFiniteLoss { value });
+                return Err(ProcoError::Diverged { epoch, step, what: format!("the loss ({value})") });
             }
             sgd.zero_grad(&net.vs);
             loss.f_backward()?;

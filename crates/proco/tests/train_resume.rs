@@ -1,0 +1,161 @@
+//! The trainer end to end on a tiny synthetic set: a killed-and-resumed run ends with exactly
+//! the weights, estimator and metrics of an uninterrupted one; bad input fails clearly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use image::RgbImage;
+use proco::data::InMemoryDataset;
+use proco::loader::SampleTransform;
+use proco::tch::{Device, Tensor};
+use proco::train::checkpoint;
+use proco::train::{train, Recipe, RunOptions, TrainData};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// Scales pixels to [-1, 1] with a random horizontal flip per view.
+struct FlipViews(usize);
+
+impl SampleTransform for FlipViews {
+    fn views(&self) -> usize {
+        self.0
+    }
+    fn height(&self) -> usize {
+        32
+    }
+    fn width(&self) -> usize {
+        32
+    }
+    fn apply(&self, img: &RgbImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> proco::Result<()> {
+        for o in out.iter_mut() {
+            let flip = rng.random_bool(0.5);
+            for (x, y, p) in img.enumerate_pixels() {
+                let xx = if flip { 31 - x } else { x } as usize;
+                for c in 0..3 {
+                    o[c * 1024 + y as usize * 32 + xx] = p[c] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dataset(n: usize, seed: u64) -> Arc<InMemoryDataset> {
+    use rand::SeedableRng;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    // Class c is brighter in channel c, plus noise: learnable, not trivial.
+    let mut pixels = Vec::with_capacity(n * 3072);
+    for &l in &labels {
+        for _ in 0..1024 {
+            for c in 0..3u32 {
+                let base = if c == l { 170.0 } else { 80.0 };
+                pixels.push((base + rng.random_range(-60.0..60.0f32)) as u8);
+            }
+        }
+    }
+    Arc::new(InMemoryDataset::new(32, 32, pixels, labels, 3).unwrap())
+}
+
+fn recipe() -> Recipe {
+    let mut r = Recipe::cifar(proco::train::recipe::DatasetKind::Cifar10, 1.0, 3);
+    r.batch_size = 16;
+    r.lr = 0.05;
+    r.feature_dim = 16;
+    r.hidden_dim = 32;
+    r
+}
+
+fn data() -> TrainData<InMemoryDataset, InMemoryDataset, FlipViews, FlipViews> {
+    TrainData {
+        train: dataset(48, 1),
+        test: dataset(30, 2),
+        train_transform: Arc::new(FlipViews(3)),
+        test_transform: Arc::new(FlipViews(1)),
+        class_counts: vec![16, 16, 16],
+    }
+}
+
+fn run_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("proco-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn options(dir: &PathBuf, stop_after: Option<usize>, resume: bool) -> RunOptions {
+    RunOptions { run_dir: dir.clone(), device: Device::Cpu, stop_after, resume, eval_batch_size: 64 }
+}
+
+fn weights(dir: &PathBuf) -> Vec<(String, Tensor)> {
+    let ckpt = checkpoint::latest(dir).unwrap().unwrap();
+    let mut w = Tensor::read_safetensors(ckpt.join("model.safetensors")).unwrap();
+    w.extend(Tensor::read_safetensors(ckpt.join("estimator.safetensors")).unwrap());
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    proco::tch::set_num_threads(1);
+    let (r, d) = (recipe(), data());
+    let whole = run_dir("whole");
+    let full = train(&r, &d, &options(&whole, None, false), &mut |_| {}).unwrap();
+    assert_eq!(full.epochs.len(), 3);
+
+    let split = run_dir("split");
+    let first = train(&r, &d, &options(&split, Some(1), false), &mut |_| {}).unwrap();
+    assert_eq!(first.epochs.len(), 1);
+    // Starting again without --resume must refuse to overwrite the run.
+    assert!(train(&r, &d, &options(&split, None, false), &mut |_| {}).unwrap_err().to_string().contains("--resume"));
+    let rest = train(&r, &d, &options(&split, None, true), &mut |_| {}).unwrap();
+    assert_eq!(rest.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), [1, 2]);
+
+    for ((na, a), (nb, b)) in weights(&whole).iter().zip(weights(&split).iter()) {
+        assert_eq!(na, nb);
+        assert!(a.equal(b), "{na} differs after resume");
+    }
+    for (a, b) in full.epochs[1..].iter().zip(&rest.epochs) {
+        assert_eq!(a.val, b.val);
+        assert_eq!(a.ce_loss_train, b.ce_loss_train);
+    }
+    let lines = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3);
+    for f in ["recipe.toml", "best/model.safetensors", "plots/accuracy.png", "plots/loss.png", "plots/per_class_accuracy.png"] {
+        assert!(split.join(f).exists(), "{f} missing");
+    }
+    assert!(std::fs::read_dir(&split).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents")));
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
+#[test]
+fn corrupt_checkpoint_and_class_mismatch_are_clear_errors() {
+    let (r, d) = (recipe(), data());
+    let dir = run_dir("corrupt");
+    train(&r, &d, &options(&dir, Some(1), false), &mut |_| {}).unwrap();
+    let ckpt = checkpoint::latest(&dir).unwrap().unwrap();
+    // Evaluating against a dataset with another number of classes is refused.
+    let other = Arc::new(InMemoryDataset::new(32, 32, vec![0; 3072 * 4], vec![0, 1, 2, 3], 4).unwrap());
+    let err = proco::train::evaluate_run(&dir, true, other, Arc::new(FlipViews(1)), &[1, 1, 1, 1], Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("classes"), "{err}");
+    // A truncated weights file is reported by name, and the file beside it is untouched.
+    let model = ckpt.join("model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let err = train(&r, &d, &options(&dir, None, true), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+    assert!(ckpt.join("estimator.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn diverging_training_stops_with_a_clear_error() {
+    let mut r = recipe();
+    r.lr = 1e30;
+    r.warmup_epochs = 0;
+    let dir = run_dir("nan");
+    let err = train(&r, &data(), &options(&dir, None, false), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, proco::ProcoError::Diverged { .. }) && err.to_string().contains("learning rate"), "{err}");
+    assert!(checkpoint::latest(&dir).unwrap().is_none(), "no checkpoint is written for a diverged epoch");
+    let _ = std::fs::remove_dir_all(&dir);
+}
