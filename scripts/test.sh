@@ -6,7 +6,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PROCO_ROOT"
 "$PROCO_ROOT/scripts/setup.sh"
-"$PROCO_ROOT/scripts/fetch-cifar10.sh"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

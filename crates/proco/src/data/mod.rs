@@ -4,8 +4,11 @@
 
 pub mod cifar;
 pub mod fetch;
+pub mod folder;
+pub mod list_file;
 pub mod long_tail;
 pub mod memory;
+pub mod pickle;
 
 pub use memory::{InMemoryDataset, Subset};
 

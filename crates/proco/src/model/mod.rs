@@ -1,10 +1,12 @@
-//! Networks: the CIFAR ResNet-32 backbone, the heads of ProCo's two branches, and the
+//! Networks: the CIFAR ResNet-32 and ImageNet ResNet-50 / ResNeXt-50 backbones, the heads of ProCo's two branches, and the
 //! two-branch network that ties them together.
 
 pub mod heads;
 pub mod net;
+pub mod resnet;
 pub mod resnet_cifar;
 
 pub use heads::{Classifier, ProjectionHead};
 pub use net::TwoBranchNet;
+pub use resnet::ResNetImageNet;
 pub use resnet_cifar::ResNetCifar;

@@ -5,14 +5,29 @@ use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Tensor};
 
 use crate::error::{ProcoError, Result};
-use crate::model::{Classifier, ProjectionHead, ResNetCifar};
+use crate::model::{Classifier, ProjectionHead, ResNetCifar, ResNetImageNet};
 use crate::train::recipe::{Arch, ClassifierKind, Recipe};
+
+/// The backbone of a recipe.
+enum Backbone {
+    Cifar(ResNetCifar),
+    ImageNet(ResNetImageNet),
+}
+
+impl Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Backbone::Cifar(b) => b.forward_t(x, train),
+            Backbone::ImageNet(b) => b.forward_t(x, train),
+        }
+    }
+}
 
 /// Backbone + classifier + projection head.
 pub struct TwoBranchNet {
     /// All parameters and BatchNorm statistics.
     pub vs: nn::VarStore,
-    backbone: ResNetCifar,
+    backbone: Backbone,
     classifier: Classifier,
     head: ProjectionHead,
     num_classes: usize,
@@ -22,16 +37,18 @@ impl TwoBranchNet {
     /// Builds the network of `recipe` for `num_classes` classes on `device`, initialised from
     /// the recipe's seed.
     pub fn new(recipe: &Recipe, num_classes: usize, device: Device) -> Result<Self> {
-        if recipe.arch != Arch::Resnet32 {
-            return Err(ProcoError::InvalidConfig {
-                reason: format!("architecture {:?} is not available yet; use resnet32 (CIFAR)", recipe.arch),
-            });
+        if num_classes == 0 {
+            return Err(ProcoError::InvalidConfig { reason: "a classifier needs at least one class".into() });
         }
         tch::manual_seed(recipe.seed as i64);
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let backbone = ResNetCifar::resnet32(&(&root / "backbone"));
-        let f = ResNetCifar::FEATURE_DIM;
+        let path = &root / "backbone";
+        let (backbone, f) = match recipe.arch {
+            Arch::Resnet32 => (Backbone::Cifar(ResNetCifar::resnet32(&path)), ResNetCifar::FEATURE_DIM),
+            Arch::Resnet50 => (Backbone::ImageNet(ResNetImageNet::resnet50(&path)), ResNetImageNet::FEATURE_DIM),
+            Arch::Resnext50 => (Backbone::ImageNet(ResNetImageNet::resnext50_32x4d(&path)), ResNetImageNet::FEATURE_DIM),
+        };
         let classifier = match recipe.classifier {
             ClassifierKind::Linear => Classifier::linear(&(&root / "classifier"), f, num_classes as i64),
             ClassifierKind::Normed => Classifier::normed(&(&root / "classifier"), f, num_classes as i64),
