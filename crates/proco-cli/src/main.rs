@@ -1,10 +1,12 @@
 //! The `proco` command. Argument parsing and printing only; the work is in the `proco` library.
 
+mod bench;
+mod data;
+mod train;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use proco::bench::{bessel_throughput, log_spaced, loss_step_time, BesselKernel};
-use proco::tch::{Cuda, Device, Kind};
-use proco::BesselRoute;
+use proco::tch::{Cuda, Device};
 
 /// ProCo: probabilistic contrastive learning for long-tailed recognition.
 #[derive(Parser)]
@@ -26,6 +28,15 @@ enum Command {
         #[arg(long)]
         x: f64,
     },
+    /// Train ProCo (two branches, CE + alpha * ProCo) from a paper recipe.
+    Train(train::TrainArgs),
+    /// Evaluate a saved run on its test set: top-1 and many / medium / few-shot accuracy.
+    Eval(train::EvalArgs),
+    /// Download, inspect and summarise datasets.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
     /// Measure Bessel throughput and ProCo loss step time on this machine.
     Bench {
         /// Device for the loss timings: `cpu`, `cuda` or `cuda:N`.
@@ -40,17 +51,30 @@ enum Command {
         /// Floating-point type of the features in the loss timings.
         #[arg(long, value_enum, default_value_t = Precision::F32)]
         precision: Precision,
+        /// Which measurements: the ProCo mathematics, the CIFAR data pipeline, or both.
+        #[arg(long, value_enum, default_value_t = bench::Suite::All)]
+        only: bench::Suite,
+        /// Loader threads for the data-pipeline measurement.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Epochs of CIFAR-10-LT (IF 100) timed in the data-pipeline measurement.
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Data directory holding cifar-10-batches-bin (default: $PROCO_DATA_DIR, else ~/.cache/proco/data).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
     },
 }
 
+/// Floating-point type of tensors.
 #[derive(Clone, Copy, ValueEnum)]
-enum Precision {
+pub enum Precision {
     F32,
     F64,
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`, failing clearly when CUDA is asked for but absent.
-fn parse_device(spec: &str) -> Result<Device> {
+pub fn parse_device(spec: &str) -> Result<Device> {
     let device = match spec {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
@@ -81,48 +105,14 @@ fn bessel(nu: f64, x: f64) -> Result<()> {
     Ok(())
 }
 
-fn bench(device: &str, seconds: f64, steps: usize, precision: Precision) -> Result<()> {
-    let device = parse_device(device)?;
-    let kind = match precision {
-        Precision::F32 => Kind::Float,
-        Precision::F64 => Kind::Double,
-    };
-    let threads = proco::tch::get_num_threads();
-    println!("proco bench: device {device:?}, {threads} LibTorch threads, features {kind:?}");
-    println!();
-    println!("Bessel throughput, x log-spaced over [1e-3, 1e5] (million evaluations per second, one core)");
-    println!("{:>6}  {:>12}  {:>12}  {:>22}", "nu", "log_bessel_i", "bessel_ratio", "authors' recurrence");
-    let xs = log_spaced(1e-3, 1e5, 4096);
-    for nu in [63.0, 511.0] {
-        let l = bessel_throughput(BesselKernel::LogI, nu, &xs, seconds) / 1e6;
-        let r = bessel_throughput(BesselKernel::Ratio, nu, &xs, seconds) / 1e6;
-        let a = bessel_throughput(BesselKernel::AuthorsRecurrence, nu, &xs, seconds) / 1e6;
-        println!("{nu:>6}  {l:>12.3}  {r:>12.3}  {a:>22.3}");
-    }
-    println!();
-    println!("ProCo loss step (estimator update + forward + backward), mean of {steps} steps, milliseconds");
-    println!("{:>5} {:>5} {:>5}  {:>8}  {:>9}  {:>8}  {:>8}  {:>16}", "N", "C", "p", "estim.", "forward", "backward", "total", "authors' numerics");
-    for (n, c, p) in [(256usize, 100usize, 128usize), (256, 1000, 1024)] {
-        let t = loss_step_time(n, c, p, kind, device, BesselRoute::Exact, steps)?;
-        let a = loss_step_time(n, c, p, kind, device, BesselRoute::AuthorsCompat, steps)?;
-        let ms = |s: f64| s * 1e3;
-        println!(
-            "{n:>5} {c:>5} {p:>5}  {:>8.2}  {:>9.2}  {:>8.2}  {:>8.2}  {:>16.2}",
-            ms(t.estimator),
-            ms(t.forward),
-            ms(t.backward),
-            ms(t.estimator + t.forward + t.backward),
-            ms(a.estimator + a.forward + a.backward)
-        );
-    }
-    println!();
-    println!("(\"authors' numerics\" runs the same pipeline with their Miller recurrence in Rust; their own code also pays a Python loop of 2*nu tensor operations per evaluation.)");
-    Ok(())
-}
-
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bessel { nu, x } => bessel(nu, x),
-        Command::Bench { device, seconds, steps, precision } => bench(&device, seconds, steps, precision),
+        Command::Bench { device, seconds, steps, precision, only, threads, epochs, data_dir } => {
+            bench::run(&bench::BenchArgs { device, seconds, steps, precision, only, threads, epochs, data_dir })
+        }
+        Command::Data { command } => data::run(command),
+        Command::Train(args) => train::run_train(args),
+        Command::Eval(args) => train::run_eval(args),
     }
 }

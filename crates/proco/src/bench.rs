@@ -89,3 +89,23 @@ pub fn loss_step_time(n: usize, c: usize, p: usize, kind: Kind, device: Device, 
     let k = steps.max(1) as f64;
     Ok(LossTiming { estimator: total.estimator / k, forward: total.forward / k, backward: total.backward / k })
 }
+
+/// Images per second of a loader pass: `epochs` full epochs of `dataset` through `transform`
+/// on `threads` loader threads, batches of `batch_size` materialised as tensors (what training
+/// consumes), nothing else running.
+pub fn pipeline_throughput<D, T>(dataset: std::sync::Arc<D>, transform: std::sync::Arc<T>, threads: usize, batch_size: usize, epochs: usize) -> Result<f64>
+where
+    D: crate::data::Dataset + 'static,
+    T: crate::loader::SampleTransform + 'static,
+{
+    let config = crate::loader::LoaderConfig { batch_size, drop_last: true, shuffle: true, seed: 0, threads, prefetch: 4 };
+    let loader = crate::loader::Loader::new(dataset, transform, config)?;
+    let start = Instant::now();
+    let mut images = 0usize;
+    for epoch in 0..epochs {
+        for batch in loader.epoch(epoch as u64) {
+            images += batch?.indices.len();
+        }
+    }
+    Ok(images as f64 / start.elapsed().as_secs_f64())
+}

@@ -1,7 +1,14 @@
 //! ProCo (probabilistic contrastive learning) for long-tailed visual recognition, on LibTorch.
 //!
+//! One batch, start to end: [`data`] (CIFAR / folder / list-file sources, the long-tail
+//! protocol) -> [`loader`] running [`pipeline`] transforms built from [`augment`] ops (three
+//! views) -> [`model`] (backbone, classifier, projection head) -> [`loss`] (logit-adjusted CE
+//! on view 1; [`estimator`] update + ProCo loss on views 2 and 3) -> [`train`] (SGD step,
+//! evaluation by shot group, metrics, checkpoints, [`plot`]s).
+//!
 //! - [`estimator`]: per-class vMF estimates from running first moments, and the epoch swap.
 //! - [`loss`]: the ProCo loss with exact Bessel numerics and gradient, logit-adjusted CE.
+//! - [`validate`]: typed errors for bad feature / label tensors.
 //! - [`bench`]: the measurements behind `proco bench`.
 //!
 //! The mathematics lives in `proco-vmf` (no tensors); this crate knows nothing of the terminal.
@@ -10,12 +17,13 @@ pub mod augment;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod estimator;
 pub mod loader;
+pub mod loss;
 pub mod model;
+pub mod pipeline;
 pub mod plot;
 pub mod train;
-pub mod estimator;
-pub mod loss;
 pub mod validate;
 
 pub use error::{ProcoError, Result};

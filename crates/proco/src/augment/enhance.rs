@@ -1,0 +1,131 @@
+//! `PIL.ImageEnhance`: brightness, contrast, colour (saturation) and sharpness.
+//!
+//! Each enhancer blends the image with a "degenerate" image: `Image.blend(degenerate, img, f)`,
+//! which Pillow evaluates per sample in single precision as `d + f * (i - d)`, clamps to
+//! [0, 255] and truncates. Factor 1 returns the image, 0 the degenerate image, values above 1
+//! extrapolate. Torchvision's `adjust_brightness/contrast/saturation` on PIL images call these.
+
+use image::RgbImage;
+
+use super::color::{grayscale, luma};
+
+/// One sample of Pillow's `ImagingBlend`: `d + alpha * (i - d)` in `f32`, clamped, truncated.
+fn blend_sample(d: u8, i: u8, alpha: f32) -> u8 {
+    let v = f32::from(d) + alpha * (f32::from(i) - f32::from(d));
+    if v <= 0.0 {
+        0
+    } else if v >= 255.0 {
+        255
+    } else {
+        v as u8
+    }
+}
+
+/// `Image.blend(degenerate, img, factor)` for two images of the same size.
+///
+/// If the sizes differ, the extra samples of the larger image are ignored (callers in this
+/// module always pass equal sizes).
+fn blend(degenerate: &RgbImage, img: &RgbImage, factor: f64) -> RgbImage {
+    let alpha = factor as f32;
+    let mut out = img.clone();
+    for (o, d) in out.iter_mut().zip(degenerate.iter()) {
+        *o = blend_sample(*d, *o, alpha);
+    }
+    out
+}
+
+/// Blend with a constant grey level `d` (the degenerate image of brightness and contrast).
+fn blend_constant(d: u8, img: &RgbImage, factor: f64) -> RgbImage {
+    let alpha = factor as f32;
+    let mut out = img.clone();
+    for o in out.iter_mut() {
+        *o = blend_sample(d, *o, alpha);
+    }
+    out
+}
+
+/// `ImageEnhance.Brightness(img).enhance(factor)`: blend with black. 0 gives black, 1 the
+/// image; factors above 1 brighten with saturation at 255. Negative factors clamp to black.
+pub fn brightness(img: &RgbImage, factor: f64) -> RgbImage {
+    blend_constant(0, img, factor)
+}
+
+/// `ImageEnhance.Contrast(img).enhance(factor)`: blend with the uniform grey whose level is the
+/// rounded mean luma, `int(mean(L) + 0.5)`. 0 gives that grey, 1 the image.
+pub fn contrast(img: &RgbImage, factor: f64) -> RgbImage {
+    let n = u64::from(img.width()) * u64::from(img.height());
+    if n == 0 {
+        return img.clone();
+    }
+    let sum: u64 = img
+        .chunks_exact(3)
+        .map(|p| u64::from(luma(p[0], p[1], p[2])))
+        .sum();
+    let mean = (sum as f64 / n as f64 + 0.5) as u8;
+    blend_constant(mean, img, factor)
+}
+
+/// `ImageEnhance.Color(img).enhance(factor)` (torchvision's `adjust_saturation`): blend with the
+/// grayscale image. 0 gives grayscale, 1 the image, above 1 over-saturates.
+pub fn color(img: &RgbImage, factor: f64) -> RgbImage {
+    blend(&grayscale(img), img, factor)
+}
+
+/// `img.filter(ImageFilter.SMOOTH)`: 3x3 kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 with Pillow's
+/// single-precision accumulation order and +0.5 rounding; the one-pixel border is copied.
+pub fn smooth(img: &RgbImage) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut out = img.clone();
+    if w < 3 || h < 3 {
+        return out;
+    }
+    let dst: &mut [u8] = &mut out;
+    let k1 = 1.0f32 / 13.0;
+    let k5 = 5.0f32 / 13.0;
+    let src: &[u8] = img;
+    let at = |x: usize, y: usize, c: usize| f32::from(src[(y * w + x) * 3 + c]);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            for c in 0..3 {
+                // Pillow sums the row below first, then the row itself, then the row above;
+                // within a row left, centre, right.
+                let mut ss = 0.5f32;
+                ss += at(x - 1, y + 1, c) * k1 + at(x, y + 1, c) * k1 + at(x + 1, y + 1, c) * k1;
+                ss += at(x - 1, y, c) * k1 + at(x, y, c) * k5 + at(x + 1, y, c) * k1;
+                ss += at(x - 1, y - 1, c) * k1 + at(x, y - 1, c) * k1 + at(x + 1, y - 1, c) * k1;
+                dst[(y * w + x) * 3 + c] = ss.clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// `ImageEnhance.Sharpness(img).enhance(factor)`: blend with [`smooth`]`(img)`. 0 gives the
+/// smoothed image, 1 the image, 2 a sharpened one. Border pixels never change (the smoothed
+/// image keeps them).
+pub fn sharpness(img: &RgbImage, factor: f64) -> RgbImage {
+    blend(&smooth(img), img, factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factor_one_is_identity() {
+        let img = RgbImage::from_fn(9, 7, |x, y| {
+            image::Rgb([(x * 20) as u8, (y * 30) as u8, 99])
+        });
+        assert_eq!(brightness(&img, 1.0), img);
+        assert_eq!(contrast(&img, 1.0), img);
+        assert_eq!(color(&img, 1.0), img);
+        assert_eq!(sharpness(&img, 1.0), img);
+    }
+
+    #[test]
+    fn blend_clamps_extrapolation() {
+        assert_eq!(blend_sample(0, 200, 1.9), 255);
+        assert_eq!(blend_sample(200, 10, 1.9), 0);
+        assert_eq!(blend_sample(0, 100, 0.55), 55);
+    }
+}
