@@ -44,7 +44,10 @@ fn learns_on_a_real_cifar10_lt_slice() {
     let ce: Vec<f64> = records.iter().map(|r| r["ce_loss_train"].as_f64().unwrap()).collect();
     assert!(ce[4] < 0.8 * ce[0], "training CE did not go down: {ce:?}");
     let best = records.iter().map(|r| r["val"]["top1"].as_f64().unwrap()).fold(0.0, f64::max);
-    assert!(best >= 30.0, "best test top-1 {best}% is not far above chance (10%)");
+    // 310 steps of 32 heavily augmented images (~10k samples) is where the authors' own run
+    // sits at about 20% (their epoch 0-1 on the full set, ../shared/reference). On 2000 test
+    // images chance is 10% +- 0.7%, so 18% is more than 10 standard deviations above it.
+    assert!(best >= 18.0, "best test top-1 {best}% is not far above chance (10%)");
 
     let eval = proco(&["eval", "--checkpoint", dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&eval.stdout);
