@@ -85,11 +85,19 @@ fn resolve_recipe(args: &TrainArgs) -> Result<Recipe> {
     }
     for kv in &args.set {
         let Some((k, v)) = kv.split_once('=') else { bail!("--set expects FIELD=VALUE, got `{kv}`") };
-        let value = if v.parse::<f64>().is_ok() || v.starts_with('[') || v == "true" || v == "false" { v.to_string() } else { format!("\"{v}\"") };
-        recipe = recipe.merge_toml(&format!("{} = {value}", k.trim())).with_context(|| format!("--set {kv}"))?;
+        let (k, v) = (k.trim(), v.trim());
+        // A TOML value as written (0.1, [80, 90], "cosine", true), else a bare word as a string.
+        let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
+            Ok(_) => v.to_string(),
+            Err(_) => toml::Value::String(v.to_string()).to_string(),
+        };
+        recipe = recipe.merge_toml(&format!("{k} = {value}")).with_context(|| format!("--set {kv}"))?;
     }
     if let Some(s) = args.seed {
         recipe.seed = s;
+    }
+    if args.limit.is_some() {
+        recipe.limit = args.limit;
     }
     recipe.validate()?;
     Ok(recipe)
@@ -130,8 +138,9 @@ fn stratified<D: Dataset>(d: Arc<D>, limit: Option<usize>) -> Result<Subset<D>> 
 
 type Cifar = Subset<Subset<InMemoryDataset>>;
 
-fn cifar_data(recipe: &Recipe, dir: &Path, limit: Option<usize>) -> Result<TrainData<Cifar, Subset<InMemoryDataset>, CifarTrainViews, CifarTestView>> {
+fn cifar_data(recipe: &Recipe, dir: &Path) -> Result<TrainData<Cifar, Subset<InMemoryDataset>, CifarTrainViews, CifarTestView>> {
     let v = variant(recipe)?;
+    let limit = recipe.limit;
     let train_set = Arc::new(load_cifar(dir, v, Split::Train, Checksum::Official)?);
     let test_set = Arc::new(load_cifar(dir, v, Split::Test, Checksum::Official)?);
     let (lt, counts) = long_tailed(train_set, LongTailProfile::Exponential, recipe.imbalance_ratio, 0)?;
@@ -166,7 +175,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", args.preset, recipe.seed)));
     let dir = data_dir(args.data_dir.clone());
-    let data = cifar_data(&recipe, &dir, args.limit)?;
+    let data = cifar_data(&recipe, &dir)?;
     println!(
         "proco train: {} on {:?} (IF {}), {} training / {} test images, {} epochs{}, run dir {}",
         args.preset,
@@ -224,7 +233,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let recipe = proco::train::trainer::load_recipe(&args.checkpoint)?;
     let device = parse_device(&args.device)?;
-    let data = cifar_data(&recipe, &data_dir(args.data_dir), None)?;
+    let data = cifar_data(&recipe, &data_dir(args.data_dir))?;
     let (acc, loss) = evaluate_run(&args.checkpoint, args.latest, data.test.clone(), data.test_transform.clone(), &data.class_counts, device)?;
     println!("{}: {}  (logit-adjusted CE {loss:.4})", args.checkpoint.display(), summary(&acc));
     Ok(())

@@ -42,7 +42,9 @@ fn learns_on_a_real_cifar10_lt_slice() {
         .collect();
     assert_eq!(records.len(), 5);
     let ce: Vec<f64> = records.iter().map(|r| r["ce_loss_train"].as_f64().unwrap()).collect();
-    assert!(ce[4] < 0.8 * ce[0], "training CE did not go down: {ce:?}");
+    // Epoch means of the classifier's CE: down by over 10% and never up by more than noise.
+    assert!(ce[4] < 0.9 * ce[0], "training CE did not go down: {ce:?}");
+    assert!(ce.windows(2).all(|w| w[1] < w[0] + 0.05), "training CE went up: {ce:?}");
     let best = records.iter().map(|r| r["val"]["top1"].as_f64().unwrap()).fold(0.0, f64::max);
     // 310 steps of 32 heavily augmented images (~10k samples) is where the authors' own run
     // sits at about 20% (their epoch 0-1 on the full set, ../shared/reference). On 2000 test

@@ -139,8 +139,16 @@ impl<D: Dataset + 'static, T: SampleTransform + 'static> Loader<D, T> {
                         return;
                     }
                     let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
-                    let batch = build_batch(&*dataset, &*transform, idx, seed, epoch);
-                    if tx.send((b, batch)).is_err() {
+                    // A panicking transform must surface as an error of this batch, not as a
+                    // silently missing batch.
+                    let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_batch(&*dataset, &*transform, idx, seed, epoch)))
+                        .unwrap_or_else(|panic| {
+                            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                            Err(ProcoError::InvalidConfig { reason: format!("preparing batch {b} panicked: {what}") })
+                        });
+                    let failed = batch.is_err();
+                    if tx.send((b, batch)).is_err() || failed {
+                        stop.store(true, Ordering::SeqCst);
                         return;
                     }
                 })
@@ -208,6 +216,11 @@ impl Iterator for EpochBatches {
                 return Some(b);
             }
             match self.rx.recv() {
+                Ok((_, Err(e))) => {
+                    // Report a failed batch at once; the epoch ends with it.
+                    self.next = self.total;
+                    return Some(Err(e));
+                }
                 Ok((i, b)) => {
                     self.pending.insert(i, b);
                 }
@@ -297,6 +310,34 @@ mod tests {
                 assert!(x >= i as f32 + 1000.0 && x < i as f32 + 1001.0, "{x} for sample {i}");
             }
         }
+    }
+
+    /// Panics on the sample with dataset index 5.
+    struct Faulty;
+
+    impl SampleTransform for Faulty {
+        fn views(&self) -> usize {
+            1
+        }
+        fn height(&self) -> usize {
+            2
+        }
+        fn width(&self) -> usize {
+            2
+        }
+        fn apply(&self, img: &RgbImage, _rng: &mut StdRng, _out: &mut [&mut [f32]]) -> Result<()> {
+            assert!(img.as_raw()[0] != 5, "bad sample");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panicking_transform_is_an_error_not_a_hang() {
+        let config = LoaderConfig { batch_size: 2, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1 };
+        let loader = Loader::new(dataset(10), Arc::new(Faulty), config).unwrap();
+        let results: Vec<_> = loader.epoch(0).collect();
+        let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error").to_string();
+        assert!(err.contains("bad sample"), "{err}");
     }
 
     #[test]

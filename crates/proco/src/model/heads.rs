@@ -4,11 +4,14 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-/// PyTorch's default Linear initialisation for the bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
-/// with Kaiming-normal weights as the reference's `_weights_init` sets them.
+/// PyTorch's default Linear initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight
+/// and bias. The reference applies Kaiming-normal only inside the backbone (its
+/// `_weights_init` runs in the encoder's constructor), so its classifier and projection head
+/// keep PyTorch's defaults; so do ours.
 fn linear(vs: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
     let bound = 1.0 / (c_in as f64).sqrt();
-    let config = nn::LinearConfig { ws_init: nn::init::DEFAULT_KAIMING_NORMAL, bs_init: Some(nn::Init::Uniform { lo: -bound, up: bound }), bias: true };
+    let init = nn::Init::Uniform { lo: -bound, up: bound };
+    let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
     nn::linear(vs, c_in, c_out, config)
 }
 

@@ -69,6 +69,26 @@ fn estimator_from(tensors: &BTreeMap<String, Tensor>, prefix: &str, path: &Path)
     VmfEstimator::from_state(size[0] as usize, size[1] as usize, m, n)
 }
 
+/// Flushes a file or directory to disk.
+fn sync_path(path: &Path) -> Result<()> {
+    fs::File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+}
+
+/// Flushes a directory entry list to disk (so renames inside it survive a power loss).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    sync_path(dir)
+}
+
+/// Flushes every file of a directory, then the directory itself.
+pub fn sync_dir_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        if entry.path().is_file() {
+            sync_path(&entry.path())?;
+        }
+    }
+    sync_path(dir)
+}
+
 /// Writes the checkpoint of a finished epoch and makes it the latest.
 pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, estimators: &EstimatorPair, state: &TrainState) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
@@ -84,11 +104,14 @@ pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, estimators: &Estimato
     let state_path = dir.join("state.json");
     let text = serde_json::to_string_pretty(state).map_err(|e| corrupt(&state_path, e))?;
     fs::write(&state_path, text).map_err(io(&state_path))?;
+    sync_dir_tree(&dir)?;
 
     let pointer = root.join("latest");
     let tmp = root.join("latest.tmp");
     fs::write(&tmp, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).map_err(io(&tmp))?;
+    sync_path(&tmp)?;
     fs::rename(&tmp, &pointer).map_err(io(&pointer))?;
+    sync_dir(&root)?;
     for entry in fs::read_dir(&root).map_err(io(&root))?.flatten() {
         let p = entry.path();
         if p.is_dir() && p != dir {

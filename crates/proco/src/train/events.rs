@@ -82,8 +82,15 @@ impl TensorBoardWriter {
     /// Creates `dir/events.out.tfevents.<time>.proco` and writes the version record. A resumed
     /// run opens a new file; TensorBoard reads all of them.
     pub fn create(dir: &Path) -> Result<Self> {
-        let path = dir.join(format!("events.out.tfevents.{}.proco", now() as u64));
-        let file = File::create(&path).map_err(io(&path))?;
+        let stamp = now() as u64;
+        let (path, file) = (0u32..)
+            .map(|k| dir.join(format!("events.out.tfevents.{stamp}.proco{}", if k == 0 { String::new() } else { format!(".{k}") })))
+            .find_map(|p| match OpenOptions::new().write(true).create_new(true).open(&p) {
+                Ok(f) => Some(Ok((p, f))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(ProcoError::Io { path: p, source: e })),
+            })
+            .unwrap_or_else(|| Err(ProcoError::InvalidConfig { reason: "no free event file name".into() }))?;
         let mut w = Self { file, path };
         w.record(&event(now(), 0, Some("brain.Event:2"), &[]))?;
         Ok(w)
@@ -148,21 +155,25 @@ impl JsonlLog {
         writeln!(f, "{value}").map_err(io(&self.path))
     }
 
-    /// All records (an absent file has none).
+    /// All records (an absent file has none). A malformed last line, left by a crash in the
+    /// middle of an append, is ignored; a malformed line elsewhere is an error.
     pub fn read(&self) -> Result<Vec<serde_json::Value>> {
         let f = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
             Err(e) => return Err(ProcoError::Io { path: self.path.clone(), source: e }),
         };
-        BufReader::new(f)
-            .lines()
-            .enumerate()
-            .map(|(k, line)| {
-                let line = line.map_err(io(&self.path))?;
-                serde_json::from_str(&line).map_err(|e| ProcoError::Data { path: self.path.clone(), reason: format!("line {}: {e}", k + 1) })
-            })
-            .collect()
+        let lines: Vec<String> = BufReader::new(f).lines().collect::<std::io::Result<_>>().map_err(io(&self.path))?;
+        let last = lines.len().saturating_sub(1);
+        let mut out = Vec::with_capacity(lines.len());
+        for (k, line) in lines.iter().enumerate() {
+            match serde_json::from_str(line) {
+                Ok(v) => out.push(v),
+                Err(_) if k == last => {}
+                Err(e) => return Err(ProcoError::Data { path: self.path.clone(), reason: format!("line {}: {e}", k + 1) }),
+            }
+        }
+        Ok(out)
     }
 
     /// Keeps only the records whose `epoch` field is below `epoch` (used when resuming, so
@@ -202,8 +213,13 @@ mod tests {
         for e in 0..4u64 {
             log.append(&serde_json::json!({ "epoch": e })).unwrap();
         }
+        // A crash in the middle of an append leaves half a line: ignored, then dropped.
+        std::fs::OpenOptions::new().append(true).open(dir.join("m.jsonl")).unwrap().write_all(b"{\"epoch\": 4, \"va").unwrap();
+        assert_eq!(log.read().unwrap().len(), 4);
         log.truncate_from_epoch(2).unwrap();
         assert_eq!(log.read().unwrap().len(), 2);
+        let second = TensorBoardWriter::create(&dir).unwrap();
+        assert_ne!(second.path, w.path, "two writers in the same second get different files");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

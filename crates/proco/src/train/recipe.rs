@@ -92,6 +92,10 @@ pub struct Recipe {
     pub seed: u64,
     /// Loader threads.
     pub loader_threads: usize,
+    /// Train on about this many images only (the same fraction of every class) and test on
+    /// the first this-many test images: quick checks. Absent for real runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 impl Recipe {
@@ -101,7 +105,7 @@ impl Recipe {
         let (milestones, warmup) = match epochs {
             200 => (vec![160, 180], 5),
             400 => (vec![360, 380], 10),
-            e => (vec![e * 8 / 10, e * 9 / 10], (5 * e / 200).max(1)),
+            e => (vec![e * 8 / 10, e * 9 / 10], (5 * e / 200).max(1).min(e.saturating_sub(1))),
         };
         Recipe {
             dataset,
@@ -122,6 +126,7 @@ impl Recipe {
             milestones,
             seed: 0,
             loader_threads: 2,
+            limit: None,
         }
     }
 
@@ -200,6 +205,12 @@ impl Recipe {
         if let Some(m) = self.milestones.iter().find(|&&m| m >= self.epochs) {
             return bad(format!("milestone {m} is not inside the {} epochs", self.epochs));
         }
+        if self.seed > i64::MAX as u64 {
+            return bad(format!("seed {} must be at most {}", self.seed, i64::MAX));
+        }
+        if self.limit == Some(0) {
+            return bad("limit must be at least 1 image".into());
+        }
         if !(self.imbalance_ratio >= 1.0) {
             return bad(format!("imbalance_ratio {} must be >= 1", self.imbalance_ratio));
         }
@@ -251,6 +262,7 @@ mod tests {
         assert_eq!((r.warmup_epochs, r.milestones.as_slice()), (10, [360, 380].as_slice()));
         // Short schedules get at least one warm-up epoch (the reference's rule gives 0 below 40).
         assert_eq!(Recipe::cifar(DatasetKind::Cifar10, 100.0, 12).warmup_epochs, 1);
+        Recipe::cifar(DatasetKind::Cifar10, 100.0, 1).validate().unwrap();
         assert!(Recipe::preset("nope").is_err());
     }
 

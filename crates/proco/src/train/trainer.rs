@@ -196,6 +196,10 @@ where
     let mut estimators = EstimatorPair::new(num_classes, recipe.feature_dim, &mut rng)?;
     let mut state = TrainState { next_epoch: 0, num_classes, best: None };
     let log = JsonlLog::new(dir.join("metrics.jsonl"));
+    if !options.resume {
+        // A fresh run (or one that crashed before its first checkpoint) starts a fresh log.
+        log.truncate_from_epoch(0)?;
+    }
     if options.resume {
         let ckpt = existing.ok_or_else(|| ProcoError::InvalidConfig { reason: format!("--resume: {} has no checkpoint yet", dir.display()) })?;
         let (s, e) = checkpoint::load_all(&ckpt, &mut net, &mut sgd)?;
@@ -297,10 +301,12 @@ where
             ("loss/ce_val", record.ce_loss_val),
             ("lr", lr),
         ])?;
-        checkpoint::save(dir, &net, &sgd, &estimators, &state)?;
+        // best/ first: a crash between the two leaves best/ ahead of the checkpoint, and the
+        // resumed run recomputes the same epoch and writes the same best again.
         if state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
             save_best(dir, &net, &state)?;
         }
+        checkpoint::save(dir, &net, &sgd, &estimators, &state)?;
         progress(Progress::EpochEnd(record.clone()));
         records.push(record);
     }
@@ -308,7 +314,8 @@ where
     Ok(TrainSummary { epochs: records, best: state.best })
 }
 
-/// Copies the weights of the best epoch to `best/` (written beside, then swapped in).
+/// Copies the weights of the best epoch to `best/`: written to `best.tmp`, then swapped in so
+/// that at every moment `best/` or `best.old/` holds a complete copy (see [`best_dir`]).
 fn save_best(dir: &Path, net: &TwoBranchNet, state: &TrainState) -> Result<()> {
     let tmp = dir.join("best.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -316,15 +323,33 @@ fn save_best(dir: &Path, net: &TwoBranchNet, state: &TrainState) -> Result<()> {
     net.vs.save(tmp.join("model.safetensors"))?;
     let text = serde_json::to_string_pretty(state).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
     std::fs::write(tmp.join("state.json"), text).map_err(io(&tmp))?;
+    checkpoint::sync_dir_tree(&tmp)?;
     let best = dir.join("best");
     let old = dir.join("best.old");
-    let _ = std::fs::remove_dir_all(&old);
     if best.exists() {
+        // best/ is complete, so a leftover best.old/ from an earlier crash is redundant.
+        let _ = std::fs::remove_dir_all(&old);
         std::fs::rename(&best, &old).map_err(io(&best))?;
     }
     std::fs::rename(&tmp, &best).map_err(io(&best))?;
+    checkpoint::sync_dir(dir)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+/// The directory holding the best epoch's weights: `best/`, or `best.old/` if a crash
+/// interrupted the swap.
+pub fn best_dir(run_dir: &Path) -> Result<PathBuf> {
+    for name in ["best", "best.old"] {
+        let d = run_dir.join(name);
+        if d.join("state.json").is_file() {
+            return Ok(d);
+        }
+    }
+    Err(ProcoError::Data {
+        path: run_dir.to_path_buf(),
+        reason: "no best epoch saved yet; evaluate the latest checkpoint with --latest".into(),
+    })
 }
 
 /// Training curves and per-class accuracy against class size, as PNGs under `plots/`.
@@ -392,7 +417,7 @@ pub fn evaluate_run<E: Dataset + 'static, V: SampleTransform + 'static>(
     let dir = if latest {
         checkpoint::latest(run_dir)?.ok_or_else(|| ProcoError::Data { path: run_dir.to_path_buf(), reason: "no checkpoint in this run directory".into() })?
     } else {
-        run_dir.join("best")
+        best_dir(run_dir)?
     };
     let mut net = TwoBranchNet::new(&recipe, test.num_classes(), device)?;
     checkpoint::load_model(&dir, &mut net)?;
