@@ -171,8 +171,9 @@ fn clamped(img: &RgbImage, x: i64, y: i64, c: usize) -> f64 {
     f64::from(img.as_raw()[(y * img.width() as usize + x) * 3 + c])
 }
 
-/// Pillow's `bilinear_filter32RGB`; `None` when the point lies outside the image.
-fn bilinear_at(img: &RgbImage, xin: f64, yin: f64) -> Option<[u8; 3]> {
+/// The pixel-centre grid cell of an input point and the offsets inside it, as Pillow's
+/// filters compute them; `None` when the point lies outside the image.
+fn grid_cell(img: &RgbImage, xin: f64, yin: f64) -> Option<(i64, i64, f64, f64)> {
     let (w, h) = (f64::from(img.width()), f64::from(img.height()));
     if xin < 0.0 || xin >= w || yin < 0.0 || yin >= h {
         return None;
@@ -180,6 +181,12 @@ fn bilinear_at(img: &RgbImage, xin: f64, yin: f64) -> Option<[u8; 3]> {
     let (xin, yin) = (xin - 0.5, yin - 0.5);
     let (x, y) = (xin.floor() as i64, yin.floor() as i64);
     let (dx, dy) = (xin - x as f64, yin - y as f64);
+    Some((x, y, dx, dy))
+}
+
+/// Pillow's `bilinear_filter32RGB`; `None` when the point lies outside the image.
+fn bilinear_at(img: &RgbImage, xin: f64, yin: f64) -> Option<[u8; 3]> {
+    let (x, y, dx, dy) = grid_cell(img, xin, yin)?;
     let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
     let row_valid = |r: i64| r >= 0 && r < i64::from(img.height());
     let mut px = [0u8; 3];
@@ -206,13 +213,7 @@ fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
 
 /// Pillow's `bicubic_filter32RGB`; `None` when the point lies outside the image.
 fn bicubic_at(img: &RgbImage, xin: f64, yin: f64) -> Option<[u8; 3]> {
-    let (w, h) = (f64::from(img.width()), f64::from(img.height()));
-    if xin < 0.0 || xin >= w || yin < 0.0 || yin >= h {
-        return None;
-    }
-    let (xin, yin) = (xin - 0.5, yin - 0.5);
-    let (x, y) = (xin.floor() as i64, yin.floor() as i64);
-    let (dx, dy) = (xin - x as f64, yin - y as f64);
+    let (x, y, dx, dy) = grid_cell(img, xin, yin)?;
     let (x, y) = (x - 1, y - 1);
     let row_valid = |r: i64| r >= 0 && r < i64::from(img.height());
     let mut px = [0u8; 3];
