@@ -3,14 +3,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use proco::bench::{bessel_throughput, log_spaced, loss_step_time, pipeline_throughput, BesselKernel};
+use proco::bench::{
+    bessel_throughput, full_epoch, inference_throughput, log_spaced, loss_step_time, peak_rss_bytes, pipeline_throughput, proco_step_time,
+    train_step_throughput, BesselKernel, TimingBudget, TRAIN_BENCH_PRESET,
+};
 use proco::data::cifar::{load_cifar, Checksum, CifarVariant, Split};
 use proco::data::long_tail::{long_tailed, LongTailProfile};
 use proco::data::Dataset;
 use proco::pipeline::CifarTrainViews;
 use proco::tch::Kind;
+use proco::train::Recipe;
 use proco::BesselRoute;
 
 use crate::{parse_device, Precision};
@@ -18,13 +22,22 @@ use crate::{parse_device, Precision};
 /// Which measurements `proco bench` runs.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
-    /// Everything.
+    /// Everything (the full epoch only with --full-epoch).
     All,
     /// Bessel throughput and ProCo loss step time.
     Math,
     /// Three-view CIFAR augmentation pipeline.
     Data,
+    /// ResNet-32 + ProCo training step and inference throughput, ProCo time per step, peak
+    /// memory, and with --full-epoch one CIFAR-10-LT epoch.
+    Train,
 }
+
+/// Batch sizes of the training figures.
+const TRAIN_BATCH_SIZES: [usize; 2] = [128, 256];
+
+/// Untimed steps before each training figure.
+const TRAIN_WARMUP_STEPS: usize = 2;
 
 /// The flags of `proco bench`.
 pub struct BenchArgs {
@@ -36,16 +49,84 @@ pub struct BenchArgs {
     pub threads: usize,
     pub epochs: usize,
     pub data_dir: Option<PathBuf>,
+    pub full_epoch: bool,
 }
 
 /// Runs and prints the selected benchmarks.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.only != Suite::Data {
+    if args.full_epoch && !matches!(args.only, Suite::All | Suite::Train) {
+        bail!("--full-epoch belongs to the training suite; use it with --only train or --only all");
+    }
+    if matches!(args.only, Suite::All | Suite::Math) {
         math(&args.device, args.seconds, args.steps, args.precision)?;
     }
-    if args.only != Suite::Math {
+    if matches!(args.only, Suite::All | Suite::Data) {
         data(args)?;
     }
+    if matches!(args.only, Suite::All | Suite::Train) {
+        training(args)?;
+    }
+    Ok(())
+}
+
+/// Training figures of ResNet-32 + ProCo, one `name: value` line each (read by
+/// bench/compare.sh next to bench/pytorch_reference.py's identical lines).
+fn training(args: &BenchArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let budget = TimingBudget { warmup: TRAIN_WARMUP_STEPS, min_steps: args.steps, min_secs: args.seconds };
+    println!();
+    println!(
+        "Training figures: ResNet-32 + ProCo ({TRAIN_BENCH_PRESET} recipe, 10 classes, p = 128), device {device:?}, {} LibTorch threads",
+        proco::tch::get_num_threads()
+    );
+    println!(
+        "(synthetic 32x32 inputs; a train step is the forward of 3N views, CE on view 1 + ProCo on views 2-3 with estimator updates, backward, SGD; images/s counts N; {TRAIN_WARMUP_STEPS} warm-up steps, then at least {} steps and {} s)",
+        args.steps, args.seconds
+    );
+    for batch in TRAIN_BATCH_SIZES {
+        println!("train step images/s, batch {batch}: {:.1}", train_step_throughput(batch, device, budget)?);
+    }
+    for batch in TRAIN_BATCH_SIZES {
+        println!("inference images/s, batch {batch}: {:.1}", inference_throughput(batch, device, budget)?);
+    }
+    for batch in TRAIN_BATCH_SIZES {
+        println!("ProCo loss + estimator ms/step, batch {batch}: {:.2}", proco_step_time(batch, device, budget)? * 1e3);
+    }
+    if args.full_epoch {
+        epoch(args, device)?;
+    }
+    match peak_rss_bytes() {
+        Ok(bytes) => println!("peak RSS MiB: {:.1}", bytes as f64 / (1024.0 * 1024.0)),
+        Err(e) => println!("peak RSS: unavailable ({e})"),
+    }
+    Ok(())
+}
+
+/// One full epoch of the CIFAR-10-LT (IF 100) recipe through `proco::train::train`, into a
+/// temporary run directory that is removed afterwards.
+fn epoch(args: &BenchArgs, device: proco::tch::Device) -> Result<()> {
+    let recipe = Recipe::preset(TRAIN_BENCH_PRESET)?;
+    let dir = crate::data::data_dir(args.data_dir.clone());
+    let data = crate::train::cifar_data(&recipe, &dir)
+        .with_context(|| format!("the full-epoch benchmark needs CIFAR-10 under {} (scripts/fetch-cifar10.sh)", dir.display()))?;
+    let run_dir = std::env::temp_dir().join(format!("proco-bench-epoch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let result = full_epoch(&recipe, &data, device, &run_dir);
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let epoch = result.with_context(|| format!("full epoch in {}", run_dir.display()))?;
+    let r = &epoch.record;
+    println!(
+        "full epoch: {} training images in batches of {}, {} loader threads, lr {}, then {} test images; test top-1 after it {:.2}%, train loop {:.1} images/s",
+        data.train.len(),
+        recipe.batch_size,
+        recipe.loader_threads,
+        r.lr,
+        data.test.len(),
+        r.val.top1,
+        r.images_per_sec
+    );
+    println!("full epoch seconds: {:.1}", r.seconds);
+    println!("(the whole train() call, with network set-up, checkpoint, metrics and plots: {:.1} s)", epoch.total_seconds);
     Ok(())
 }
 

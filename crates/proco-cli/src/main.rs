@@ -37,21 +37,24 @@ enum Command {
         #[command(subcommand)]
         command: data::DataCommand,
     },
-    /// Measure Bessel throughput and ProCo loss step time on this machine.
+    /// Measure Bessel throughput, ProCo loss step time, the data pipeline and training speed on
+    /// this machine.
     Bench {
-        /// Device for the loss timings: `cpu`, `cuda` or `cuda:N`.
+        /// Device for the loss and training timings: `cpu`, `cuda` or `cuda:N`.
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Seconds spent per throughput measurement.
+        /// Seconds spent per throughput measurement (the least timed per training figure).
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
-        /// Timed steps per loss configuration (after one warm-up step).
+        /// Timed steps per loss configuration (after one warm-up step); the least timed steps
+        /// per training figure.
         #[arg(long, default_value_t = 5)]
         steps: usize,
         /// Floating-point type of the features in the loss timings.
         #[arg(long, value_enum, default_value_t = Precision::F32)]
         precision: Precision,
-        /// Which measurements: the ProCo mathematics, the CIFAR data pipeline, or both.
+        /// Which measurements: the ProCo mathematics, the CIFAR data pipeline, the training
+        /// figures, or all of them.
         #[arg(long, value_enum, default_value_t = bench::Suite::All)]
         only: bench::Suite,
         /// Loader threads for the data-pipeline measurement.
@@ -63,6 +66,10 @@ enum Command {
         /// Data directory holding cifar-10-batches-bin (default: $PROCO_DATA_DIR, else ~/.cache/proco/data).
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
+        /// Also time one full CIFAR-10-LT (IF 100) epoch with evaluation (training suite; slow:
+        /// about a minute or more on two CPU cores).
+        #[arg(long)]
+        full_epoch: bool,
     },
 }
 
@@ -108,8 +115,8 @@ fn bessel(nu: f64, x: f64) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bessel { nu, x } => bessel(nu, x),
-        Command::Bench { device, seconds, steps, precision, only, threads, epochs, data_dir } => {
-            bench::run(&bench::BenchArgs { device, seconds, steps, precision, only, threads, epochs, data_dir })
+        Command::Bench { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch } => {
+            bench::run(&bench::BenchArgs { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch })
         }
         Command::Data { command } => data::run(command),
         Command::Train(args) => train::run_train(args),

@@ -65,6 +65,9 @@ pub struct EvalArgs {
     /// Evaluate the latest checkpoint instead of the best epoch.
     #[arg(long)]
     latest: bool,
+    /// Also redraw the run's plots (training curves, per-class accuracy) from its metrics.
+    #[arg(long)]
+    plots: bool,
     /// Data directory (default: $PROCO_DATA_DIR, else ~/.cache/proco/data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -138,7 +141,9 @@ fn stratified<D: Dataset>(d: Arc<D>, limit: Option<usize>) -> Result<Subset<D>> 
 
 type Cifar = Subset<Subset<InMemoryDataset>>;
 
-fn cifar_data(recipe: &Recipe, dir: &Path) -> Result<TrainData<Cifar, Subset<InMemoryDataset>, CifarTrainViews, CifarTestView>> {
+/// The CIFAR-LT data of `recipe` from `dir`: the long-tailed training set (cut down by the
+/// recipe's `limit`), the test set, the three training views and the test view.
+pub(crate) fn cifar_data(recipe: &Recipe, dir: &Path) -> Result<TrainData<Cifar, Subset<InMemoryDataset>, CifarTrainViews, CifarTestView>> {
     let v = variant(recipe)?;
     let limit = recipe.limit;
     let train_set = Arc::new(load_cifar(dir, v, Split::Train, Checksum::Official)?);
@@ -236,5 +241,9 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     let data = cifar_data(&recipe, &data_dir(args.data_dir))?;
     let (acc, loss) = evaluate_run(&args.checkpoint, args.latest, data.test.clone(), data.test_transform.clone(), &data.class_counts, device)?;
     println!("{}: {}  (logit-adjusted CE {loss:.4})", args.checkpoint.display(), summary(&acc));
+    if args.plots {
+        proco::train::trainer::redraw_plots(&args.checkpoint, &data.class_counts)?;
+        println!("plots redrawn in {}", args.checkpoint.join("plots").display());
+    }
     Ok(())
 }

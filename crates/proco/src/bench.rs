@@ -1,15 +1,24 @@
-//! Measurements behind `proco bench`: Bessel throughput and ProCo loss step time.
+//! Measurements behind `proco bench`: Bessel throughput, ProCo loss step time, data-pipeline
+//! throughput, and the training figures (three-view step and inference throughput of
+//! ResNet-32, the ProCo branch's share of a step, peak memory, one full CIFAR-10-LT epoch).
 //! Timing only; printing is the caller's business.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use proco_vmf::{bessel_ratio, compat, log_bessel_i};
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
-use crate::error::Result;
-use crate::estimator::VmfEstimator;
+use crate::data::Dataset;
+use crate::error::{ProcoError, Result};
+use crate::estimator::{EstimatorPair, VmfEstimator};
+use crate::loader::SampleTransform;
 use crate::loss::{BesselRoute, LogPrior, ProCoLoss};
+use crate::model::TwoBranchNet;
+use crate::train::recipe::Recipe;
+use crate::train::sgd::Sgd;
+use crate::train::{train, train_step, EpochRecord, Objective, Progress, RunOptions, StepPosition, TrainData};
 
 /// `count` arguments spread log-uniformly over [lo, hi], the range ProCo's kt covers.
 pub fn log_spaced(lo: f64, hi: f64, count: usize) -> Vec<f64> {
@@ -108,4 +117,188 @@ where
         }
     }
     Ok(images as f64 / start.elapsed().as_secs_f64())
+}
+
+/// How long a training-figure measurement runs: `warmup` untimed repetitions, then timed ones
+/// until both `min_steps` repetitions and `min_secs` seconds are reached.
+#[derive(Debug, Clone, Copy)]
+pub struct TimingBudget {
+    /// Untimed repetitions first (allocator, kernel selection, caches).
+    pub warmup: usize,
+    /// Fewest timed repetitions.
+    pub min_steps: usize,
+    /// Fewest timed seconds.
+    pub min_secs: f64,
+}
+
+/// The preset whose recipe the training figures use (ResNet-32, p = 128, tau = 0.1, SGD
+/// momentum 0.9, weight decay 2e-4, lr 0.3).
+pub const TRAIN_BENCH_PRESET: &str = "cifar10-lt-if100";
+
+/// Training images per class of CIFAR-10-LT at imbalance 100 (5000 * 0.01^(j/9), floored):
+/// the prior of the logit-adjusted losses in the synthetic measurements.
+fn cifar10_lt_counts() -> Vec<usize> {
+    (0..10).map(|j| (5000.0 * 0.01f64.powf(j as f64 / 9.0)).floor() as usize).collect()
+}
+
+/// The benchmark recipe at `batch_size`.
+fn bench_recipe(batch_size: usize) -> Result<Recipe> {
+    let recipe = Recipe { batch_size, ..Recipe::preset(TRAIN_BENCH_PRESET)? };
+    recipe.validate()?;
+    Ok(recipe)
+}
+
+/// Waits for the work queued on `device` (a no-op on the CPU, where operations are synchronous).
+fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Runs `f` under `budget` and returns (timed repetitions, their wall time in seconds),
+/// waiting for the device before reading the clock.
+fn timed(budget: TimingBudget, device: Device, mut f: impl FnMut() -> Result<()>) -> Result<(usize, f64)> {
+    for _ in 0..budget.warmup {
+        f()?;
+    }
+    synchronize(device);
+    let start = Instant::now();
+    let mut reps = 0usize;
+    while reps < budget.min_steps.max(1) || start.elapsed().as_secs_f64() < budget.min_secs {
+        f()?;
+        reps += 1;
+    }
+    synchronize(device);
+    Ok((reps, start.elapsed().as_secs_f64()))
+}
+
+/// `n` random unit rows of dimension `p` on `device` (f32).
+fn unit_rows(n: i64, p: i64, device: Device) -> Result<Tensor> {
+    let raw = Tensor::f_randn([n, p], (Kind::Float, device))?;
+    Ok(raw.f_div(&raw.f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?)?)
+}
+
+/// Training images per second of ResNet-32 + ProCo at `batch_size`: each step is
+/// [`train_step`] on a fixed synthetic batch of three 32x32 views per image (forward of the
+/// 3N stacked views, CE on view 1 + ProCo on views 2 and 3 with the estimator updates,
+/// backward, SGD step at the first epoch's learning rate) over CIFAR-10's 10 classes. Counts
+/// N images per step, not 3N views.
+pub fn train_step_throughput(batch_size: usize, device: Device, budget: TimingBudget) -> Result<f64> {
+    let recipe = bench_recipe(batch_size)?;
+    let counts = cifar10_lt_counts();
+    let net = TwoBranchNet::new(&recipe, counts.len(), device)?;
+    let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(recipe.seed);
+    let mut estimators = EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rng)?;
+    let objective = Objective::new(&recipe, &counts)?;
+    let n = batch_size as i64;
+    let x = Tensor::f_randn([3 * n, 3, 32, 32], (Kind::Float, device))?;
+    let y = Tensor::f_randint(counts.len() as i64, [n], (Kind::Int64, device))?;
+    let mut step = 0;
+    let (reps, secs) = timed(budget, device, || {
+        train_step(&net, &mut sgd, &mut estimators, &objective, &x, &y, StepPosition { epoch: 0, step, lr: recipe.lr_at(0) })?;
+        step += 1;
+        Ok(())
+    })?;
+    Ok((reps * batch_size) as f64 / secs)
+}
+
+/// Inference images per second of the ResNet-32 classifier at `batch_size` (eval mode, no
+/// gradient, classifier logits only) on a fixed synthetic batch.
+pub fn inference_throughput(batch_size: usize, device: Device, budget: TimingBudget) -> Result<f64> {
+    let recipe = bench_recipe(batch_size)?;
+    let net = TwoBranchNet::new(&recipe, cifar10_lt_counts().len(), device)?;
+    let x = Tensor::f_randn([batch_size as i64, 3, 32, 32], (Kind::Float, device))?;
+    let _guard = tch::no_grad_guard();
+    let (reps, secs) = timed(budget, device, || {
+        std::hint::black_box(net.logits(&x));
+        Ok(())
+    })?;
+    Ok((reps * batch_size) as f64 / secs)
+}
+
+/// Mean seconds per training step spent in the ProCo branch alone at `batch_size`: for views
+/// 2 and 3, the estimator updates, contrast logits and their CE ([`Objective::proco_branch`]),
+/// then the backward pass to the features. Synthetic unit features (p = 128) and labels over
+/// CIFAR-10's classes; the backbone is not involved.
+pub fn proco_step_time(batch_size: usize, device: Device, budget: TimingBudget) -> Result<f64> {
+    let recipe = bench_recipe(batch_size)?;
+    let counts = cifar10_lt_counts();
+    let objective = Objective::new(&recipe, &counts)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(recipe.seed);
+    let mut estimators = EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rng)?;
+    let n = batch_size as i64;
+    let base = unit_rows(3 * n, recipe.feature_dim as i64, device)?;
+    let y = Tensor::f_randint(counts.len() as i64, [n], (Kind::Int64, device))?;
+    let (reps, secs) = timed(budget, device, || {
+        let z = base.detach().set_requires_grad(true);
+        let (loss, _) = objective.proco_branch(&z, &y, &mut estimators)?;
+        loss.f_backward()?;
+        std::hint::black_box(z.grad().f_sum(Kind::Double)?.f_double_value(&[])?);
+        Ok(())
+    })?;
+    Ok(secs / reps as f64)
+}
+
+/// Peak resident set size of this process so far, in bytes (`VmHWM` of /proc/self/status;
+/// Linux only, an error elsewhere).
+pub fn peak_rss_bytes() -> Result<u64> {
+    let path = PathBuf::from("/proc/self/status");
+    let text = std::fs::read_to_string(&path).map_err(|source| ProcoError::Io { path: path.clone(), source })?;
+    let kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| ProcoError::Data { path, reason: "no `VmHWM: <n> kB` line".into() })?;
+    Ok(kib * 1024)
+}
+
+/// The result of [`full_epoch`].
+#[derive(Debug, Clone)]
+pub struct FullEpoch {
+    /// The epoch's record; its `seconds` cover the data pipeline, the training steps and the
+    /// evaluation on the test set.
+    pub record: EpochRecord,
+    /// Wall time of the whole [`train`] call: the epoch plus building the network, writing the
+    /// recipe, checkpoint, metrics and plots.
+    pub total_seconds: f64,
+}
+
+/// Runs the first epoch of `recipe` on `data` with [`train`] (`stop_after = 1`) into
+/// `run_dir`, which must not hold a run, and times it.
+pub fn full_epoch<D, E, T, V>(recipe: &Recipe, data: &TrainData<D, E, T, V>, device: Device, run_dir: &Path) -> Result<FullEpoch>
+where
+    D: Dataset + 'static,
+    E: Dataset + 'static,
+    T: SampleTransform + 'static,
+    V: SampleTransform + 'static,
+{
+    let options = RunOptions { run_dir: run_dir.to_path_buf(), device, stop_after: Some(1), resume: false, eval_batch_size: 512 };
+    let start = Instant::now();
+    let summary = train(recipe, data, &options, &mut |_: Progress| {})?;
+    let total_seconds = start.elapsed().as_secs_f64();
+    let record = summary.epochs.into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the recipe ran no epoch".into() })?;
+    Ok(FullEpoch { record, total_seconds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_prior_is_cifar10_lt_if100() {
+        let counts = cifar10_lt_counts();
+        assert_eq!(counts.first(), Some(&5000));
+        assert_eq!(counts.last(), Some(&50));
+        assert_eq!(counts.iter().sum::<usize>(), 12406);
+    }
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let bytes = peak_rss_bytes().unwrap();
+            assert!(bytes > 1 << 20, "{bytes}");
+        }
+    }
 }

@@ -121,26 +121,50 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
 /// Plot area margins: left, right, top, bottom.
 const MARGIN: (i64, i64, i64, i64) = (70, 20, 40, 40);
 
+/// The y axis of a bar chart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Axis {
+    /// log10, from 1 to the next power of ten above the largest value (class sizes).
+    Log,
+    /// Linear from 0 to the given maximum (accuracies in percent: 100).
+    Linear(f64),
+}
+
 /// A bar per value on a log10 y axis (values <= 0 draw no bar), coloured by `group[i]` (an
 /// index into [`PALETTE`]), with a title and a legend of group names. Writes a PNG.
 pub fn log_bar_chart(path: &Path, title: &str, values: &[f64], group: &[usize], legend: &[&str]) -> Result<()> {
+    bar_chart(path, title, values, group, legend, Axis::Log)
+}
+
+/// A bar per value on the given y axis, coloured by `group[i]`, with a title and a legend.
+pub fn bar_chart(path: &Path, title: &str, values: &[f64], group: &[usize], legend: &[&str], axis: Axis) -> Result<()> {
     let (w, h) = (900i64, 420i64);
     let mut img = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
     let (l, r, t, b) = MARGIN;
     let (pw, ph) = (w - l - r, h - t - b);
     let top = values.iter().copied().fold(1.0f64, f64::max);
     let decades = top.log10().ceil().max(1.0);
-    let y_of = |v: f64| t as f64 + ph as f64 * (1.0 - (v.max(1.0).log10() / decades));
-    for d in 0..=decades as i64 {
-        let y = y_of(10f64.powi(d as i32)) as i64;
+    let y_of = |v: f64| match axis {
+        Axis::Log => t as f64 + ph as f64 * (1.0 - (v.max(1.0).log10() / decades)),
+        Axis::Linear(max) => t as f64 + ph as f64 * (1.0 - (v / max).clamp(0.0, 1.0)),
+    };
+    let ticks: Vec<(f64, String)> = match axis {
+        Axis::Log => (0..=decades as u32).map(|d| (10f64.powi(d as i32), format!("{}", 10u64.pow(d)))).collect(),
+        Axis::Linear(max) => (0..=4).map(|k| (max * k as f64 / 4.0, format!("{:.0}", max * k as f64 / 4.0))).collect(),
+    };
+    for (v, label) in ticks {
+        let y = y_of(v) as i64;
         fill(&mut img, l, y, l + pw, y + 1, GRID);
-        let label = format!("{}", 10u64.pow(d as u32));
         draw_text(&mut img, l - 8 - text_width(&label, 2), y - 7, &label, 2, INK);
     }
     let n = values.len().max(1) as i64;
     let slot = pw as f64 / n as f64;
+    let baseline = match axis {
+        Axis::Log => 1.0,
+        Axis::Linear(_) => 0.0,
+    };
     for (i, &v) in values.iter().enumerate() {
-        if v > 0.0 {
+        if v > baseline {
             let x0 = l + (i as f64 * slot) as i64;
             let x1 = l + ((i as f64 + 0.85) * slot).max(i as f64 * slot + 1.0) as i64;
             let color = PALETTE[group.get(i).copied().unwrap_or(0) % PALETTE.len()];
@@ -185,8 +209,8 @@ pub fn line_chart(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) 
         let v = y_min + (y_max - y_min) * k as f64 / 4.0;
         let y = py(v) as i64;
         fill(&mut img, l, y, l + pw, y + 1, GRID);
-        let label = format!("{v:.3}");
-        draw_text(&mut img, l - 8 - text_width(&label, 1) * 2, y - 7, &label, 2, INK);
+        let label = format!("{v:.1}");
+        draw_text(&mut img, l - 8 - text_width(&label, 2), y - 7, &label, 2, INK);
     }
     for (k, (_, s)) in series.iter().enumerate() {
         let color = PALETTE[k % PALETTE.len()];

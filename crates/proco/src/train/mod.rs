@@ -10,4 +10,4 @@ pub mod trainer;
 
 pub use accuracy::{shot_accuracy, ShotAccuracy};
 pub use recipe::Recipe;
-pub use trainer::{evaluate, evaluate_run, train, Progress, RunOptions, TrainData, TrainSummary};
+pub use trainer::{evaluate, evaluate_run, train, train_step, EpochRecord, Objective, Progress, RunOptions, StepOutcome, StepPosition, TrainData, TrainSummary};

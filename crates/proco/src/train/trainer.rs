@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
@@ -151,6 +151,104 @@ pub fn evaluate<E: Dataset + 'static, V: SampleTransform + 'static>(
     Ok((shot_accuracy(&preds, &labels, class_counts), loss_sum / n.max(1) as f64))
 }
 
+/// The loss of a training step: logit-adjusted CE of the classifier on view 1 plus alpha times
+/// the ProCo loss (logit-adjusted CE over contrast logits) averaged over views 2 and 3.
+#[derive(Debug, Clone)]
+pub struct Objective {
+    ce: LogitAdjustedCe,
+    proco: ProCoLoss,
+    alpha: f64,
+}
+
+impl Objective {
+    /// The objective of `recipe` for a training set with `class_counts` images per class.
+    pub fn new(recipe: &Recipe, class_counts: &[usize]) -> Result<Self> {
+        let counts: Vec<f64> = class_counts.iter().map(|&c| c as f64).collect();
+        Ok(Self {
+            ce: LogitAdjustedCe::new(LogPrior::from_counts(&counts)?),
+            proco: ProCoLoss::new(recipe.feature_dim, recipe.temperature)?,
+            alpha: recipe.alpha,
+        })
+    }
+
+    /// The ProCo branch of a step. `z` holds the unit features of the three views stacked
+    /// view-major (3N x p), `y` the N labels. For view 2, then view 3: both estimators are
+    /// updated with the view's (detached) features, then its contrast logits are taken against
+    /// the previous-epoch estimator and scored by logit-adjusted CE. Returns the mean loss of
+    /// the two views and their contrast logits.
+    pub fn proco_branch(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, [Tensor; 2])> {
+        let n = y.size().first().copied().unwrap_or(0);
+        let mut view = |v: i64| -> Result<(Tensor, Tensor)> {
+            let zv = z.f_narrow(0, v * n, n)?;
+            estimators.update(&zv.detach(), y)?;
+            let s = self.proco.contrast_logits(&zv, estimators.previous())?;
+            Ok((self.ce.loss(&s.logits, y)?, s.logits))
+        };
+        let (loss2, logits2) = view(1)?;
+        let (loss3, logits3) = view(2)?;
+        Ok(((loss2 + loss3) / 2.0, [logits2, logits3]))
+    }
+}
+
+/// Where a training step sits in the schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct StepPosition {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// 0-based step within the epoch.
+    pub step: usize,
+    /// Learning rate of the step.
+    pub lr: f64,
+}
+
+/// The figures of one training step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    /// Classifier CE on view 1.
+    pub ce_loss: f64,
+    /// Mean ProCo loss over views 2 and 3.
+    pub proco_loss: f64,
+    /// Samples whose training prediction (classifier + alpha * mean contrast logits) is right.
+    pub correct: usize,
+}
+
+/// One training step: forward of the 3N stacked views `x` (view-major, on the network's
+/// device) with labels `y`, CE on view 1 + alpha * ProCo on views 2 and 3 with the estimator
+/// updates, backward, and an SGD update at `at.lr`. Fails with [`ProcoError::Diverged`] on a
+/// non-finite network output or loss, before touching the weights.
+pub fn train_step(
+    net: &TwoBranchNet,
+    sgd: &mut Sgd,
+    estimators: &mut EstimatorPair,
+    objective: &Objective,
+    x: &Tensor,
+    y: &Tensor,
+    at: StepPosition,
+) -> Result<StepOutcome> {
+    let StepPosition { epoch, step, lr } = at;
+    let n = y.size().first().copied().unwrap_or(0);
+    let (z, logits) = net.forward_t(x, true);
+    let finite = logits.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1 && z.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1;
+    if !finite {
+        return Err(ProcoError::Diverged { epoch, step, what: "the network output".into() });
+    }
+    let logits1 = logits.f_narrow(0, 0, n)?;
+    let ce_loss = objective.ce.loss(&logits1, y)?;
+    let (proco_loss, contrast) = objective.proco_branch(&z, y, estimators)?;
+    let loss = &ce_loss + &proco_loss * objective.alpha;
+    let value = loss.f_double_value(&[])?;
+    if !value.is_finite() {
+        return Err(ProcoError::Diverged { epoch, step, what: format!("the loss ({value})") });
+    }
+    sgd.zero_grad(&net.vs);
+    loss.f_backward()?;
+    sgd.step(&net.vs, lr)?;
+
+    let train_logits = logits1.detach() + (contrast[0].detach() + contrast[1].detach()) * (objective.alpha / 2.0);
+    let hits = train_logits.f_argmax(-1, false)?.f_eq_tensor(y)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+    Ok(StepOutcome { ce_loss: ce_loss.f_double_value(&[])?, proco_loss: proco_loss.f_double_value(&[])?, correct: hits.max(0) as usize })
+}
+
 /// Trains (or continues) a run. Writes `recipe.toml`, `metrics.jsonl`, TensorBoard events and
 /// checkpoints under `options.run_dir`; reports progress through `progress`.
 pub fn train<D, E, T, V>(recipe: &Recipe, data: &TrainData<D, E, T, V>, options: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary>
@@ -209,10 +307,7 @@ where
     }
     let mut tb = TensorBoardWriter::create(dir)?;
 
-    let counts: Vec<f64> = data.class_counts.iter().map(|&c| c as f64).collect();
-    let prior = LogPrior::from_counts(&counts)?;
-    let ce = LogitAdjustedCe::new(prior.clone());
-    let proco = ProCoLoss::new(recipe.feature_dim, recipe.temperature)?;
+    let objective = Objective::new(recipe, &data.class_counts)?;
     let loader_config = LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4 };
     let loader = Loader::new(data.train.clone(), data.train_transform.clone(), loader_config)?;
     let end = options.stop_after.map_or(recipe.epochs, |s| s.min(recipe.epochs));
@@ -231,37 +326,10 @@ where
             let size = batch.views.size();
             let x = batch.views.f_view([3 * n, size[2], size[3], size[4]])?.f_to_device(device)?;
             let y = batch.labels.f_to_device(device)?;
-            let (z, logits) = net.forward_t(&x, true);
-            let finite = logits.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1 && z.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1;
-            if !finite {
-                return Err(ProcoError::Diverged { epoch, step, what: "the network output".into() });
-            }
-            let logits1 = logits.f_narrow(0, 0, n)?;
-            let ce_loss = ce.loss(&logits1, &y)?;
-            let mut proco_losses = Vec::with_capacity(2);
-            let mut contrast = Vec::with_capacity(2);
-            for v in 1..3 {
-                let zv = z.f_narrow(0, v * n, n)?;
-                estimators.update(&zv.detach(), &y)?;
-                let s = proco.contrast_logits(&zv, estimators.previous())?;
-                proco_losses.push(ce.loss(&s.logits, &y)?);
-                contrast.push(s.logits);
-            }
-            let proco_loss = (&proco_losses[0] + &proco_losses[1]) / 2.0;
-            let loss = &ce_loss + &proco_loss * recipe.alpha;
-            let value = loss.f_double_value(&[])?;
-            if !value.is_finite() {
-                return Err(ProcoError::Diverged { epoch, step, what: format!("the loss ({value})") });
-            }
-            sgd.zero_grad(&net.vs);
-            loss.f_backward()?;
-            sgd.step(&net.vs, lr)?;
-
-            let train_logits = logits1.detach() + (contrast[0].detach() + contrast[1].detach()) * (recipe.alpha / 2.0);
-            let hits = train_logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
-            ce_sum += ce_loss.f_double_value(&[])? * n as f64;
-            proco_sum += proco_loss.f_double_value(&[])? * n as f64;
-            correct += hits as usize;
+            let out = train_step(&net, &mut sgd, &mut estimators, &objective, &x, &y, StepPosition { epoch, step, lr })?;
+            ce_sum += out.ce_loss * n as f64;
+            proco_sum += out.proco_loss * n as f64;
+            correct += out.correct;
             seen += n as usize;
             progress(Progress::Step {
                 step,
@@ -352,6 +420,13 @@ pub fn best_dir(run_dir: &Path) -> Result<PathBuf> {
     })
 }
 
+/// Redraws the plots of a run directory from its metrics log and best epoch (for a run that
+/// was stopped, or after changing the plotting code).
+pub fn redraw_plots(run_dir: &Path, class_counts: &[usize]) -> Result<()> {
+    let best = best_dir(run_dir).ok().map(|d| checkpoint::load_state(&d)).transpose()?.and_then(|s| s.best);
+    write_plots(run_dir, &JsonlLog::new(run_dir.join("metrics.jsonl")), class_counts, best.as_ref())
+}
+
 /// Training curves and per-class accuracy against class size, as PNGs under `plots/`.
 fn write_plots(dir: &Path, log: &JsonlLog, class_counts: &[usize], best: Option<&BestEpoch>) -> Result<()> {
     let plots = dir.join("plots");
@@ -390,9 +465,13 @@ fn write_plots(dir: &Path, log: &JsonlLog, class_counts: &[usize], best: Option<
                 crate::data::long_tail::Shot::Few => 2,
             })
             .collect();
-        let title = format!("PER-CLASS TEST ACCURACY (%), BEST EPOCH {}, CLASSES BY TRAINING SIZE", b.epoch);
-        let acc: Vec<f64> = b.accuracy.per_class.iter().map(|a| if a.is_finite() { a.max(1.0) } else { 0.0 }).collect();
-        crate::plot::log_bar_chart(&plots.join("per_class_accuracy.png"), &title, &acc, &groups, &["MANY", "MEDIUM", "FEW"])?;
+        // Classes sorted by training size (largest first): accuracy against class size.
+        let mut order: Vec<usize> = (0..class_counts.len()).collect();
+        order.sort_by_key(|&j| std::cmp::Reverse(class_counts[j]));
+        let title = format!("PER-CLASS TEST ACCURACY (%), BEST EPOCH {}, LARGEST CLASS FIRST", b.epoch);
+        let acc: Vec<f64> = order.iter().map(|&j| b.accuracy.per_class.get(j).copied().filter(|a| a.is_finite()).unwrap_or(0.0)).collect();
+        let groups: Vec<usize> = order.iter().map(|&j| groups[j]).collect();
+        crate::plot::bar_chart(&plots.join("per_class_accuracy.png"), &title, &acc, &groups, &["MANY", "MEDIUM", "FEW"], crate::plot::Axis::Linear(100.0))?;
     }
     Ok(())
 }

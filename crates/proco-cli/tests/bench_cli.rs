@@ -1,0 +1,39 @@
+//! `proco bench --only train` through the real binary: every training figure is printed as a
+//! `name: value` line (bench/compare.sh pairs them with bench/pytorch_reference.py's), and the
+//! full-epoch flag is refused outside the training suite.
+
+use std::process::Command;
+
+fn proco(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_proco")).args(args).env("RUST_BACKTRACE", "0").output().expect("the proco binary runs")
+}
+
+/// The number after `name: ` on its own line, if printed.
+fn figure(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.parse().ok())
+}
+
+#[test]
+fn train_suite_prints_every_figure() {
+    let out = proco(&["bench", "--only", "train", "--steps", "1", "--seconds", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for batch in [128, 256] {
+        for name in ["train step images/s", "inference images/s", "ProCo loss + estimator ms/step"] {
+            let v = figure(&text, &format!("{name}, batch {batch}")).unwrap_or_else(|| panic!("no `{name}, batch {batch}` in\n{text}"));
+            assert!(v > 0.0 && v.is_finite(), "{name}, batch {batch}: {v}");
+        }
+    }
+    // Peak RSS: at least the LibTorch library and a ResNet-32 step, far below a terabyte.
+    let rss = figure(&text, "peak RSS MiB").unwrap_or_else(|| panic!("no peak RSS in\n{text}"));
+    assert!(rss > 50.0 && rss < 1e6, "peak RSS {rss} MiB");
+    assert!(figure(&text, "full epoch seconds").is_none(), "the full epoch ran without --full-epoch:\n{text}");
+}
+
+#[test]
+fn full_epoch_needs_the_training_suite() {
+    let out = proco(&["bench", "--only", "math", "--full-epoch"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--full-epoch") && err.contains("--only train"), "{err}");
+}
