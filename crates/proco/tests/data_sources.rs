@@ -603,6 +603,11 @@ fn image_folder_failures_name_the_path() {
     assert_eq!(path, root.join("b/broken.png"));
     assert!(reason.contains("cannot decode"), "{reason}");
     assert!(matches!(ImageFolder::open(&root.join("absent")), Err(ProcoError::Io { .. })));
+    // A format torchvision would load but we do not decode is an error, not a silent skip.
+    fs::write(root.join("b/photo.WEBP"), b"RIFF").unwrap();
+    let (path, reason) = data_err(ImageFolder::open(root).unwrap_err());
+    assert_eq!(path, root.join("b/photo.WEBP"));
+    assert!(reason.contains("not supported"), "{reason}");
 }
 
 // ---------------------------------------------------------------- list files
@@ -637,6 +642,7 @@ fn list_file_refuses_malformed_lines_and_escaping_paths() {
         ("a/x.png 0\n\n/etc/hostname 0\n", "line 3: path /etc/hostname leaves the root"),
         ("a/../../outside/z.png 0\n", "line 1: path a/../../outside/z.png leaves the root"),
         ("\n  \n", "the list has no entries"),
+        ("a/x.png 4294967295\n", "beyond the supported"),
     ];
     for (text, message) in cases {
         fs::write(&list, text).unwrap();

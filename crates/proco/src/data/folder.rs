@@ -12,6 +12,10 @@ use crate::error::{ProcoError, Result};
 /// File extensions read as images (compared case-insensitively).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
+/// Other extensions torchvision's `ImageFolder` would load; finding one is an error (we do not
+/// decode them), because skipping it would shift sample indices against a PyTorch run.
+pub const UNSUPPORTED_IMAGE_EXTENSIONS: [&str; 6] = ["ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+
 /// Deepest directory nesting searched below a class directory; deeper trees (or a symlink
 /// loop) are an error rather than an endless walk.
 const MAX_NESTING: usize = 16;
@@ -20,6 +24,7 @@ const MAX_NESTING: usize = 16;
 ///
 /// Classes are the sub-directories of `root` sorted by name (label i is the i-th), and the
 /// samples of a class are its `.jpg` / `.jpeg` / `.png` files (any case) anywhere below it,
+/// (a `.bmp`, `.webp`, `.tif` or other file torchvision would load is an error: we do not decode it),
 /// sorted by directory then file name: the order of torchvision's `ImageFolder`, so labels and
 /// sample indices match a PyTorch run on the same directory. Other files are ignored, as are
 /// files directly in `root`. Symbolic links are followed. Only paths are held; `image(i)`
@@ -122,14 +127,19 @@ fn collect_images(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()
     for entry in read_dir_sorted(dir)? {
         if entry.is_dir() {
             collect_images(&entry, depth + 1, out)?;
-        } else if has_image_extension(&entry) {
+        } else if has_extension(&entry, &UNSUPPORTED_IMAGE_EXTENSIONS) {
+            return Err(ProcoError::Data {
+                path: entry.clone(),
+                reason: format!("image format not supported (only {}); convert it, or move it out of the dataset", IMAGE_EXTENSIONS.join(", ")),
+            });
+        } else if has_extension(&entry, &IMAGE_EXTENSIONS) {
             out.push(entry);
         }
     }
     Ok(())
 }
 
-/// Whether the file name ends in one of [`IMAGE_EXTENSIONS`], in any case.
-fn has_image_extension(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+/// Whether the file name ends in one of `extensions`, in any case.
+fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }

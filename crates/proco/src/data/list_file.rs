@@ -14,6 +14,9 @@ use crate::data::folder::decode_rgb;
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
 
+/// Largest number of classes a list file may declare (labels must be below it).
+pub const MAX_CLASSES: usize = 1_000_000;
+
 /// Images under a root directory, listed with their labels in a text file; decoded lazily.
 ///
 /// Labels are the integers of the list (0-based); the number of classes is the largest label
@@ -59,6 +62,13 @@ impl ListFileDataset {
         let Some(max_label) = samples.iter().map(|e| e.label).max() else {
             return Err(ProcoError::Data { path: list.to_path_buf(), reason: "the list has no entries".into() });
         };
+        // Classes are 0..=max label: a stray huge label would size every per-class table.
+        if max_label as usize >= MAX_CLASSES {
+            return Err(ProcoError::Data {
+                path: list.to_path_buf(),
+                reason: format!("label {max_label} is beyond the supported {MAX_CLASSES} classes (iNaturalist 2018 has 8,142); is a line corrupt?"),
+            });
+        }
         Ok(Self { root, list: list.to_path_buf(), samples, num_classes: max_label as usize + 1 })
     }
 

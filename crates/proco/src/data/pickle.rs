@@ -533,10 +533,13 @@ impl<'a> Parser<'a> {
     }
 
     /// `_codecs.encode(text, "latin1")`: Python 3's protocol-2 spelling of `bytes`.
-    fn codecs_encode(&self, args: &[Value]) -> Result<Value> {
+    fn codecs_encode(&mut self, args: &[Value]) -> Result<Value> {
         let (Some(Value::Str(text)), Some(Value::Str(enc))) = (args.first(), args.get(1)) else {
             return Err(self.err("_codecs.encode without (text, encoding) arguments"));
         };
+        // Each call allocates a new byte string: charge its length (in 64-byte units) so that
+        // repeated calls on one memoized text cannot allocate without bound.
+        self.charge(text.len() / 64 + 1)?;
         if !matches!(&**enc, "latin1" | "latin-1" | "iso-8859-1") {
             return Err(self.err(format!("_codecs.encode to {enc:?}: only latin1 is used for bytes")));
         }
