@@ -63,5 +63,12 @@ pub enum ProcoError {
     Torch(#[from] tch::TchError),
 }
 
+impl ProcoError {
+    /// For `map_err`: turns an I/O error on `path` into [`ProcoError::Io`] naming that path.
+    pub fn io_at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ProcoError + '_ {
+        move |source| ProcoError::Io { path: path.to_path_buf(), source }
+    }
+}
+
 /// Result alias of the library.
 pub type Result<T, E = ProcoError> = std::result::Result<T, E>;

@@ -302,7 +302,7 @@ fn read_checked(release: &OfficialRelease, path: &Path, f: &OfficialFile, checks
             return Err(data_err(format!("{} bytes, but the official file has {size}: it is truncated or not the official release", meta.len())));
         }
     }
-    let bytes = fs::read(path).map_err(|source| ProcoError::Io { path: path.to_path_buf(), source })?;
+    let bytes = fs::read(path).map_err(ProcoError::io_at(path))?;
     if let (true, Some(md5)) = (official, f.md5) {
         let got = format!("{:x}", Md5::digest(&bytes));
         if got != md5 {

@@ -54,9 +54,6 @@ impl Drop for TempPath {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProcoError + '_ {
-    move |source| ProcoError::Io { path: path.to_path_buf(), source }
-}
 
 /// Downloads `archive` into `data_dir` and returns the unpacked directory
 /// `data_dir/<extracts_to>`. `progress(done, total)` is called as bytes arrive (total is the
@@ -67,7 +64,7 @@ pub fn fetch(archive: &Archive, data_dir: &Path, progress: &mut dyn FnMut(u64, O
     if target.is_dir() {
         return Ok(target);
     }
-    fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    fs::create_dir_all(data_dir).map_err(ProcoError::io_at(data_dir))?;
     let part = TempPath(Some(data_dir.join(format!(".{}.download", archive.extracts_to))));
     let part_path = part.0.clone().unwrap_or_default();
 
@@ -77,7 +74,7 @@ pub fn fetch(archive: &Archive, data_dir: &Path, progress: &mut dyn FnMut(u64, O
     })?;
     let total = response.body().content_length();
     let mut reader = response.body_mut().as_reader();
-    let mut file = fs::File::create(&part_path).map_err(io_err(&part_path))?;
+    let mut file = fs::File::create(&part_path).map_err(ProcoError::io_at(&part_path))?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut done = 0u64;
@@ -90,11 +87,11 @@ pub fn fetch(archive: &Archive, data_dir: &Path, progress: &mut dyn FnMut(u64, O
             break;
         }
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).map_err(io_err(&part_path))?;
+        file.write_all(&buf[..n]).map_err(ProcoError::io_at(&part_path))?;
         done += n as u64;
         progress(done, total);
     }
-    file.sync_all().map_err(io_err(&part_path))?;
+    file.sync_all().map_err(ProcoError::io_at(&part_path))?;
     let got = format!("{:x}", hasher.finalize());
     if got != archive.md5 {
         return Err(ProcoError::Data {
@@ -106,8 +103,8 @@ pub fn fetch(archive: &Archive, data_dir: &Path, progress: &mut dyn FnMut(u64, O
     let staging = TempPath(Some(data_dir.join(format!(".{}.unpack", archive.extracts_to))));
     let staging_path = staging.0.clone().unwrap_or_default();
     let _ = fs::remove_dir_all(&staging_path);
-    fs::create_dir_all(&staging_path).map_err(io_err(&staging_path))?;
-    let gz = flate2::read::GzDecoder::new(fs::File::open(&part_path).map_err(io_err(&part_path))?);
+    fs::create_dir_all(&staging_path).map_err(ProcoError::io_at(&staging_path))?;
+    let gz = flate2::read::GzDecoder::new(fs::File::open(&part_path).map_err(ProcoError::io_at(&part_path))?);
     tar::Archive::new(gz).unpack(&staging_path).map_err(|e| ProcoError::Data {
         path: part_path.clone(),
         reason: format!("unpacking failed: {e}"),
@@ -119,6 +116,6 @@ pub fn fetch(archive: &Archive, data_dir: &Path, progress: &mut dyn FnMut(u64, O
             reason: format!("the archive does not contain the directory {}", archive.extracts_to),
         });
     }
-    fs::rename(&unpacked, &target).map_err(io_err(&target))?;
+    fs::rename(&unpacked, &target).map_err(ProcoError::io_at(&target))?;
     Ok(target)
 }

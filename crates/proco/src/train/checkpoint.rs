@@ -41,9 +41,6 @@ pub struct TrainState {
     pub best: Option<BestEpoch>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProcoError + '_ {
-    move |source| ProcoError::Io { path: path.to_path_buf(), source }
-}
 
 fn corrupt(path: &Path, e: impl std::fmt::Display) -> ProcoError {
     ProcoError::Data { path: path.to_path_buf(), reason: format!("unreadable checkpoint file ({e}); resume from another run or start afresh") }
@@ -71,7 +68,7 @@ fn estimator_from(tensors: &BTreeMap<String, Tensor>, prefix: &str, path: &Path)
 
 /// Flushes a file or directory to disk.
 fn sync_path(path: &Path) -> Result<()> {
-    fs::File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+    fs::File::open(path).and_then(|f| f.sync_all()).map_err(ProcoError::io_at(path))
 }
 
 /// Flushes a directory entry list to disk (so renames inside it survive a power loss).
@@ -81,7 +78,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Flushes every file of a directory, then the directory itself.
 pub fn sync_dir_tree(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+    for entry in fs::read_dir(dir).map_err(ProcoError::io_at(dir))?.flatten() {
         if entry.path().is_file() {
             sync_path(&entry.path())?;
         }
@@ -94,7 +91,7 @@ pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, estimators: &Estimato
     let root = run_dir.join("checkpoints");
     let dir = root.join(format!("epoch-{:04}", state.next_epoch));
     let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    fs::create_dir_all(&dir).map_err(ProcoError::io_at(&dir))?;
     net.vs.save(dir.join("model.safetensors"))?;
     let opt: Vec<(String, Tensor)> = sgd.buffers().iter().map(|(k, v)| (k.clone(), v.f_to_device(Device::Cpu))).map(|(k, v)| v.map(|v| (k, v))).collect::<Result<_, _>>()?;
     Tensor::write_safetensors(&opt, dir.join("optimizer.safetensors"))?;
@@ -103,16 +100,16 @@ pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, estimators: &Estimato
     Tensor::write_safetensors(&est, dir.join("estimator.safetensors"))?;
     let state_path = dir.join("state.json");
     let text = serde_json::to_string_pretty(state).map_err(|e| corrupt(&state_path, e))?;
-    fs::write(&state_path, text).map_err(io(&state_path))?;
+    fs::write(&state_path, text).map_err(ProcoError::io_at(&state_path))?;
     sync_dir_tree(&dir)?;
 
     let pointer = root.join("latest");
     let tmp = root.join("latest.tmp");
-    fs::write(&tmp, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).map_err(io(&tmp))?;
+    fs::write(&tmp, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).map_err(ProcoError::io_at(&tmp))?;
     sync_path(&tmp)?;
-    fs::rename(&tmp, &pointer).map_err(io(&pointer))?;
+    fs::rename(&tmp, &pointer).map_err(ProcoError::io_at(&pointer))?;
     sync_dir(&root)?;
-    for entry in fs::read_dir(&root).map_err(io(&root))?.flatten() {
+    for entry in fs::read_dir(&root).map_err(ProcoError::io_at(&root))?.flatten() {
         let p = entry.path();
         if p.is_dir() && p != dir {
             let _ = fs::remove_dir_all(p);
@@ -141,7 +138,7 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
 /// Reads a checkpoint's bookkeeping.
 pub fn load_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join("state.json");
-    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let text = fs::read_to_string(&path).map_err(ProcoError::io_at(&path))?;
     serde_json::from_str(&text).map_err(|e| corrupt(&path, e))
 }
 

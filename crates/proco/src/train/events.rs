@@ -9,9 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{ProcoError, Result};
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProcoError + '_ {
-    move |source| ProcoError::Io { path: path.to_path_buf(), source }
-}
 
 /// CRC-32C (Castagnoli), bitwise; event files are small.
 pub fn crc32c(data: &[u8]) -> u32 {
@@ -103,8 +100,8 @@ impl TensorBoardWriter {
         buf.extend_from_slice(&masked_crc(&len).to_le_bytes());
         buf.extend_from_slice(data);
         buf.extend_from_slice(&masked_crc(data).to_le_bytes());
-        self.file.write_all(&buf).map_err(io(&self.path))?;
-        self.file.flush().map_err(io(&self.path))
+        self.file.write_all(&buf).map_err(ProcoError::io_at(&self.path))?;
+        self.file.flush().map_err(ProcoError::io_at(&self.path))
     }
 
     /// Writes scalar values (tag, value) at `step`.
@@ -116,7 +113,7 @@ impl TensorBoardWriter {
 
 /// Reads the records of an event file back, checking both CRCs (for tests and `proco` tools).
 pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>> {
-    let data = std::fs::read(path).map_err(io(path))?;
+    let data = std::fs::read(path).map_err(ProcoError::io_at(path))?;
     let corrupt = |what: &str| ProcoError::Data { path: path.to_path_buf(), reason: format!("corrupt event file: {what}") };
     let mut out = Vec::new();
     let mut at = 0usize;
@@ -151,8 +148,8 @@ impl JsonlLog {
 
     /// Appends one record.
     pub fn append(&self, value: &serde_json::Value) -> Result<()> {
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(io(&self.path))?;
-        writeln!(f, "{value}").map_err(io(&self.path))
+        let mut f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(ProcoError::io_at(&self.path))?;
+        writeln!(f, "{value}").map_err(ProcoError::io_at(&self.path))
     }
 
     /// All records (an absent file has none). A malformed last line, left by a crash in the
@@ -163,7 +160,7 @@ impl JsonlLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
             Err(e) => return Err(ProcoError::Io { path: self.path.clone(), source: e }),
         };
-        let lines: Vec<String> = BufReader::new(f).lines().collect::<std::io::Result<_>>().map_err(io(&self.path))?;
+        let lines: Vec<String> = BufReader::new(f).lines().collect::<std::io::Result<_>>().map_err(ProcoError::io_at(&self.path))?;
         let last = lines.len().saturating_sub(1);
         let mut out = Vec::with_capacity(lines.len());
         for (k, line) in lines.iter().enumerate() {
@@ -183,8 +180,8 @@ impl JsonlLog {
             self.read()?.into_iter().filter(|v| v.get("epoch").and_then(|e| e.as_u64()).is_some_and(|e| e < epoch)).collect();
         let tmp = self.path.with_extension("jsonl.tmp");
         let text: String = keep.iter().map(|v| format!("{v}\n")).collect();
-        std::fs::write(&tmp, text).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
+        std::fs::write(&tmp, text).map_err(ProcoError::io_at(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(ProcoError::io_at(&self.path))
     }
 }
 

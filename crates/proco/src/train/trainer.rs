@@ -112,9 +112,6 @@ pub struct TrainSummary {
     pub best: Option<BestEpoch>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProcoError + '_ {
-    move |source| ProcoError::Io { path: path.to_path_buf(), source }
-}
 
 /// The generator of the fresh estimator at the start of `epoch`.
 fn estimator_rng(seed: u64, epoch: usize) -> StdRng {
@@ -269,11 +266,11 @@ where
         return Err(ProcoError::InvalidConfig { reason: "the training transform must give 3 views (classification + 2 contrastive)".into() });
     }
     let dir = &options.run_dir;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(ProcoError::io_at(dir))?;
     let recipe_path = dir.join("recipe.toml");
     let existing = checkpoint::latest(dir)?;
     if options.resume {
-        let saved = std::fs::read_to_string(&recipe_path).map_err(io(&recipe_path))?;
+        let saved = std::fs::read_to_string(&recipe_path).map_err(ProcoError::io_at(&recipe_path))?;
         if Recipe::from_toml(&saved)? != *recipe {
             return Err(ProcoError::InvalidConfig {
                 reason: format!("the recipe differs from the one saved in {}; resume with the same settings", recipe_path.display()),
@@ -284,7 +281,7 @@ where
             reason: format!("{} already holds a run; pass --resume to continue it or choose another run directory", dir.display()),
         });
     } else {
-        std::fs::write(&recipe_path, recipe.to_toml()?).map_err(io(&recipe_path))?;
+        std::fs::write(&recipe_path, recipe.to_toml()?).map_err(ProcoError::io_at(&recipe_path))?;
     }
 
     let device = options.device;
@@ -387,19 +384,19 @@ where
 fn save_best(dir: &Path, net: &TwoBranchNet, state: &TrainState) -> Result<()> {
     let tmp = dir.join("best.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    std::fs::create_dir_all(&tmp).map_err(ProcoError::io_at(&tmp))?;
     net.vs.save(tmp.join("model.safetensors"))?;
     let text = serde_json::to_string_pretty(state).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
-    std::fs::write(tmp.join("state.json"), text).map_err(io(&tmp))?;
+    std::fs::write(tmp.join("state.json"), text).map_err(ProcoError::io_at(&tmp))?;
     checkpoint::sync_dir_tree(&tmp)?;
     let best = dir.join("best");
     let old = dir.join("best.old");
     if best.exists() {
         // best/ is complete, so a leftover best.old/ from an earlier crash is redundant.
         let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(&best, &old).map_err(io(&best))?;
+        std::fs::rename(&best, &old).map_err(ProcoError::io_at(&best))?;
     }
-    std::fs::rename(&tmp, &best).map_err(io(&best))?;
+    std::fs::rename(&tmp, &best).map_err(ProcoError::io_at(&best))?;
     checkpoint::sync_dir(dir)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
@@ -430,7 +427,7 @@ pub fn redraw_plots(run_dir: &Path, class_counts: &[usize]) -> Result<()> {
 /// Training curves and per-class accuracy against class size, as PNGs under `plots/`.
 fn write_plots(dir: &Path, log: &JsonlLog, class_counts: &[usize], best: Option<&BestEpoch>) -> Result<()> {
     let plots = dir.join("plots");
-    std::fs::create_dir_all(&plots).map_err(io(&plots))?;
+    std::fs::create_dir_all(&plots).map_err(ProcoError::io_at(&plots))?;
     let records = log.read()?;
     let series = |key: &str, sub: Option<&str>| -> Vec<(f64, f64)> {
         records
@@ -479,7 +476,7 @@ fn write_plots(dir: &Path, log: &JsonlLog, class_counts: &[usize], best: Option<
 /// Reads a run's saved recipe.
 pub fn load_recipe(run_dir: &Path) -> Result<Recipe> {
     let path = run_dir.join("recipe.toml");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let text = std::fs::read_to_string(&path).map_err(ProcoError::io_at(&path))?;
     Recipe::from_toml(&text)
 }
 
