@@ -2,6 +2,7 @@
 //! two-branch network that ties them together.
 
 pub mod heads;
+pub mod memory_format;
 pub mod net;
 pub mod resnet;
 pub mod resnet_cifar;

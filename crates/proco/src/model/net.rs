@@ -5,7 +5,7 @@ use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Tensor};
 
 use crate::error::{ProcoError, Result};
-use crate::model::{Classifier, ProjectionHead, ResNetCifar, ResNetImageNet};
+use crate::model::{memory_format, Classifier, ProjectionHead, ResNetCifar, ResNetImageNet};
 use crate::train::recipe::{Arch, ClassifierKind, Recipe};
 
 /// The backbone of a recipe.
@@ -15,15 +15,19 @@ enum Backbone {
 }
 
 impl Backbone {
+    /// Images in any layout; converted to channels-last (the weights' layout) unless they
+    /// already are, so every convolution runs without a layout reorder.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = memory_format::to_channels_last(x).unwrap_or_else(|_| x.shallow_clone());
         match self {
-            Backbone::Cifar(b) => b.forward_t(x, train),
-            Backbone::ImageNet(b) => b.forward_t(x, train),
+            Backbone::Cifar(b) => b.forward_t(&x, train),
+            Backbone::ImageNet(b) => b.forward_t(&x, train),
         }
     }
 }
 
-/// Backbone + classifier + projection head.
+/// Backbone + classifier + projection head. Convolution weights are kept channels-last
+/// ([`memory_format`]); checkpoints store them in the usual contiguous layout.
 pub struct TwoBranchNet {
     /// All parameters and BatchNorm statistics.
     pub vs: nn::VarStore,
@@ -54,6 +58,7 @@ impl TwoBranchNet {
             ClassifierKind::Normed => Classifier::normed(&(&root / "classifier"), f, num_classes as i64),
         };
         let head = ProjectionHead::new(&(&root / "head"), f, recipe.hidden_dim as i64, recipe.feature_dim as i64);
+        memory_format::convert_var_store(&vs)?;
         Ok(Self { vs, backbone, classifier, head, num_classes })
     }
 

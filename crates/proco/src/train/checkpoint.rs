@@ -86,15 +86,29 @@ pub fn sync_dir_tree(dir: &Path) -> Result<()> {
     sync_path(dir)
 }
 
+/// Writes named tensors to a safetensors file, each as a contiguous CPU copy: the weights
+/// live channels-last (see `model::memory_format`) or on a GPU, and safetensors holds plain
+/// row-major data. Loading copies back into the live layout.
+pub fn write_tensors<'a>(named: impl IntoIterator<Item = (&'a String, &'a Tensor)>, path: &Path) -> Result<()> {
+    let tensors: Vec<(&String, Tensor)> =
+        named.into_iter().map(|(k, v)| Ok((k, v.f_to_device(Device::Cpu)?.f_contiguous()?))).collect::<Result<_>>()?;
+    Tensor::write_safetensors(&tensors, path)?;
+    Ok(())
+}
+
+/// Writes every variable of a network (parameters and BatchNorm statistics).
+pub fn write_model(net: &TwoBranchNet, path: &Path) -> Result<()> {
+    write_tensors(&net.vs.variables(), path)
+}
+
 /// Writes the checkpoint of a finished epoch and makes it the latest.
 pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, estimators: &EstimatorPair, state: &TrainState) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
     let dir = root.join(format!("epoch-{:04}", state.next_epoch));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(ProcoError::io_at(&dir))?;
-    net.vs.save(dir.join("model.safetensors"))?;
-    let opt: Vec<(String, Tensor)> = sgd.buffers().iter().map(|(k, v)| (k.clone(), v.f_to_device(Device::Cpu))).map(|(k, v)| v.map(|v| (k, v))).collect::<Result<_, _>>()?;
-    Tensor::write_safetensors(&opt, dir.join("optimizer.safetensors"))?;
+    write_model(net, &dir.join("model.safetensors"))?;
+    write_tensors(sgd.buffers(), &dir.join("optimizer.safetensors"))?;
     let mut est = estimator_tensors("previous", estimators.previous())?;
     est.extend(estimator_tensors("current", estimators.current())?);
     Tensor::write_safetensors(&est, dir.join("estimator.safetensors"))?;
@@ -157,6 +171,7 @@ pub fn load_model(dir: &Path, net: &mut TwoBranchNet) -> Result<TrainState> {
     }
     let path = dir.join("model.safetensors");
     net.vs.load(&path).map_err(|e| corrupt(&path, e))?;
+    crate::model::memory_format::convert_var_store(&net.vs)?;
     Ok(state)
 }
 

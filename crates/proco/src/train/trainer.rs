@@ -385,7 +385,7 @@ fn save_best(dir: &Path, net: &TwoBranchNet, state: &TrainState) -> Result<()> {
     let tmp = dir.join("best.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(ProcoError::io_at(&tmp))?;
-    net.vs.save(tmp.join("model.safetensors"))?;
+    checkpoint::write_model(net, &tmp.join("model.safetensors"))?;
     let text = serde_json::to_string_pretty(state).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
     std::fs::write(tmp.join("state.json"), text).map_err(ProcoError::io_at(&tmp))?;
     checkpoint::sync_dir_tree(&tmp)?;
