@@ -113,6 +113,9 @@ fn bessel(nu: f64, x: f64) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // Before any tensor exists: training reuses its activation buffers instead of faulting
+    // them in afresh every step (see the module notes).
+    proco::allocator::retain_freed_memory();
     match Cli::parse().command {
         Command::Bessel { nu, x } => bessel(nu, x),
         Command::Bench { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch } => {

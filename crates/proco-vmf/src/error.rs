@@ -27,4 +27,10 @@ pub enum VmfError {
         /// What was wrong with it.
         reason: String,
     },
+    /// A batch handed to the ProCo loss is inconsistent (lengths, labels, temperature).
+    #[error("invalid ProCo batch: {reason}")]
+    InvalidBatch {
+        /// What was wrong with it.
+        reason: String,
+    },
 }

@@ -6,16 +6,18 @@
 //! - [`bessel`]: log I_nu(x), log I_nu(x) - nu log x and I_{nu+1}(x)/I_nu(x), exact in every regime.
 //! - [`vmf`]: log normaliser, mean resultant length A_p, concentration from R.
 //! - [`sampler`]: Wood's exact vMF sampler.
+//! - [`contrast`]: the ProCo loss of a batch and its gradient in one host pass.
 //! - [`compat`]: the authors' Miller recurrence, reproduced for side-by-side comparison only.
 
 pub mod bessel;
 pub mod compat;
+pub mod contrast;
 mod error;
 pub mod sampler;
 pub mod vmf;
 
 pub use bessel::{
-    bessel_ratio, log_bessel_i, log_bessel_i_minus_nu_log_x, log_bessel_i_minus_nu_log_x_and_ratio,
+    bessel_ratio, log_bessel_i, log_bessel_i_minus_nu_log_x, log_bessel_i_minus_nu_log_x_and_ratio, FixedOrderBessel,
 };
 pub use error::VmfError;
 pub use sampler::{random_unit_vector, VonMisesFisher};

@@ -122,6 +122,25 @@ impl BatchStatistics {
         })
     }
 
+    /// The same statistics from features already on the host: `features` N x p row-major
+    /// (validated unit rows, see [`validate::unit_features_to_host`]), `labels` N indices.
+    /// Sums in row order, as the device path does.
+    pub fn from_host(features: &[f64], labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
+        if p == 0 || features.len() != labels.len() * p {
+            return Err(ProcoError::InvalidFeatures { reason: format!("{} values for {} samples of dimension {p}", features.len(), labels.len()) });
+        }
+        let mut sums = vec![0.0; num_classes * p];
+        let mut counts = vec![0.0; num_classes];
+        for (row, &l) in features.chunks_exact(p).zip(labels) {
+            if l >= num_classes {
+                return Err(ProcoError::InvalidLabels { reason: format!("label {l} is outside 0..{num_classes}") });
+            }
+            sums[l * p..(l + 1) * p].iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            counts[l] += 1.0;
+        }
+        Ok(Self { num_classes, p, sums, counts })
+    }
+
     /// Adds another device's statistics for the same step (the all-reduce of data parallelism).
     pub fn merge(&mut self, other: &BatchStatistics) -> Result<()> {
         if (self.num_classes, self.p) != (other.num_classes, other.p) {

@@ -10,9 +10,11 @@
 //! - [`loss`]: the ProCo loss with exact Bessel numerics and gradient, logit-adjusted CE.
 //! - [`validate`]: typed errors for bad feature / label tensors.
 //! - [`bench`]: the measurements behind `proco bench`.
+//! - [`allocator`]: malloc settings that keep a training step free of page faults.
 //!
 //! The mathematics lives in `proco-vmf` (no tensors); this crate knows nothing of the terminal.
 
+pub mod allocator;
 pub mod augment;
 pub mod bench;
 pub mod data;

@@ -13,9 +13,7 @@ pub const NORM_TOLERANCE: f64 = 1e-3;
 /// The same for bfloat16, whose 8-bit mantissa alone rounds a unit row's norm by up to 2^-8.
 pub const NORM_TOLERANCE_BF16: f64 = 1.0 / 128.0;
 
-/// Checks that `features` is N x p, floating point, finite, and made of unit rows.
-/// Returns N. Costs one device-to-host synchronisation.
-pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
+fn check_feature_tensor(features: &Tensor, p: usize) -> Result<i64> {
     let size = features.size();
     let bad = |reason: String| Err(ProcoError::InvalidFeatures { reason });
     if size.len() != 2 || size[1] != p as i64 {
@@ -27,16 +25,62 @@ pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
     if size[0] == 0 {
         return bad("the batch is empty".into());
     }
-    let norms = features.detach().f_to_kind(Kind::Double)?.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?.f_sqrt()?;
-    let worst = norms.f_sub_scalar(1.0)?.f_abs()?.f_max()?.f_double_value(&[])?;
+    Ok(size[0])
+}
+
+fn tolerance(kind: Kind) -> f64 {
+    if kind == Kind::BFloat16 {
+        NORM_TOLERANCE_BF16
+    } else {
+        NORM_TOLERANCE
+    }
+}
+
+fn check_worst(worst: f64, kind: Kind) -> Result<()> {
+    let bad = |reason: String| Err(ProcoError::InvalidFeatures { reason });
     if worst.is_nan() || worst.is_infinite() {
         return bad("some entries are NaN or infinite".into());
     }
-    let tolerance = if features.kind() == Kind::BFloat16 { NORM_TOLERANCE_BF16 } else { NORM_TOLERANCE };
+    let tolerance = tolerance(kind);
     if worst > tolerance {
         return bad(format!("a row has norm off from 1 by {worst:.3e} (tolerance {tolerance:e})"));
     }
-    Ok(size[0])
+    Ok(())
+}
+
+/// Checks that `features` is N x p, floating point, finite, and made of unit rows.
+/// Returns N. Costs one device-to-host synchronisation.
+pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
+    let n = check_feature_tensor(features, p)?;
+    let norms = features.detach().f_to_kind(Kind::Double)?.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?.f_sqrt()?;
+    let worst = norms.f_sub_scalar(1.0)?.f_abs()?.f_max()?.f_double_value(&[])?;
+    check_worst(worst, features.kind())?;
+    Ok(n)
+}
+
+/// The same checks as [`unit_features`], made on a host copy of the features in f64, which is
+/// returned (N x p row-major): for callers that compute on the host anyway, one transfer does
+/// both jobs.
+pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
+    let n = check_feature_tensor(features, p)? as usize;
+    let numel = n * p;
+    let values = if features.kind() == Kind::Double {
+        let mut values = vec![0.0; numel];
+        features.detach().f_copy_data(&mut values, numel)?;
+        values
+    } else {
+        // f32 travels as f32 (half the bytes) and widens here; f16 / bf16 widen to f32 first.
+        let mut narrow = vec![0.0f32; numel];
+        features.detach().f_to_kind(Kind::Float)?.f_copy_data(&mut narrow, numel)?;
+        narrow.into_iter().map(f64::from).collect()
+    };
+    let worst = if values.iter().all(|v| v.is_finite()) {
+        values.chunks_exact(p).map(|row| (row.iter().map(|v| v * v).sum::<f64>().sqrt() - 1.0).abs()).fold(0.0, f64::max)
+    } else {
+        f64::NAN
+    };
+    check_worst(worst, features.kind())?;
+    Ok(values)
 }
 
 /// Checks that `labels` is an int64 vector of length `n` with values in 0..num_classes, and

@@ -84,14 +84,27 @@ fn estimator_derived_parameters() {
     }
 }
 
+/// Which route `ProCoLoss::loss` takes: the one-pass host computation, or the device route
+/// through `contrast_logits` and autograd (what large batches use).
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Host,
+    Device,
+}
+
 /// Runs one case in the given dtype and returns (max |s - s*|/scale, loss relative error,
 /// max |grad - grad*| / max |grad*|), asserting the host-side quantities on the way.
-fn run_case(case: &Case, kind: Kind) -> (f64, f64, f64) {
+fn run_case(case: &Case, kind: Kind, route: Route) -> (f64, f64, f64) {
     let (n, p, c) = (case.n as i64, case.p as i64, case.c as i64);
     let e = &case.expected;
     let z = Tensor::from_slice(&case.features).view([n, p]).to_kind(kind).set_requires_grad(true);
     let y = Tensor::from_slice(&case.labels);
-    let loss_fn = ProCoLoss::new(case.p, case.tau).unwrap();
+    let max_work = match route {
+        Route::Host => usize::MAX,
+        Route::Device => 0,
+    };
+    let loss_fn = ProCoLoss::new(case.p, case.tau).unwrap().with_host_pass_max_work(max_work);
+    assert_eq!(loss_fn.uses_host_pass(case.n, case.c), matches!(route, Route::Host));
     let s = loss_fn.contrast_logits(&z, &case.estimator).unwrap();
     assert_eq!(s.logits.size(), [n, c]);
     assert_eq!(s.logits.kind(), kind);
@@ -128,7 +141,7 @@ fn run_case(case: &Case, kind: Kind) -> (f64, f64, f64) {
     let want_loss = f(&e["loss"]);
     let loss_err = (loss.double_value(&[]) - want_loss).abs() / want_loss.abs();
     let tol_loss = if kind == Kind::Double { 1e-10 } else { 1e-5 };
-    assert!(loss_err <= tol_loss, "{} {kind:?} loss {} vs {want_loss} (rel {loss_err:e})", case.name, loss.double_value(&[]));
+    assert!(loss_err <= tol_loss, "{} {kind:?} {route:?} loss {} vs {want_loss} (rel {loss_err:e})", case.name, loss.double_value(&[]));
 
     loss.backward();
     let grad = Vec::<f64>::try_from(&z.grad().to_kind(Kind::Double).flatten(0, -1)).unwrap();
@@ -136,23 +149,27 @@ fn run_case(case: &Case, kind: Kind) -> (f64, f64, f64) {
     let scale = max_abs(&want_grad);
     let grad_err = grad.iter().zip(&want_grad).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
     let tol_grad = if kind == Kind::Double { 1e-10 } else { 1e-4 };
-    assert!(grad_err <= tol_grad, "{} {kind:?} grad error {grad_err:e} of max |grad| {scale:e}", case.name);
+    assert!(grad_err <= tol_grad, "{} {kind:?} {route:?} grad error {grad_err:e} of max |grad| {scale:e}", case.name);
     (worst_s, loss_err, grad_err)
 }
 
 #[test]
 fn logits_loss_and_gradient_in_f64() {
     for case in cases() {
-        let (s, l, g) = run_case(&case, Kind::Double);
-        eprintln!("{:<32} f64: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
+        for route in [Route::Host, Route::Device] {
+            let (s, l, g) = run_case(&case, Kind::Double, route);
+            eprintln!("{:<32} f64 {route:?}: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
+        }
     }
 }
 
 #[test]
 fn logits_loss_and_gradient_in_f32() {
     for case in cases() {
-        let (s, l, g) = run_case(&case, Kind::Float);
-        eprintln!("{:<32} f32: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
+        for route in [Route::Host, Route::Device] {
+            let (s, l, g) = run_case(&case, Kind::Float, route);
+            eprintln!("{:<32} f32 {route:?}: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
+        }
     }
 }
 

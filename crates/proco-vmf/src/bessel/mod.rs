@@ -11,21 +11,22 @@
 //! |---|---|---|---|
 //! | nu < [`DEBYE_MIN_NU`] | x <= max(120, nu^2) | power series | power series (S_{nu+1}/S_nu) |
 //! | nu < [`DEBYE_MIN_NU`] | x > max(120, nu^2) | Hankel expansion | Hankel (H_{nu+1}/H_nu) |
-//! | nu >= [`DEBYE_MIN_NU`] | x < nu | Debye expansion | Gauss continued fraction |
-//! | nu >= [`DEBYE_MIN_NU`] | x >= nu | Debye expansion | Debye (I'_nu/I_nu - nu/x) |
+//! | nu >= [`DEBYE_MIN_NU`] | x > 0 | Debye expansion | Debye, in a form without cancellation |
 //!
 //! Why these boundaries: the power series has only positive terms (no cancellation) but needs
 //! about x terms, so it is capped at x = 120, or at x = nu^2 (< 625, far below overflow) for the
 //! larger orders below the Debye threshold. Past that, Hankel's terms shrink from the first on
 //! (their ratio is about 4nu^2/(8kx) <= 1/2), so its alternating sum loses nothing.
 //! Debye's expansion is uniform in x/nu and its error depends on nu alone; from
-//! [`DEBYE_MIN_NU`] on, 20 terms reach double precision for all x. The Debye ratio subtracts
-//! 1/z and would cancel for x << nu, where the continued fraction converges in a few dozen
-//! steps instead.
+//! [`DEBYE_MIN_NU`] on, 20 terms reach double precision for all x. The textbook Debye ratio
+//! I'_nu/I_nu - nu/x cancels for x << nu; `debye` rewrites it so that it does not, and one
+//! expansion then yields log I and the ratio together (a Gauss continued fraction checks it in
+//! the tests).
 //!
 //! Accuracy (tests against 50-digit values in `shared/golden/bessel.json`): relative error of
 //! log I_nu below 1e-13 and of the ratio below 1e-13 for nu in 0..1023, x in 1e-6..1e6.
 
+#[cfg(test)]
 mod continued_fraction;
 mod debye;
 mod hankel;
@@ -33,9 +34,6 @@ mod series;
 
 /// Order from which Debye's uniform expansion is used (see the module table).
 pub const DEBYE_MIN_NU: f64 = 25.0;
-
-/// Upper bound on continued-fraction steps; ample for x < nu with nu >= DEBYE_MIN_NU.
-const CF_MAX_STEPS: usize = 10_000;
 
 fn invalid(nu: f64, x: f64) -> bool {
     !(nu >= 0.0 && x >= 0.0) || nu.is_infinite()
@@ -109,12 +107,10 @@ pub fn bessel_ratio(nu: f64, x: f64) -> f64 {
     }
     let r = if nu >= DEBYE_MIN_NU {
         if x < 1e-100 {
-            // The continued fraction's 2/x and Lentz floor break down this close to 0.
+            // z = x/nu underflows towards subnormals here; the series is exact.
             series::ratio(nu, x)
-        } else if x >= nu {
-            debye::ratio(nu, x)
         } else {
-            continued_fraction::ratio(nu, x, CF_MAX_STEPS)
+            debye::ratio(nu, x)
         }
     } else if x <= series::max_x(nu) {
         series::ratio(nu, x)
@@ -127,14 +123,44 @@ pub fn bessel_ratio(nu: f64, x: f64) -> f64 {
 /// Both log I_nu(x) - nu log x and the ratio I_{nu+1}(x)/I_nu(x) in one call: what the ProCo
 /// loss needs per (sample, class) pair (the value for the logit, the ratio for its gradient).
 ///
-/// Where both come from Debye's expansion (nu >= [`DEBYE_MIN_NU`], x >= nu) they share one
-/// expansion, which costs little more than either value alone.
+/// Where both come from Debye's expansion (nu >= [`DEBYE_MIN_NU`]) they share one expansion,
+/// which costs little more than either value alone. For many arguments at one order,
+/// [`FixedOrderBessel`] also saves the order's logarithms.
 pub fn log_bessel_i_minus_nu_log_x_and_ratio(nu: f64, x: f64) -> (f64, f64) {
-    if nu >= DEBYE_MIN_NU && x >= nu && x.is_finite() {
-        let (f, r) = debye::log_i_minus_nu_log_x_and_ratio(nu, x);
-        return (f, r.min(1.0 - f64::EPSILON / 2.0));
+    FixedOrderBessel::new(nu).log_i_minus_nu_log_x_and_ratio(x)
+}
+
+/// [`log_bessel_i_minus_nu_log_x_and_ratio`] at one order, with the order's constants
+/// computed once: the form the ProCo loss uses for its N x C pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FixedOrderBessel {
+    nu: f64,
+    /// nu ln nu + ln(2 pi nu) / 2, where the Debye expansion applies.
+    constant: f64,
+}
+
+impl FixedOrderBessel {
+    /// The functions at order nu (any value; invalid orders give NaN on evaluation).
+    pub fn new(nu: f64) -> Self {
+        let constant = if nu >= DEBYE_MIN_NU && nu.is_finite() { debye::order_constant(nu) } else { f64::NAN };
+        Self { nu, constant }
     }
-    (log_bessel_i_minus_nu_log_x(nu, x), bessel_ratio(nu, x))
+
+    /// The order nu.
+    pub fn order(&self) -> f64 {
+        self.nu
+    }
+
+    /// (log I_nu(x) - nu log x, I_{nu+1}(x)/I_nu(x)); same values, domain and invalid-input
+    /// behaviour as [`log_bessel_i_minus_nu_log_x`] and [`bessel_ratio`].
+    #[inline]
+    pub fn log_i_minus_nu_log_x_and_ratio(&self, x: f64) -> (f64, f64) {
+        if self.nu >= DEBYE_MIN_NU && x >= 1e-100 && x.is_finite() && self.nu.is_finite() {
+            let (f, r) = debye::log_i_minus_nu_log_x_and_ratio(self.nu, self.constant, x);
+            return (f, r.min(1.0 - f64::EPSILON / 2.0));
+        }
+        (log_bessel_i_minus_nu_log_x(self.nu, x), bessel_ratio(self.nu, x))
+    }
 }
 
 #[cfg(test)]
@@ -186,8 +212,10 @@ mod tests {
 
     #[test]
     fn continued_fraction_matches_debye_and_series_ratios() {
-        for nu in [DEBYE_MIN_NU, 63.0, 511.0, 1023.0] {
-            for x in grid(0.5 * nu, 4.0 * nu, 25) {
+        // The Debye ratio is used for every x > 0 at nu >= DEBYE_MIN_NU: check it down to
+        // x << nu, where the textbook form would cancel.
+        for nu in [DEBYE_MIN_NU, 25.5, 63.0, 511.0, 1023.0] {
+            for x in grid(1e-6 * nu, 4.0 * nu, 60) {
                 let a = continued_fraction::ratio(nu, x, 1_000_000);
                 let b = debye::ratio(nu, x);
                 assert!(rel(a, b) < 4e-15, "nu={nu} x={x}: cf {a} debye {b}");
@@ -211,7 +239,7 @@ mod tests {
         let want = -63.0 * std::f64::consts::LN_2 - libm::lgamma(64.0);
         assert!(rel(at_zero, want) < 1e-15, "{at_zero} vs {want}");
         assert!(rel(log_bessel_i_minus_nu_log_x(63.0, 1e-200), want) < 1e-15);
-        // Far below the continued fraction's range: ratio = x / (2 (nu + 1)).
+        // Far below the Debye range: ratio = x / (2 (nu + 1)).
         for x in [1e-310, 1e-300, 1e-150] {
             assert!(rel(bessel_ratio(63.0, x), x / 128.0) < 1e-15, "x={x}");
         }

@@ -15,7 +15,8 @@
 //!   where s0 and A are constants from the host and kt is the differentiable tensor
 //!   sqrt(kappa^2 + q). Its value is s0 and its derivative is A dkt/dz, as ProCo requires.
 
-use proco_vmf::{bessel_order, compat, log_bessel_i_minus_nu_log_x_and_ratio};
+use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastLoss, MIN_PAIRS_PER_THREAD};
+use proco_vmf::{bessel_order, compat, FixedOrderBessel};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
@@ -23,9 +24,11 @@ use crate::estimator::VmfEstimator;
 use crate::loss::logit_adjusted::{LogPrior, LogitAdjustedCe};
 use crate::validate;
 
-/// Below this many (sample, class) pairs per thread, splitting the Bessel pass costs more
-/// than it saves (a pair takes ~0.1-0.2 us; a thread start ~10 us).
-const MIN_PAIRS_PER_THREAD: usize = 2048;
+/// Largest N x C x p for which [`ProCoLoss::loss`] runs entirely on the host by default
+/// ([`ProCoLoss::host_loss`]): CIFAR-100 at batch 256 and p = 128 is 3.3 M. Beyond it (ImageNet-LT:
+/// C = 1000, p = 1024) the per-pair norms and the gradient's class sums are matrix products
+/// that LibTorch's BLAS or the GPU does faster, and only the N x C scalars visit the host.
+pub const HOST_PASS_MAX_WORK: usize = 1 << 24;
 
 /// Smallest accepted temperature: |z|^2 / tau^2 must stay far from f32 overflow.
 pub const MIN_TEMPERATURE: f64 = 1e-6;
@@ -60,8 +63,10 @@ pub struct ContrastLogits {
 pub struct ProCoLoss {
     p: usize,
     nu: f64,
+    bessel: FixedOrderBessel,
     tau: f64,
     route: BesselRoute,
+    host_pass_max_work: usize,
 }
 
 impl ProCoLoss {
@@ -73,13 +78,26 @@ impl ProCoLoss {
                 reason: format!("temperature tau = {tau} must be finite and >= {MIN_TEMPERATURE:e} (ProCo uses 0.1)"),
             });
         }
-        Ok(Self { p, nu, tau, route: BesselRoute::Exact })
+        Ok(Self { p, nu, bessel: FixedOrderBessel::new(nu), tau, route: BesselRoute::Exact, host_pass_max_work: HOST_PASS_MAX_WORK })
     }
 
     /// Selects the Bessel numerics (exact by default).
     pub fn with_route(mut self, route: BesselRoute) -> Self {
         self.route = route;
         self
+    }
+
+    /// Sets the largest N x C x p computed entirely on the host (default
+    /// [`HOST_PASS_MAX_WORK`]); 0 always takes the device route. Both routes give the same
+    /// loss and gradient to rounding.
+    pub fn with_host_pass_max_work(mut self, work: usize) -> Self {
+        self.host_pass_max_work = work;
+        self
+    }
+
+    /// Whether a batch of `n` samples against `c` classes runs entirely on the host.
+    pub fn uses_host_pass(&self, n: usize, c: usize) -> bool {
+        n.saturating_mul(c).saturating_mul(self.p) <= self.host_pass_max_work
     }
 
     /// Feature dimension p.
@@ -92,13 +110,60 @@ impl ProCoLoss {
         self.tau
     }
 
+    #[inline]
     fn f_and_ratio(&self, x: f64) -> (f64, f64) {
         match self.route {
-            BesselRoute::Exact => log_bessel_i_minus_nu_log_x_and_ratio(self.nu, x),
+            BesselRoute::Exact => self.bessel.log_i_minus_nu_log_x_and_ratio(x),
             BesselRoute::AuthorsCompat => {
                 (compat::log_bessel_i_minus_nu_log_x(self.nu, x), compat::bessel_ratio_clipped(self.nu, x))
             }
         }
+    }
+
+    /// kappa_j mu_j, kappa_j and logc_j of every class of `estimator`, with logc from this
+    /// loss's Bessel route.
+    fn class_terms(&self, estimator: &VmfEstimator) -> OwnedClassTerms {
+        let conc = estimator.concentrations();
+        let mut kappa_mu = Vec::with_capacity(conc.len() * self.p);
+        for (m, cj) in estimator.means().chunks_exact(self.p).zip(&conc) {
+            let scale = if cj.r > 0.0 { cj.kappa / cj.r } else { 0.0 };
+            kappa_mu.extend(m.iter().map(|v| v * scale));
+        }
+        let logc = match self.route {
+            BesselRoute::Exact => conc.iter().map(|cj| cj.logc).collect(),
+            BesselRoute::AuthorsCompat => conc.iter().map(|cj| compat::log_bessel_i_minus_nu_log_x(self.nu, cj.kappa)).collect(),
+        };
+        OwnedClassTerms { kappa_mu, kappa: conc.iter().map(|cj| cj.kappa).collect(), logc }
+    }
+
+    /// The loss of a batch already on the host, with its gradient: `features` is N x p
+    /// row-major f64 (unit rows, as [`validate::unit_features_to_host`] returns them),
+    /// `labels` N class indices below the estimator's class count. One pass over the N x C
+    /// pairs ([`proco_vmf::contrast::contrast_loss`]), split over the machine's cores.
+    pub fn host_loss(&self, features: &[f64], labels: &[usize], estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<ContrastLoss> {
+        self.check_estimator(estimator, log_prior)?;
+        let terms = self.class_terms(estimator);
+        let classes = ClassTerms { kappa_mu: &terms.kappa_mu, logc: &terms.logc };
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let out = contrast_loss(features, labels, self.p, classes, log_prior.values(), self.tau, &|x| self.f_and_ratio(x), threads)?;
+        if !out.loss.is_finite() {
+            return Err(ProcoError::NonFiniteLoss { value: out.loss });
+        }
+        Ok(out)
+    }
+
+    fn check_estimator(&self, estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<()> {
+        if estimator.dim() != self.p {
+            return Err(ProcoError::InvalidConfig {
+                reason: format!("the estimator holds {}-dimensional means but the loss expects p = {}", estimator.dim(), self.p),
+            });
+        }
+        if log_prior.num_classes() != estimator.num_classes() {
+            return Err(ProcoError::InvalidConfig {
+                reason: format!("the prior has {} classes but the estimator {}", log_prior.num_classes(), estimator.num_classes()),
+            });
+        }
+        Ok(())
     }
 
     /// kt = sqrt(kappa_j^2 + q_ij), s0 = F(kt) - logc_j and A(kt) for every pair (row-major
@@ -146,17 +211,9 @@ impl ProCoLoss {
         };
         let features = &features.f_to_kind(kind)?;
 
-        let conc = estimator.concentrations();
-        let mut km = Vec::with_capacity(c * self.p);
-        for (m, cj) in estimator.means().chunks_exact(self.p).zip(&conc) {
-            let scale = if cj.r > 0.0 { cj.kappa / cj.r } else { 0.0 };
-            km.extend(m.iter().map(|v| v * scale));
-        }
-        let kappa_sq: Vec<f64> = conc.iter().map(|cj| cj.kappa * cj.kappa).collect();
-        let logc: Vec<f64> = match self.route {
-            BesselRoute::Exact => conc.iter().map(|cj| cj.logc).collect(),
-            BesselRoute::AuthorsCompat => conc.iter().map(|cj| compat::log_bessel_i_minus_nu_log_x(self.nu, cj.kappa)).collect(),
-        };
+        let terms = self.class_terms(estimator);
+        let (km, logc) = (terms.kappa_mu, terms.logc);
+        let kappa_sq: Vec<f64> = terms.kappa.iter().map(|k| k * k).collect();
 
         let km_t = Tensor::f_from_slice(&km)?.f_view([c as i64, self.p as i64])?.f_to_kind(kind)?.f_to_device(device)?;
         let z_sq = features.f_square()?.f_sum_dim_intlist(1, true, None::<Kind>)?;
@@ -184,20 +241,58 @@ impl ProCoLoss {
     }
 
     /// Mean ProCo loss: logit-adjusted cross entropy over the contrast logits, with the
-    /// training prior `log_prior`. Fails with [`ProcoError::NonFiniteLoss`] rather than
-    /// returning NaN.
+    /// training prior `log_prior`, differentiable in `features` (N x p unit rows; `labels`
+    /// int64 of length N). Up to [`Self::uses_host_pass`] it is computed on the host in f64 in
+    /// one pass ([`Self::host_loss`]) and handed back with its exact gradient attached
+    /// ([`attach_gradient`]); larger batches go through [`Self::contrast_logits`]. Fails with
+    /// [`ProcoError::NonFiniteLoss`] rather than returning NaN.
     pub fn loss(&self, features: &Tensor, labels: &Tensor, estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<Tensor> {
-        if log_prior.num_classes() != estimator.num_classes() {
-            return Err(ProcoError::InvalidConfig {
-                reason: format!("the prior has {} classes but the estimator {}", log_prior.num_classes(), estimator.num_classes()),
-            });
+        self.check_estimator(estimator, log_prior)?;
+        let n = features.size().first().copied().unwrap_or(0).max(0) as usize;
+        if !self.uses_host_pass(n, estimator.num_classes()) {
+            let s = self.contrast_logits(features, estimator)?;
+            let loss = LogitAdjustedCe::new(log_prior.clone()).loss(&s.logits, labels)?;
+            let value = loss.f_double_value(&[])?;
+            if !value.is_finite() {
+                return Err(ProcoError::NonFiniteLoss { value });
+            }
+            return Ok(loss);
         }
-        let s = self.contrast_logits(features, estimator)?;
-        let loss = LogitAdjustedCe::new(log_prior.clone()).loss(&s.logits, labels)?;
-        let value = loss.f_double_value(&[])?;
-        if !value.is_finite() {
-            return Err(ProcoError::NonFiniteLoss { value });
-        }
-        Ok(loss)
+        let host = validate::unit_features_to_host(features, self.p)?;
+        let labels: Vec<usize> = validate::labels(labels, n as i64, estimator.num_classes())?.into_iter().map(|l| l as usize).collect();
+        let out = self.host_loss(&host, &labels, estimator, log_prior)?;
+        attach_gradient(features, &out.grad, out.loss)
     }
+}
+
+/// Host-side class terms of one estimator.
+struct OwnedClassTerms {
+    kappa_mu: Vec<f64>,
+    kappa: Vec<f64>,
+    logc: Vec<f64>,
+}
+
+/// A scalar tensor whose value is `value` and whose gradient in `features` is `grad` (same
+/// number of elements, row-major f64): value + <features, G> - <features, G>.detach(). This
+/// is how a loss computed on the host re-enters autograd without a custom backward node: one
+/// dot product whose backward is one scaled copy of G, and two inner products that cancel
+/// exactly in the value. Features other than f64 get an f32 G (f16's range is too small for
+/// it) and a loss in their own type.
+pub fn attach_gradient(features: &Tensor, grad: &[f64], value: f64) -> Result<Tensor> {
+    let out_kind = features.kind();
+    let flat = if out_kind == Kind::Double {
+        features.f_flatten(0, -1)?
+    } else {
+        features.f_to_kind(Kind::Float)?.f_flatten(0, -1)?
+    };
+    if flat.size() != [grad.len() as i64] {
+        return Err(ProcoError::InvalidFeatures { reason: format!("{} gradient values for features of shape {:?}", grad.len(), features.size()) });
+    }
+    let g = if out_kind == Kind::Double {
+        Tensor::f_from_slice(grad)?
+    } else {
+        Tensor::f_from_slice(&grad.iter().map(|&v| v as f32).collect::<Vec<f32>>())?
+    };
+    let inner = flat.f_dot(&g.f_to_device(features.device())?)?;
+    Ok(inner.f_sub(&inner.detach())?.f_add_scalar(value)?.f_to_kind(out_kind)?)
 }

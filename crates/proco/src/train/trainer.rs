@@ -11,9 +11,10 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
-use crate::estimator::EstimatorPair;
+use crate::estimator::{BatchStatistics, EstimatorPair};
 use crate::loader::{Loader, LoaderConfig, SampleTransform};
-use crate::loss::{LogPrior, LogitAdjustedCe, ProCoLoss};
+use crate::loss::{attach_gradient, LogPrior, LogitAdjustedCe, ProCoLoss};
+use crate::validate;
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
 use crate::train::checkpoint::{self, BestEpoch, TrainState};
@@ -170,16 +171,50 @@ impl Objective {
 
     /// The ProCo branch of a step. `z` holds the unit features of the three views stacked
     /// view-major (3N x p), `y` the N labels. For view 2, then view 3: both estimators are
-    /// updated with the view's (detached) features, then its contrast logits are taken against
-    /// the previous-epoch estimator and scored by logit-adjusted CE. Returns the mean loss of
-    /// the two views and their contrast logits.
+    /// updated with the view's features, then its contrast logits are taken against the
+    /// previous-epoch estimator and scored by logit-adjusted CE. Returns the mean loss of the
+    /// two views (differentiable in `z`) and their contrast logits (N x C each, detached).
+    ///
+    /// Views 2 and 3 travel to the host once, where the estimator updates, logits, losses and
+    /// the exact gradient are computed ([`ProCoLoss::host_loss`]); the gradient re-enters
+    /// autograd through [`attach_gradient`].
     pub fn proco_branch(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, [Tensor; 2])> {
+        let n = y.size().first().copied().unwrap_or(0);
+        let p = self.proco.dim();
+        let num_classes = estimators.previous().num_classes();
+        if !self.proco.uses_host_pass(n.max(0) as usize, num_classes) {
+            return self.proco_branch_on_device(z, y, estimators);
+        }
+        let views = z.f_narrow(0, n, 2 * n)?;
+        let host = validate::unit_features_to_host(&views, p)?;
+        let labels: Vec<usize> = validate::labels(y, n, num_classes)?.into_iter().map(|l| l as usize).collect();
+        let prior = self.ce.log_prior();
+        let mut grad = Vec::with_capacity(host.len());
+        let mut loss = 0.0;
+        let mut logits = Vec::with_capacity(2);
+        for view in host.chunks_exact(n as usize * p) {
+            estimators.apply(&BatchStatistics::from_host(view, &labels, num_classes, p)?)?;
+            let out = self.proco.host_loss(view, &labels, estimators.previous(), prior)?;
+            grad.extend(out.grad.iter().map(|g| 0.5 * g));
+            loss += 0.5 * out.loss;
+            let s = Tensor::f_from_slice(&out.logits)?.f_view([n, num_classes as i64])?;
+            logits.push(s.f_to_kind(z.kind())?.f_to_device(z.device())?);
+        }
+        let loss = attach_gradient(&views, &grad, loss)?;
+        let [s2, s3]: [Tensor; 2] = logits.try_into().map_err(|_| ProcoError::InvalidConfig { reason: "expected two contrast views".into() })?;
+        Ok((loss, [s2, s3]))
+    }
+
+    /// [`Self::proco_branch`] for batches too large for the host pass: per view, the
+    /// estimator statistics on the device, the contrast logits through
+    /// [`ProCoLoss::contrast_logits`] and autograd.
+    fn proco_branch_on_device(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, [Tensor; 2])> {
         let n = y.size().first().copied().unwrap_or(0);
         let mut view = |v: i64| -> Result<(Tensor, Tensor)> {
             let zv = z.f_narrow(0, v * n, n)?;
             estimators.update(&zv.detach(), y)?;
             let s = self.proco.contrast_logits(&zv, estimators.previous())?;
-            Ok((self.ce.loss(&s.logits, y)?, s.logits))
+            Ok((self.ce.loss(&s.logits, y)?, s.logits.detach()))
         };
         let (loss2, logits2) = view(1)?;
         let (loss3, logits3) = view(2)?;
