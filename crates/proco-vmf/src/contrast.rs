@@ -16,10 +16,15 @@
 //! kt is formed as the norm of w_ij itself (never as kappa^2 + 2 kappa mu.z/tau + |z|^2/tau^2,
 //! which cancels when z points away from mu), so it is accurate to a few ulps for any inputs.
 //!
-//! Work is split by rows over up to `max_threads` scoped threads; each row's results depend on
-//! that row alone and the mean is summed in row order, so the output is bit-identical for any
-//! thread count.
+//! The pair function (F, A) is evaluated exactly or, per class, through a Chebyshev
+//! interpolant over the batch's range of kt that has been certified against the exact values
+//! ([`crate::chebyshev`]): the class's N pairs then cost a few fused multiply-adds each.
+//!
+//! Work is split by rows over up to `max_threads` scoped threads; the interpolants are built
+//! once for the whole batch, each row's results depend on that row alone and the mean is
+//! summed in row order, so the output is bit-identical for any thread count.
 
+use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
 
 /// Rows processed together, so each class vector is read once per block from cache rather than
@@ -38,6 +43,8 @@ pub const MIN_PAIRS_PER_THREAD: usize = 8192;
 pub struct ClassTerms<'a> {
     /// kappa_j mu_j, C x p row-major.
     pub kappa_mu: &'a [f64],
+    /// kappa_j, C entries (the anchor of the interpolated logits).
+    pub kappa: &'a [f64],
     /// logc_j = F(kappa_j), C entries.
     pub logc: &'a [f64],
 }
@@ -59,6 +66,26 @@ pub struct ContrastLoss {
     pub grad: Vec<f64>,
 }
 
+/// How the pair function x -> (F(x), A(x)) is evaluated.
+#[derive(Debug, Clone, Copy)]
+pub struct PairEvaluation<'a, B> {
+    /// The exact pair function, for example
+    /// [`crate::FixedOrderBessel::log_i_minus_nu_log_x_and_ratio`] at nu = p/2 - 1.
+    pub exact: &'a B,
+    /// The order nu of F (sets the interpolants' error scale, [`pair_error_scale`]).
+    pub nu: f64,
+    /// Interpolate per class where an interpolant is certified ([`PairInterpolant`]) instead
+    /// of evaluating every pair exactly; classes with fewer than [`MIN_ROWS_TO_INTERPOLATE`]
+    /// samples' worth of pairs, or whose interpolant fails its check, are evaluated exactly.
+    pub interpolate: bool,
+    /// Most threads to use (see [`MIN_PAIRS_PER_THREAD`]).
+    pub max_threads: usize,
+}
+
+/// Below this batch size building an interpolant (29 exact evaluations) costs more than
+/// evaluating the class's pairs exactly.
+pub const MIN_ROWS_TO_INTERPOLATE: usize = 32;
+
 /// One batch's inputs, shared by every worker.
 struct Batch<'a, B> {
     features: &'a [f64],
@@ -66,17 +93,19 @@ struct Batch<'a, B> {
     p: usize,
     classes: ClassTerms<'a>,
     log_prior: &'a [f64],
-    tau: f64,
+    /// 1 / tau: z / tau is formed as a product (an ulp from the quotient, at a fraction of
+    /// the cost).
+    inv_tau: f64,
     /// 1 / (N tau): the gradient's common factor.
     grad_scale: f64,
-    bessel: &'a B,
+    exact: &'a B,
 }
 
-/// Output slices of a run of rows.
+/// Output slices of a run of rows (kt is already filled in).
 struct RowsOut<'a> {
     per_sample: &'a mut [f64],
     logits: &'a mut [f64],
-    kt: &'a mut [f64],
+    kt: &'a [f64],
     ratio: &'a mut [f64],
     grad: &'a mut [f64],
 }
@@ -88,12 +117,9 @@ fn invalid(reason: String) -> VmfError {
 /// The ProCo loss of a batch and its gradient; see the module notes for the formulas.
 ///
 /// `features` is N x p row-major (unit rows; not re-checked here), `labels` has N entries in
-/// 0..C, `log_prior` has C entries (use zeros for plain cross entropy), `tau` > 0, and
-/// `bessel(x)` returns (F(x), A(x)) for x >= 0 (for example
-/// [`crate::log_bessel_i_minus_nu_log_x_and_ratio`] at the order nu = p/2 - 1). Fails with
-/// [`VmfError::InvalidBatch`] on inconsistent lengths, an empty batch, a label out of range or
-/// a non-positive temperature.
-#[allow(clippy::too_many_arguments)]
+/// 0..C, `log_prior` has C entries (use zeros for plain cross entropy) and `tau` > 0. Fails
+/// with [`VmfError::InvalidBatch`] on inconsistent lengths, an empty batch, a label out of
+/// range or a non-positive temperature.
 pub fn contrast_loss<B>(
     features: &[f64],
     labels: &[usize],
@@ -101,8 +127,7 @@ pub fn contrast_loss<B>(
     classes: ClassTerms<'_>,
     log_prior: &[f64],
     tau: f64,
-    bessel: &B,
-    max_threads: usize,
+    evaluation: &PairEvaluation<'_, B>,
 ) -> Result<ContrastLoss, VmfError>
 where
     B: Fn(f64) -> (f64, f64) + Sync,
@@ -114,10 +139,11 @@ where
     if features.len() != n * p {
         return Err(invalid(format!("{} feature values for N = {n} samples of dimension p = {p}", features.len())));
     }
-    if classes.kappa_mu.len() != c * p || classes.logc.len() != c {
+    if classes.kappa_mu.len() != c * p || classes.logc.len() != c || classes.kappa.len() != c {
         return Err(invalid(format!(
-            "class terms hold {} kappa*mu values and {} logc values for C = {c} classes of dimension p = {p}",
+            "class terms hold {} kappa*mu values, {} kappa values and {} logc values for C = {c} classes of dimension p = {p}",
             classes.kappa_mu.len(),
+            classes.kappa.len(),
             classes.logc.len()
         )));
     }
@@ -136,24 +162,60 @@ where
         ratio: vec![0.0; n * c],
         grad: vec![0.0; n * p],
     };
-    let batch = Batch { features, labels, p, classes, log_prior, tau, grad_scale: 1.0 / (n as f64 * tau), bessel };
-    let threads = max_threads.min(n * c / MIN_PAIRS_PER_THREAD).clamp(1, n);
+    let batch = Batch {
+        features,
+        labels,
+        p,
+        classes,
+        log_prior,
+        inv_tau: 1.0 / tau,
+        grad_scale: 1.0 / (n as f64 * tau),
+        exact: evaluation.exact,
+    };
+    let threads = evaluation.max_threads.min(n * c / MIN_PAIRS_PER_THREAD).clamp(1, n);
     let rows = n.div_ceil(threads);
+
+    // 1. kt for every pair.
     if threads == 1 {
-        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &mut out.kt, ratio: &mut out.ratio, grad: &mut out.grad };
-        process_rows(&batch, 0, all);
+        fill_kt(&batch, 0, &mut out.kt);
+    } else {
+        std::thread::scope(|scope| {
+            for (t, kt) in out.kt.chunks_mut(rows * c).enumerate() {
+                let batch = &batch;
+                scope.spawn(move || fill_kt(batch, t * rows, kt));
+            }
+        });
+    }
+
+    // 2. One interpolant per class over the batch's range of kt (and kappa, its anchor),
+    //    where it pays and passes its check.
+    let interpolants: Vec<Option<PairInterpolant>> = (0..c)
+        .map(|j| {
+            if !evaluation.interpolate || n < MIN_ROWS_TO_INTERPOLATE {
+                return None;
+            }
+            let kappa = classes.kappa[j];
+            let (lo, hi) = out.kt.iter().skip(j).step_by(c).fold((kappa, kappa), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            PairInterpolant::build(evaluation.exact, lo, hi, kappa, classes.logc[j], pair_error_scale(evaluation.nu, hi))
+        })
+        .collect();
+
+    // 3. Logits, ratios, per-sample losses and the gradient, row by row.
+    if threads == 1 {
+        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: &mut out.grad };
+        finish_rows(&batch, &interpolants, 0, all);
     } else {
         std::thread::scope(|scope| {
             let parts = out
                 .per_sample
                 .chunks_mut(rows)
                 .zip(out.logits.chunks_mut(rows * c))
-                .zip(out.kt.chunks_mut(rows * c))
+                .zip(out.kt.chunks(rows * c))
                 .zip(out.ratio.chunks_mut(rows * c))
                 .zip(out.grad.chunks_mut(rows * p));
             for (t, ((((per_sample, logits), kt), ratio), grad)) in parts.enumerate() {
-                let batch = &batch;
-                scope.spawn(move || process_rows(batch, t * rows, RowsOut { per_sample, logits, kt, ratio, grad }));
+                let (batch, interpolants) = (&batch, &interpolants);
+                scope.spawn(move || finish_rows(batch, interpolants, t * rows, RowsOut { per_sample, logits, kt, ratio, grad }));
             }
         });
     }
@@ -182,74 +244,110 @@ fn norm_of_sum(a: &[f64], b: &[f64]) -> f64 {
     (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail).sqrt()
 }
 
-/// y += alpha * x.
-#[inline]
-fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+/// z_i / tau for the rows `first..first + count` into `zt` (count x p).
+fn scaled_rows<B>(batch: &Batch<'_, B>, first: usize, count: usize, zt: &mut [f64]) {
+    let p = batch.p;
+    let z = &batch.features[first * p..(first + count) * p];
+    for (dst, &v) in zt[..count * p].iter_mut().zip(z) {
+        *dst = v * batch.inv_tau;
     }
 }
 
-/// Rows `first..first + out.per_sample.len()` of the batch.
-fn process_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, first: usize, out: RowsOut<'_>) {
+/// kt for the rows starting at `first` (as many as `kt` holds, C per row), in blocks of rows
+/// so that each class vector is read from cache once per block.
+fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
     let (p, c) = (batch.p, batch.log_prior.len());
-    let count = out.per_sample.len();
+    let count = kt.len() / c;
     let mut zt = vec![0.0; ROW_BLOCK * p];
-    let mut coef = vec![0.0; ROW_BLOCK * c];
-    // z / tau as a product: one rounding more than a division (an ulp), at a fraction of its cost.
-    let inv_tau = 1.0 / batch.tau;
     for start in (0..count).step_by(ROW_BLOCK) {
         let b = ROW_BLOCK.min(count - start);
-        let rows = start..start + b;
-        for (r, i) in rows.clone().enumerate() {
-            let z = &batch.features[(first + i) * p..(first + i + 1) * p];
-            for (dst, &v) in zt[r * p..(r + 1) * p].iter_mut().zip(z) {
-                *dst = v * inv_tau;
-            }
-        }
-        // kt for the block, one class vector at a time (it stays in L1 across the rows).
+        scaled_rows(batch, first + start, b, &mut zt);
         for (j, km) in batch.classes.kappa_mu.chunks_exact(p).enumerate() {
-            for (r, i) in rows.clone().enumerate() {
-                out.kt[i * c + j] = norm_of_sum(km, &zt[r * p..(r + 1) * p]);
+            for r in 0..b {
+                kt[(start + r) * c + j] = norm_of_sum(km, &zt[r * p..(r + 1) * p]);
             }
         }
-        for (r, i) in rows.clone().enumerate() {
-            let label = batch.labels[first + i];
-            let row = i * c..(i + 1) * c;
-            let mut max = f64::NEG_INFINITY;
-            for j in 0..c {
-                let (f, a) = (batch.bessel)(out.kt[i * c + j]);
-                let s = f - batch.classes.logc[j];
-                out.logits[i * c + j] = s;
-                out.ratio[i * c + j] = a;
-                max = max.max(s + batch.log_prior[j]);
+    }
+}
+
+/// Everything after kt for the rows `first..first + out.per_sample.len()`.
+fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<PairInterpolant>], first: usize, out: RowsOut<'_>) {
+    let (p, c) = (batch.p, batch.log_prior.len());
+    let count = out.per_sample.len();
+
+    // s and A class by class: a column of kt shares its interpolant.
+    let (mut column, mut s, mut a) = (vec![0.0; count], vec![0.0; count], vec![0.0; count]);
+    for (j, interpolant) in interpolants.iter().enumerate() {
+        for (x, i) in column.iter_mut().zip(0..count) {
+            *x = out.kt[i * c + j];
+        }
+        match interpolant {
+            Some(ip) => {
+                ip.eval_into(&column, &mut s, &mut a);
+                // The exact ratio is below 1 and non-negative; keep the interpolated one so.
+                a.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0 - f64::EPSILON / 2.0));
             }
-            // Softmax with one exponential per pair: e_j = exp(v_j - max) is kept in `coef`.
-            let weights = &mut coef[r * c..(r + 1) * c];
-            let mut sum_exp = 0.0;
-            for ((w, s), lp) in weights.iter_mut().zip(&out.logits[row.clone()]).zip(batch.log_prior) {
-                *w = (s + lp - max).exp();
-                sum_exp += *w;
-            }
-            let lse = max + sum_exp.ln();
-            out.per_sample[i] = lse - out.logits[i * c + label] - batch.log_prior[label];
-            let inv_sum = 1.0 / sum_exp;
-            for (j, w) in weights.iter_mut().enumerate() {
-                let k = i * c + j;
-                let g = *w * inv_sum - if j == label { 1.0 } else { 0.0 };
-                // A(0) = 0: a pair with kt = 0 (z = -kappa mu tau exactly) contributes nothing.
-                *w = if out.kt[k] > 0.0 { g * out.ratio[k] / out.kt[k] * batch.grad_scale } else { 0.0 };
+            None => {
+                for ((x, si), ai) in column.iter().zip(s.iter_mut()).zip(a.iter_mut()) {
+                    let (f, r) = (batch.exact)(*x);
+                    (*si, *ai) = (f - batch.classes.logc[j], r);
+                }
             }
         }
-        // grad_i = sum_j c_ij kappa_j mu_j + (sum_j c_ij) z_i / tau.
-        for (j, km) in batch.classes.kappa_mu.chunks_exact(p).enumerate() {
-            for (r, i) in rows.clone().enumerate() {
-                axpy(coef[r * c + j], km, &mut out.grad[i * p..(i + 1) * p]);
-            }
+        for i in 0..count {
+            out.logits[i * c + j] = s[i];
+            out.ratio[i * c + j] = a[i];
         }
-        for (r, i) in rows.enumerate() {
-            let total: f64 = coef[r * c..(r + 1) * c].iter().sum();
-            axpy(total, &zt[r * p..(r + 1) * p], &mut out.grad[i * p..(i + 1) * p]);
+    }
+
+    // Softmax with one exponential per pair, the per-sample loss, and the gradient
+    // coefficients c_ij = (softmax_ij - [j = y_i]) A_ij / (N tau kt_ij).
+    let mut coef = vec![0.0; count * c];
+    for i in 0..count {
+        let label = batch.labels[first + i];
+        let row = i * c..(i + 1) * c;
+        let max = out.logits[row.clone()].iter().zip(batch.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| m.max(s + lp));
+        let weights = &mut coef[row.clone()];
+        let mut sum_exp = 0.0;
+        for ((w, s), lp) in weights.iter_mut().zip(&out.logits[row.clone()]).zip(batch.log_prior) {
+            *w = (s + lp - max).exp();
+            sum_exp += *w;
+        }
+        let lse = max + sum_exp.ln();
+        out.per_sample[i] = lse - out.logits[i * c + label] - batch.log_prior[label];
+        let inv_sum = 1.0 / sum_exp;
+        for (j, w) in weights.iter_mut().enumerate() {
+            let k = i * c + j;
+            let g = *w * inv_sum - if j == label { 1.0 } else { 0.0 };
+            // A(0) = 0: a pair with kt = 0 (z = -kappa mu tau exactly) contributes nothing.
+            *w = if out.kt[k] > 0.0 { g * out.ratio[k] / out.kt[k] * batch.grad_scale } else { 0.0 };
+        }
+    }
+
+    // grad_i = sum_j c_ij kappa_j mu_j + (sum_j c_ij) z_i / tau, accumulated in registers one
+    // stretch of LANES coordinates at a time (the class vectors stay in L1).
+    const LANES: usize = 16;
+    for i in 0..count {
+        let coefs = &coef[i * c..(i + 1) * c];
+        let z_weight: f64 = coefs.iter().sum::<f64>() * batch.inv_tau;
+        let z = &batch.features[(first + i) * p..(first + i + 1) * p];
+        let grad = &mut out.grad[i * p..(i + 1) * p];
+        let whole = p / LANES * LANES;
+        for k0 in (0..whole).step_by(LANES) {
+            let mut acc = [0.0; LANES];
+            for (l, v) in acc.iter_mut().enumerate() {
+                *v = z_weight * z[k0 + l];
+            }
+            for (j, &cij) in coefs.iter().enumerate() {
+                let km = &batch.classes.kappa_mu[j * p + k0..j * p + k0 + LANES];
+                for l in 0..LANES {
+                    acc[l] = cij.mul_add(km[l], acc[l]);
+                }
+            }
+            grad[k0..k0 + LANES].copy_from_slice(&acc);
+        }
+        for k in whole..p {
+            grad[k] = coefs.iter().enumerate().fold(z_weight * z[k], |g, (j, &cij)| cij.mul_add(batch.classes.kappa_mu[j * p + k], g));
         }
     }
 }
@@ -266,6 +364,7 @@ mod tests {
         features: Vec<f64>,
         labels: Vec<usize>,
         kappa_mu: Vec<f64>,
+        kappa: Vec<f64>,
         logc: Vec<f64>,
         prior: Vec<f64>,
     }
@@ -279,14 +378,19 @@ mod tests {
         let kappa_mu = kappas.iter().flat_map(|&k| random_unit_vector(p, &mut rng).into_iter().map(move |v| v * k)).collect();
         let logc = kappas.iter().map(|&k| log_bessel_i_minus_nu_log_x_and_ratio(nu, k).0).collect();
         let prior = (0..c).map(|j| -(1.0 + j as f64).ln()).collect();
-        Setup { p, features, labels, kappa_mu, logc, prior }
+        Setup { p, features, labels, kappa_mu, kappa: kappas, logc, prior }
+    }
+
+    fn run_with(s: &Setup, features: &[f64], threads: usize, interpolate: bool) -> ContrastLoss {
+        let nu = s.p as f64 / 2.0 - 1.0;
+        let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
+        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc };
+        let evaluation = PairEvaluation { exact: &bessel, nu, interpolate, max_threads: threads };
+        contrast_loss(features, &s.labels, s.p, classes, &s.prior, 0.1, &evaluation).unwrap()
     }
 
     fn run(s: &Setup, features: &[f64], threads: usize) -> ContrastLoss {
-        let nu = s.p as f64 / 2.0 - 1.0;
-        let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
-        let classes = ClassTerms { kappa_mu: &s.kappa_mu, logc: &s.logc };
-        contrast_loss(features, &s.labels, s.p, classes, &s.prior, 0.1, &bessel, threads).unwrap()
+        run_with(s, features, threads, false)
     }
 
     #[test]
@@ -326,10 +430,33 @@ mod tests {
 
     #[test]
     fn result_is_identical_for_any_thread_count() {
-        let s = setup(300, 12, 20, 3);
-        let one = run(&s, &s.features, 1);
-        for threads in [2, 3, 8] {
-            assert_eq!(run(&s, &s.features, threads), one, "{threads} threads");
+        let s = setup(3000, 12, 20, 3);
+        for interpolate in [false, true] {
+            let one = run_with(&s, &s.features, 1, interpolate);
+            for threads in [2, 3, 8] {
+                assert_eq!(run_with(&s, &s.features, threads, interpolate), one, "{threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn interpolated_pairs_agree_with_exact_ones() {
+        for (p, seed) in [(128, 5), (1024, 6), (16, 7), (3, 8)] {
+            let s = setup(200, 7, p, seed);
+            let exact = run_with(&s, &s.features, 1, false);
+            let fast = run_with(&s, &s.features, 1, true);
+            let nu = p as f64 / 2.0 - 1.0;
+            for k in 0..exact.logits.len() {
+                let scale = crate::chebyshev::pair_error_scale(nu, exact.kt[k]);
+                assert!((fast.logits[k] - exact.logits[k]).abs() <= 64.0 * f64::EPSILON * scale, "p={p} s[{k}] {} vs {}", fast.logits[k], exact.logits[k]);
+                assert!((fast.ratio[k] - exact.ratio[k]).abs() <= 64.0 * f64::EPSILON, "p={p} A[{k}] {} vs {}", fast.ratio[k], exact.ratio[k]);
+            }
+            assert!((fast.loss - exact.loss).abs() <= 1e-12 * exact.loss.abs(), "p={p} loss {} vs {}", fast.loss, exact.loss);
+            let gmax = exact.grad.iter().fold(0.0_f64, |m, g| m.max(g.abs()));
+            for (a, b) in fast.grad.iter().zip(&exact.grad) {
+                // s differs by ulps of |F| (~3e3 at p = 1024), which moves the softmax by as much.
+                assert!((a - b).abs() <= 1e-11 * gmax, "p={p} grad {a} vs {b}");
+            }
         }
     }
 
@@ -337,10 +464,11 @@ mod tests {
     fn bad_batches_are_refused() {
         let s = setup(2, 3, 4, 4);
         let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(1.0, x);
-        let classes = ClassTerms { kappa_mu: &s.kappa_mu, logc: &s.logc };
-        assert!(contrast_loss(&s.features[..7], &s.labels, 4, classes, &s.prior, 0.1, &bessel, 1).is_err());
-        assert!(contrast_loss(&s.features, &[0, 3], 4, classes, &s.prior, 0.1, &bessel, 1).is_err());
-        assert!(contrast_loss(&s.features, &s.labels, 4, classes, &s.prior, 0.0, &bessel, 1).is_err());
-        assert!(contrast_loss(&[], &[], 4, classes, &s.prior, 0.1, &bessel, 1).is_err());
+        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc };
+        let e = PairEvaluation { exact: &bessel, nu: 1.0, interpolate: true, max_threads: 1 };
+        assert!(contrast_loss(&s.features[..7], &s.labels, 4, classes, &s.prior, 0.1, &e).is_err());
+        assert!(contrast_loss(&s.features, &[0, 3], 4, classes, &s.prior, 0.1, &e).is_err());
+        assert!(contrast_loss(&s.features, &s.labels, 4, classes, &s.prior, 0.0, &e).is_err());
+        assert!(contrast_loss(&[], &[], 4, classes, &s.prior, 0.1, &e).is_err());
     }
 }

@@ -6,10 +6,12 @@
 //! - [`bessel`]: log I_nu(x), log I_nu(x) - nu log x and I_{nu+1}(x)/I_nu(x), exact in every regime.
 //! - [`vmf`]: log normaliser, mean resultant length A_p, concentration from R.
 //! - [`sampler`]: Wood's exact vMF sampler.
+//! - [`chebyshev`]: certified per-class interpolants of the pair function, for the loss's inner loop.
 //! - [`contrast`]: the ProCo loss of a batch and its gradient in one host pass.
 //! - [`compat`]: the authors' Miller recurrence, reproduced for side-by-side comparison only.
 
 pub mod bessel;
+pub mod chebyshev;
 pub mod compat;
 pub mod contrast;
 mod error;

@@ -15,7 +15,7 @@
 //!   where s0 and A are constants from the host and kt is the differentiable tensor
 //!   sqrt(kappa^2 + q). Its value is s0 and its derivative is A dkt/dz, as ProCo requires.
 
-use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastLoss, MIN_PAIRS_PER_THREAD};
+use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastLoss, PairEvaluation, MIN_PAIRS_PER_THREAD};
 use proco_vmf::{bessel_order, compat, FixedOrderBessel};
 use tch::{Device, Kind, Tensor};
 
@@ -143,9 +143,16 @@ impl ProCoLoss {
     pub fn host_loss(&self, features: &[f64], labels: &[usize], estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<ContrastLoss> {
         self.check_estimator(estimator, log_prior)?;
         let terms = self.class_terms(estimator);
-        let classes = ClassTerms { kappa_mu: &terms.kappa_mu, logc: &terms.logc };
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-        let out = contrast_loss(features, labels, self.p, classes, log_prior.values(), self.tau, &|x| self.f_and_ratio(x), threads)?;
+        let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc };
+        let exact = |x: f64| self.f_and_ratio(x);
+        let evaluation = PairEvaluation {
+            exact: &exact,
+            nu: self.nu,
+            // The authors' numerics are reproduced pair by pair, not smoothed.
+            interpolate: self.route == BesselRoute::Exact,
+            max_threads: std::thread::available_parallelism().map_or(1, |t| t.get()),
+        };
+        let out = contrast_loss(features, labels, self.p, classes, log_prior.values(), self.tau, &evaluation)?;
         if !out.loss.is_finite() {
             return Err(ProcoError::NonFiniteLoss { value: out.loss });
         }

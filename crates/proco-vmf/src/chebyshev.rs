@@ -1,0 +1,242 @@
+//! Chebyshev interpolation of the ProCo pair function on one class's range of arguments,
+//! certified against the exact evaluation before it is used.
+//!
+//! Why: in one batch every argument kt_ij of class j lies in [|kappa_j - 1/tau|, kappa_j +
+//! 1/tau], a short interval on which A(x) = I_{nu+1}(x)/I_nu(x) is analytic (its poles, the
+//! zeros of I_nu, sit on the imaginary axis beyond |x| = nu). A degree-[`DEGREE`] Chebyshev
+//! interpolant of A from [`NODES`] exact evaluations reproduces it to a few ulps, and the
+//! logit s = F(kt) - F(kappa) (F = log I_nu - nu log, F' = A) is its integral from kappa to
+//! kt, read off the interpolant's antiderivative. Both are short runs of fused multiply-adds
+//! that vectorise over the batch's rows, where the exact evaluation costs logarithms,
+//! divisions and a data-dependent series per pair. The integral form is also more accurate
+//! than the difference of two exact F values, which are each ~nu log kt large and round at
+//! that scale (1e-11 absolute at kt = 1e5).
+//!
+//! An interpolant is only returned when its last coefficients are negligible and it matches
+//! the exact A and F(x) - F(kappa) at both ends and inside the interval within
+//! [`TOLERANCE_ULPS`] ulps; otherwise the caller evaluates every pair exactly.
+
+use std::sync::OnceLock;
+
+/// Degree of the interpolants: enough for every (nu, interval) ProCo produces (the tests
+/// cover p = 2..1024, tau = 0.05..1, kappa = 0..1e5).
+pub const DEGREE: usize = 24;
+
+/// Number of interpolation nodes (Chebyshev points of the first kind).
+pub const NODES: usize = DEGREE + 1;
+
+/// Largest accepted deviation from the exact values, in ulps of the largest |value| on the
+/// interval, or for F of the caller's error scale if larger (the exact values carry a few ulps
+/// of the terms they are computed from themselves).
+pub const TOLERANCE_ULPS: f64 = 16.0;
+
+/// cos(pi m (k + 1/2) / NODES) for m, k in 0..NODES: node k is the row m = 1.
+fn cosines() -> &'static [[f64; NODES]; NODES] {
+    static TABLE: OnceLock<[[f64; NODES]; NODES]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [[0.0; NODES]; NODES];
+        for (m, row) in t.iter_mut().enumerate() {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = (std::f64::consts::PI * m as f64 * (k as f64 + 0.5) / NODES as f64).cos();
+            }
+        }
+        t
+    })
+}
+
+/// The interpolant of A on an interval and the antiderivative that gives s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairInterpolant {
+    mid: f64,
+    half: f64,
+    inv_half: f64,
+    /// Chebyshev coefficients of A(mid + half t), the constant one already halved.
+    a: [f64; NODES],
+    /// Coefficients of an antiderivative in t of the same (degree NODES).
+    prim: [f64; NODES + 1],
+    /// The antiderivative at the anchor (kappa).
+    prim_at_anchor: f64,
+}
+
+fn coefficients(values: &[f64; NODES]) -> [f64; NODES] {
+    let cos = cosines();
+    let mut c = [0.0; NODES];
+    for (m, cm) in c.iter_mut().enumerate() {
+        let sum: f64 = values.iter().zip(&cos[m]).map(|(v, w)| v * w).sum();
+        *cm = 2.0 / NODES as f64 * sum;
+    }
+    c[0] *= 0.5;
+    c
+}
+
+/// Antiderivative coefficients: for f = a_0 + sum_{m>=1} a_m T_m, int f dt = sum_{k>=1} C_k T_k
+/// with C_1 = a_0 - a_2 / 2 and C_k = (a_{k-1} - a_{k+1}) / (2k).
+fn antiderivative(a: &[f64; NODES]) -> [f64; NODES + 1] {
+    let at = |m: usize| if m < NODES { a[m] } else { 0.0 };
+    let mut c = [0.0; NODES + 1];
+    c[1] = a[0] - 0.5 * at(2);
+    for (k, ck) in c.iter_mut().enumerate().skip(2) {
+        *ck = (at(k - 1) - at(k + 1)) / (2.0 * k as f64);
+    }
+    c
+}
+
+/// Clenshaw's recurrence for sum_m c_m T_m(t), t in [-1, 1].
+fn clenshaw(c: &[f64], t: f64) -> f64 {
+    let (mut b1, mut b2) = (0.0, 0.0);
+    for &cm in c[1..].iter().rev() {
+        let b = (2.0 * t).mul_add(b1, cm - b2);
+        b2 = b1;
+        b1 = b;
+    }
+    t.mul_add(b1, c[0] - b2)
+}
+
+/// The error scale of F(x) = log I_nu(x) - nu log x up to x: the size of the terms its exact
+/// evaluation adds (x, nu log(x + nu), nu log nu), which its rounding is relative to.
+pub fn pair_error_scale(nu: f64, x: f64) -> f64 {
+    x + nu * ((1.0 + x + nu).ln() + 1.0)
+}
+
+impl PairInterpolant {
+    /// Interpolates A on [lo, hi] from `exact` (x -> (F(x), A(x))), anchored at `anchor`
+    /// (kappa, inside [lo, hi]) where F = `f_anchor`; certifies it and returns `None` when
+    /// the interval is degenerate or does not hold the anchor, or when the interpolant misses
+    /// the exact A by more than [`TOLERANCE_ULPS`] ulps of max |A|, or F - `f_anchor` by more
+    /// than that many ulps of `f_scale` (the exact F's own rounding scale, see
+    /// [`pair_error_scale`]).
+    pub fn build<B: Fn(f64) -> (f64, f64)>(exact: &B, lo: f64, hi: f64, anchor: f64, f_anchor: f64, f_scale: f64) -> Option<Self> {
+        let half = 0.5 * (hi - lo);
+        let mid = 0.5 * (hi + lo);
+        // Below this width the map to [-1, 1] amplifies rounding; exact evaluation is cheap
+        // for the few distinct arguments such a batch holds.
+        if !(lo >= 0.0 && half > 1e-6 * mid.max(1.0) && hi.is_finite() && (lo..=hi).contains(&anchor) && f_anchor.is_finite()) {
+            return None;
+        }
+        let cos = cosines();
+        let mut av = [0.0; NODES];
+        for (k, v) in av.iter_mut().enumerate() {
+            *v = exact(mid + half * cos[1][k]).1;
+        }
+        let a = coefficients(&av);
+        let prim = antiderivative(&a);
+        let inv_half = 1.0 / half;
+        let prim_at_anchor = clenshaw(&prim, ((anchor - mid) * inv_half).clamp(-1.0, 1.0));
+        let out = Self { mid, half, inv_half, a, prim, prim_at_anchor };
+
+        let scale_a = av.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        let tol_a = TOLERANCE_ULPS * f64::EPSILON * scale_a.max(1e-300);
+        let tol_s = TOLERANCE_ULPS * f64::EPSILON * f_scale.abs().max(1.0);
+        if !(out.a[DEGREE].abs() + out.a[DEGREE - 1].abs() <= tol_a) {
+            return None;
+        }
+        for x in [lo, mid - 0.3 * half, mid + 0.6 * half, hi] {
+            let (f, a_exact) = exact(x);
+            let (s, a) = out.eval(x);
+            if !((a - a_exact).abs() <= tol_a && (s - (f - f_anchor)).abs() <= tol_s) {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    /// (s, A) at one x: s = F(x) - F(anchor) and A(x).
+    pub fn eval(&self, x: f64) -> (f64, f64) {
+        let t = ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0);
+        (self.half * (clenshaw(&self.prim, t) - self.prim_at_anchor), clenshaw(&self.a, t))
+    }
+
+    /// s = F(x) - F(anchor) and A(x) at every x of `xs` (each within the interval, up to
+    /// rounding), written to `s` and `a`. Runs the recurrences for all points in lockstep over
+    /// plain slices, so the compiler vectorises them.
+    pub fn eval_into(&self, xs: &[f64], s: &mut [f64], a: &mut [f64]) {
+        let n = xs.len().min(s.len()).min(a.len());
+        let (s, a) = (&mut s[..n], &mut a[..n]);
+        let two_t: Vec<f64> = xs[..n].iter().map(|&x| 2.0 * ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0)).collect();
+        // b_{m+1} lives in (p1, a1) and b_{m+2} in (p2, a2); each step overwrites b_{m+2} with
+        // b_m and swaps the names. The antiderivative has degree NODES, A degree NODES - 1.
+        let (mut p1, mut p2) = (vec![self.prim[NODES]; n], vec![0.0; n]);
+        let (mut a1, mut a2) = (vec![0.0; n], vec![0.0; n]);
+        for m in (1..NODES).rev() {
+            let (cp, ca) = (self.prim[m], self.a[m]);
+            for (((tt, b1), b2), (c1, c2)) in two_t.iter().zip(&p1).zip(p2.iter_mut()).zip(a1.iter().zip(a2.iter_mut())) {
+                *b2 = tt.mul_add(*b1, cp - *b2);
+                *c2 = tt.mul_add(*c1, ca - *c2);
+            }
+            std::mem::swap(&mut p1, &mut p2);
+            std::mem::swap(&mut a1, &mut a2);
+        }
+        for (i, tt) in two_t.iter().enumerate() {
+            let t = 0.5 * tt;
+            s[i] = self.half * (t.mul_add(p1[i], self.prim[0] - p2[i]) - self.prim_at_anchor);
+            a[i] = t.mul_add(a1[i], self.a[0] - a2[i]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FixedOrderBessel;
+
+    #[test]
+    fn interpolant_matches_exact_values_over_protocol_ranges() {
+        for p in [2usize, 3, 16, 128, 512, 1024] {
+            let nu = p as f64 / 2.0 - 1.0;
+            let bessel = FixedOrderBessel::new(nu);
+            let exact = |x: f64| bessel.log_i_minus_nu_log_x_and_ratio(x);
+            for tau in [0.05_f64, 0.07, 0.1, 0.2, 1.0] {
+                for kappa in [0.0_f64, 0.5, 3.0, 30.0, 63.0, 200.0, 606.0, 5e3, 1e5] {
+                    let (lo, hi) = ((kappa - 1.0 / tau).max(0.0), kappa + 1.0 / tau);
+                    let scale = pair_error_scale(nu, hi);
+                    let f_kappa = exact(kappa).0;
+                    let Some(ip) = PairInterpolant::build(&exact, lo, hi, kappa, f_kappa, scale) else {
+                        // Small orders have zeros of I_nu near the real axis (|x| ~ 2.4 at nu = 0):
+                        // there the caller evaluates exactly. ProCo's dimensions must interpolate.
+                        assert!(p < 64, "no interpolant for p={p} tau={tau} kappa={kappa} on [{lo}, {hi}]");
+                        continue;
+                    };
+                    let xs: Vec<f64> = (0..=200).map(|i| lo + (hi - lo) * i as f64 / 200.0).collect();
+                    let (mut s, mut a) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+                    ip.eval_into(&xs, &mut s, &mut a);
+                    for (i, &x) in xs.iter().enumerate() {
+                        let (f, a_exact) = exact(x);
+                        assert!((s[i] - (f - f_kappa)).abs() <= 2.0 * TOLERANCE_ULPS * f64::EPSILON * scale,
+                            "s p={p} tau={tau} kappa={kappa} x={x}: {} vs {}", s[i], f - f_kappa);
+                        assert!((a[i] - a_exact).abs() <= 2.0 * TOLERANCE_ULPS * f64::EPSILON,
+                            "A p={p} tau={tau} kappa={kappa} x={x}: {} vs {a_exact}", a[i]);
+                        assert_eq!((s[i], a[i]), ip.eval(x));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integral_form_is_exact_where_the_difference_of_logs_rounds() {
+        // s = F(kt) - F(kappa) for kt within 1e-3 of kappa = 1e5: the exact difference of two
+        // ~1e5 values rounds at 1e-11, the integral of A (about 1) does not.
+        let nu = 63.0;
+        let bessel = FixedOrderBessel::new(nu);
+        let exact = |x: f64| bessel.log_i_minus_nu_log_x_and_ratio(x);
+        let kappa = 1e5;
+        let ip = PairInterpolant::build(&exact, kappa - 10.0, kappa + 10.0, kappa, exact(kappa).0, pair_error_scale(nu, kappa + 10.0)).unwrap();
+        let x = kappa + 1e-3;
+        // x - kappa is exact (Sterbenz); the midpoint rule's error is ~1e-9 A'' dx^3, nil here.
+        let want = (x - kappa) * bessel.log_i_minus_nu_log_x_and_ratio(kappa + 0.5 * (x - kappa)).1;
+        assert!((ip.eval(x).0 - want).abs() < 1e-15, "{} vs {want}", ip.eval(x).0);
+    }
+
+    #[test]
+    fn a_function_it_cannot_follow_is_refused() {
+        // A = |x - 1| has a kink inside the interval: no polynomial of degree 24 gets within ulps.
+        let kink = |x: f64| (0.0, (x - 1.0).abs());
+        assert!(PairInterpolant::build(&kink, 0.0, 2.0, 0.0, 0.0, 1.0).is_none());
+        let smooth = |x: f64| (x * x, 2.0 * x);
+        assert!(PairInterpolant::build(&smooth, 1.0, 1.0, 1.0, 1.0, 1.0).is_none(), "a degenerate interval");
+        assert!(PairInterpolant::build(&smooth, 0.0, 2.0, 3.0, 9.0, 1.0).is_none(), "anchor outside");
+        let ip = PairInterpolant::build(&smooth, 0.0, 2.0, 0.5, 0.25, 1.0).unwrap();
+        let (s, a) = ip.eval(1.5);
+        assert!((s - 2.0).abs() < 1e-14 && (a - 3.0).abs() < 1e-14, "{s} {a}");
+    }
+}
