@@ -287,19 +287,25 @@ struct OwnedClassTerms {
 /// it) and a loss in their own type.
 pub fn attach_gradient(features: &Tensor, grad: &[f64], value: f64) -> Result<Tensor> {
     let out_kind = features.kind();
-    let flat = if out_kind == Kind::Double {
-        features.f_flatten(0, -1)?
-    } else {
-        features.f_to_kind(Kind::Float)?.f_flatten(0, -1)?
-    };
+    let kind = if out_kind == Kind::Double { Kind::Double } else { Kind::Float };
+    let flat = features.f_to_kind(kind)?.f_flatten(0, -1)?;
     if flat.size() != [grad.len() as i64] {
         return Err(ProcoError::InvalidFeatures { reason: format!("{} gradient values for features of shape {:?}", grad.len(), features.size()) });
     }
-    let g = if out_kind == Kind::Double {
-        Tensor::f_from_slice(grad)?
-    } else {
-        Tensor::f_from_slice(&grad.iter().map(|&v| v as f32).collect::<Vec<f32>>())?
-    };
+    // G is written straight into a fresh CPU tensor (no intermediate buffer), then moved to
+    // the features' device if they live elsewhere.
+    let g = Tensor::f_empty([grad.len() as i64], (kind, Device::Cpu))?;
+    // SAFETY: `g` is a freshly allocated, contiguous CPU tensor of exactly grad.len()
+    // elements of `kind`, owned here and not aliased, so its storage is a valid, exclusive
+    // slice of that element type for the duration of the writes.
+    unsafe {
+        if kind == Kind::Double {
+            std::slice::from_raw_parts_mut(g.data_ptr() as *mut f64, grad.len()).copy_from_slice(grad);
+        } else {
+            let dst = std::slice::from_raw_parts_mut(g.data_ptr() as *mut f32, grad.len());
+            dst.iter_mut().zip(grad).for_each(|(d, &v)| *d = v as f32);
+        }
+    }
     let inner = flat.f_dot(&g.f_to_device(features.device())?)?;
     Ok(inner.f_sub(&inner.detach())?.f_add_scalar(value)?.f_to_kind(out_kind)?)
 }

@@ -173,12 +173,13 @@ impl Objective {
     /// view-major (3N x p), `y` the N labels. For view 2, then view 3: both estimators are
     /// updated with the view's features, then its contrast logits are taken against the
     /// previous-epoch estimator and scored by logit-adjusted CE. Returns the mean loss of the
-    /// two views (differentiable in `z`) and their contrast logits (N x C each, detached).
+    /// two views (differentiable in `z`) and the mean of their contrast logits (N x C
+    /// row-major, on the host, for the training accuracy).
     ///
-    /// Views 2 and 3 travel to the host once, where the estimator updates, logits, losses and
-    /// the exact gradient are computed ([`ProCoLoss::host_loss`]); the gradient re-enters
-    /// autograd through [`attach_gradient`].
-    pub fn proco_branch(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, [Tensor; 2])> {
+    /// Up to [`ProCoLoss::uses_host_pass`], views 2 and 3 travel to the host once, where the
+    /// estimator updates, logits, losses and the exact gradient are computed
+    /// ([`ProCoLoss::host_loss`]); the gradient re-enters autograd through [`attach_gradient`].
+    pub fn proco_branch(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, Vec<f64>)> {
         let n = y.size().first().copied().unwrap_or(0);
         let p = self.proco.dim();
         let num_classes = estimators.previous().num_classes();
@@ -191,24 +192,21 @@ impl Objective {
         let prior = self.ce.log_prior();
         let mut grad = Vec::with_capacity(host.len());
         let mut loss = 0.0;
-        let mut logits = Vec::with_capacity(2);
+        let mut mean_logits = vec![0.0; n as usize * num_classes];
         for view in host.chunks_exact(n as usize * p) {
             estimators.apply(&BatchStatistics::from_host(view, &labels, num_classes, p)?)?;
             let out = self.proco.host_loss(view, &labels, estimators.previous(), prior)?;
             grad.extend(out.grad.iter().map(|g| 0.5 * g));
             loss += 0.5 * out.loss;
-            let s = Tensor::f_from_slice(&out.logits)?.f_view([n, num_classes as i64])?;
-            logits.push(s.f_to_kind(z.kind())?.f_to_device(z.device())?);
+            mean_logits.iter_mut().zip(&out.logits).for_each(|(m, s)| *m += 0.5 * s);
         }
-        let loss = attach_gradient(&views, &grad, loss)?;
-        let [s2, s3]: [Tensor; 2] = logits.try_into().map_err(|_| ProcoError::InvalidConfig { reason: "expected two contrast views".into() })?;
-        Ok((loss, [s2, s3]))
+        Ok((attach_gradient(&views, &grad, loss)?, mean_logits))
     }
 
     /// [`Self::proco_branch`] for batches too large for the host pass: per view, the
     /// estimator statistics on the device, the contrast logits through
     /// [`ProCoLoss::contrast_logits`] and autograd.
-    fn proco_branch_on_device(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, [Tensor; 2])> {
+    fn proco_branch_on_device(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, Vec<f64>)> {
         let n = y.size().first().copied().unwrap_or(0);
         let mut view = |v: i64| -> Result<(Tensor, Tensor)> {
             let zv = z.f_narrow(0, v * n, n)?;
@@ -218,8 +216,27 @@ impl Objective {
         };
         let (loss2, logits2) = view(1)?;
         let (loss3, logits3) = view(2)?;
-        Ok(((loss2 + loss3) / 2.0, [logits2, logits3]))
+        let mean = ((logits2 + logits3) / 2.0).f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?;
+        Ok(((loss2 + loss3) / 2.0, Vec::<f64>::try_from(&mean)?))
     }
+}
+
+/// Number of rows whose largest entry of `classifier + alpha * contrast` (both N x C
+/// row-major) sits at the row's label: ProCo's training prediction.
+fn training_hits(classifier: &[f64], contrast: &[f64], alpha: f64, labels: &[i64]) -> usize {
+    let c = if labels.is_empty() { 0 } else { classifier.len() / labels.len() };
+    if c == 0 {
+        return 0;
+    }
+    classifier
+        .chunks_exact(c)
+        .zip(contrast.chunks_exact(c))
+        .zip(labels)
+        .filter(|((row, s), &label)| {
+            let best = row.iter().zip(s.iter()).map(|(l, s)| l + alpha * s).enumerate().fold((0, f64::NEG_INFINITY), |b, (j, v)| if v > b.1 { (j, v) } else { b });
+            best.0 as i64 == label
+        })
+        .count()
 }
 
 /// Where a training step sits in the schedule.
@@ -276,9 +293,10 @@ pub fn train_step(
     loss.f_backward()?;
     sgd.step(&net.vs, lr)?;
 
-    let train_logits = logits1.detach() + (contrast[0].detach() + contrast[1].detach()) * (objective.alpha / 2.0);
-    let hits = train_logits.f_argmax(-1, false)?.f_eq_tensor(y)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
-    Ok(StepOutcome { ce_loss: ce_loss.f_double_value(&[])?, proco_loss: proco_loss.f_double_value(&[])?, correct: hits.max(0) as usize })
+    let classifier = Vec::<f64>::try_from(&logits1.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
+    let labels = Vec::<i64>::try_from(&y.f_to_device(Device::Cpu)?)?;
+    let correct = training_hits(&classifier, &contrast, objective.alpha, &labels);
+    Ok(StepOutcome { ce_loss: ce_loss.f_double_value(&[])?, proco_loss: proco_loss.f_double_value(&[])?, correct })
 }
 
 /// Trains (or continues) a run. Writes `recipe.toml`, `metrics.jsonl`, TensorBoard events and
@@ -533,4 +551,20 @@ pub fn evaluate_run<E: Dataset + 'static, V: SampleTransform + 'static>(
     let mut net = TwoBranchNet::new(&recipe, test.num_classes(), device)?;
     checkpoint::load_model(&dir, &mut net)?;
     evaluate(&net, test, transform, class_counts, 512, recipe.loader_threads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::training_hits;
+
+    #[test]
+    fn training_prediction_adds_alpha_times_the_contrast_logits() {
+        // Two samples, three classes. Row 0: the classifier alone says class 0, the contrast
+        // logits tip it to class 2; row 1: class 1 either way.
+        let classifier = [1.0, 0.0, 0.5, 0.0, 2.0, 0.0];
+        let contrast = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        assert_eq!(training_hits(&classifier, &contrast, 1.0, &[2, 1]), 2);
+        assert_eq!(training_hits(&classifier, &contrast, 0.0, &[2, 1]), 1);
+        assert_eq!(training_hits(&[], &[], 1.0, &[]), 0);
+    }
 }
