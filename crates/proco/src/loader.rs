@@ -15,7 +15,7 @@ use image::RgbImage;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
@@ -161,23 +161,29 @@ impl<D: Dataset + 'static, T: SampleTransform + 'static> Loader<D, T> {
 fn build_batch<D: Dataset, T: SampleTransform>(dataset: &D, transform: &T, idx: &[usize], seed: u64, epoch: u64) -> Result<Batch> {
     let (v, h, w, n) = (transform.views(), transform.height(), transform.width(), idx.len());
     let per_view = 3 * h * w;
-    let mut buf = vec![0f32; v * n * per_view];
-    let mut labels = Vec::with_capacity(n);
-    // Layout [V, N, 3, H, W]: view k of sample s starts at (k * n + s) * per_view.
-    let mut view_slices: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::with_capacity(v)).collect();
-    for view_block in buf.chunks_mut(n * per_view) {
-        for (s, chunk) in view_block.chunks_mut(per_view).enumerate() {
-            view_slices[s].push(chunk);
+    // The transforms write straight into the batch tensor's storage: no staging buffer and
+    // no copy into LibTorch afterwards.
+    let views = Tensor::f_zeros([v as i64, n as i64, 3, h as i64, w as i64], (Kind::Float, Device::Cpu))?;
+    let len = v * n * per_view;
+    let labels: Vec<i64> = idx.iter().map(|&i| dataset.label(i) as i64).collect();
+    if len > 0 {
+        // SAFETY: `views` is a freshly allocated, zero-filled, contiguous CPU f32 tensor of
+        // exactly `len` elements that nothing else references; `buf` is its only view and
+        // lives only inside this block, before `views` is moved out.
+        let buf: &mut [f32] = unsafe { std::slice::from_raw_parts_mut(views.data_ptr() as *mut f32, len) };
+        // Layout [V, N, 3, H, W]: view k of sample s starts at (k * n + s) * per_view.
+        let mut view_slices: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::with_capacity(v)).collect();
+        for view_block in buf.chunks_mut(n * per_view) {
+            for (s, chunk) in view_block.chunks_mut(per_view).enumerate() {
+                view_slices[s].push(chunk);
+            }
+        }
+        for (&i, out) in idx.iter().zip(view_slices.iter_mut()) {
+            let img = dataset.image(i)?;
+            let mut rng = sample_rng(seed, epoch, i);
+            transform.apply(&img, &mut rng, out)?;
         }
     }
-    for (&i, out) in idx.iter().zip(view_slices.iter_mut()) {
-        let img = dataset.image(i)?;
-        let mut rng = sample_rng(seed, epoch, i);
-        transform.apply(&img, &mut rng, out)?;
-        labels.push(dataset.label(i) as i64);
-    }
-    drop(view_slices);
-    let views = Tensor::f_from_slice(&buf)?.f_view([v as i64, n as i64, 3, h as i64, w as i64])?;
     Ok(Batch { views, labels: Tensor::f_from_slice(&labels)?, indices: idx.to_vec() })
 }
 

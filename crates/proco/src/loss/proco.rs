@@ -4,16 +4,19 @@
 //! kt_ij = |kappa_j mu_j + z_i / tau|, s_ij = F(kt_ij) - F(kappa_j), F(x) = log I_nu(x) - nu log x,
 //! nu = p/2 - 1, and d s_ij / d kt_ij = I_{nu+1}(kt_ij) / I_nu(kt_ij).
 //!
-//! How it is computed, and why:
-//! - kt^2 = kappa^2 + q with q_ij = (2/tau) z_i . (kappa_j mu_j) + |z_i|^2 / tau^2: one N x C
-//!   matrix product on the features' device instead of an N x C x p tensor (1 GiB at
-//!   N = 256, C = 1000, p = 1024).
-//! - q goes to the host in f64 (N x C numbers), where F and the ratio are evaluated exactly by
-//!   `proco-vmf`: f32 features then still give s with f64 Bessel arithmetic, accurate to the
-//!   rounding of q alone, instead of losing ~1e-7 kt (0.01 at kt = 1e5) in an f32 norm.
-//! - The gradient is the exact one without a custom autograd node: s = s0 + A (kt - kt.detach())
-//!   where s0 and A are constants from the host and kt is the differentiable tensor
-//!   sqrt(kappa^2 + q). Its value is s0 and its derivative is A dkt/dz, as ProCo requires.
+//! Two routes, the same loss and gradient to rounding:
+//! - Host pass ([`ProCoLoss::host_loss`], the default up to N x C x p = [`HOST_PASS_MAX_WORK`],
+//!   i.e. CIFAR-10/100): the features come to the host once and `proco_vmf::contrast` computes
+//!   kt, the logits (per class through a certified Chebyshev interpolant of A, integrated from
+//!   kappa), the logit-adjusted CE and its exact gradient in one pass; [`attach_gradient`]
+//!   hands the value back to autograd with that gradient. A dozen tensor operations, their
+//!   temporaries and synchronisations become one transfer each way.
+//! - Device route ([`ProCoLoss::contrast_logits`], for larger problems such as ImageNet-LT):
+//!   kt^2 = kappa^2 + q with q_ij = (2/tau) z_i . (kappa_j mu_j) + |z_i|^2 / tau^2, one N x C
+//!   matrix product on the features' device instead of an N x C x p tensor (1 GiB at N = 256,
+//!   C = 1000, p = 1024); q goes to the host in f64, where F and the ratio are evaluated
+//!   exactly; the logits are s0 + A (kt - kt.detach()) with s0 and A from the host, whose value
+//!   is s0 and whose derivative is A dkt/dz, as ProCo requires.
 
 use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastLoss, PairEvaluation, MIN_PAIRS_PER_THREAD};
 use proco_vmf::{bessel_order, compat, FixedOrderBessel};

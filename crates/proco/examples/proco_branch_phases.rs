@@ -1,0 +1,78 @@
+//! Where the time of one ProCo branch goes (the "ProCo loss + estimator" figure of
+//! `proco bench --only train`): the same synthetic setup (three views of N unit features,
+//! p = 128, CIFAR-10-LT's 10 classes, estimators updated every step), timed phase by phase,
+//! and the same tensor plumbing with the host mathematics left out, which bounds from below
+//! what any host computation can reach inside this harness.
+//!
+//! Run: `cargo run --release -p proco --example proco_branch_phases -- [N] [steps]`
+//! (defaults 256 and 2000).
+
+use std::time::Instant;
+
+use proco::loss::attach_gradient;
+use proco::tch::{Device, Kind, Tensor};
+use proco::{validate, BatchStatistics, EstimatorPair, LogPrior, ProCoLoss};
+use rand::SeedableRng;
+
+fn main() -> proco::Result<()> {
+    proco::allocator::retain_freed_memory();
+    let mut args = std::env::args().skip(1);
+    let n: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
+    let steps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let (c, p) = (10usize, 128usize);
+    let counts: Vec<f64> = (0..c).map(|j| (5000.0 * 0.01f64.powf(j as f64 / 9.0)).floor()).collect();
+    let prior = LogPrior::from_counts(&counts)?;
+    let loss_fn = ProCoLoss::new(p, 0.1)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut estimators = EstimatorPair::new(c, p, &mut rng)?;
+    proco::tch::manual_seed(0);
+    let raw = Tensor::f_randn([3 * n, p as i64], (Kind::Float, Device::Cpu))?;
+    let base = raw.f_div(&raw.f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?)?;
+    let y = Tensor::f_randint(c as i64, [n], (Kind::Int64, Device::Cpu))?;
+
+    let names = ["to host + checks", "host pass (2 views)", "attach gradient", "backward + grad sum"];
+    let mut full = [0.0f64; 4];
+    let mut plumbing = [0.0f64; 4];
+    for step in 0..steps + 5 {
+        let timed = step >= 5;
+        for with_math in [true, false] {
+            let z = base.detach().set_requires_grad(true);
+            let t0 = Instant::now();
+            let views = z.f_narrow(0, n, 2 * n)?;
+            let host = validate::unit_features_to_host(&views, p)?;
+            let labels: Vec<usize> = validate::labels(&y, n, c)?.into_iter().map(|l| l as usize).collect();
+            let t1 = Instant::now();
+            let mut grad = vec![0.0; host.len()];
+            let mut loss = 0.0;
+            if with_math {
+                grad.clear();
+                for view in host.chunks_exact(n as usize * p) {
+                    estimators.apply(&BatchStatistics::from_host(view, &labels, c, p)?)?;
+                    let out = loss_fn.host_loss(view, &labels, estimators.previous(), &prior)?;
+                    grad.extend(out.grad.iter().map(|g| 0.5 * g));
+                    loss += 0.5 * out.loss;
+                }
+            }
+            let t2 = Instant::now();
+            let l = attach_gradient(&views, &grad, loss)?;
+            let t3 = Instant::now();
+            l.f_backward()?;
+            std::hint::black_box(z.grad().f_sum(Kind::Double)?.f_double_value(&[])?);
+            let t4 = Instant::now();
+            if timed {
+                let acc = if with_math { &mut full } else { &mut plumbing };
+                for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
+                    acc[k] += (b - a).as_secs_f64();
+                }
+            }
+        }
+    }
+    let us = |v: f64| v / steps as f64 * 1e6;
+    println!("ProCo branch at N = {n}, C = {c}, p = {p}, mean over {steps} steps (microseconds)");
+    println!("{:<22} {:>10} {:>16}", "phase", "branch", "plumbing only");
+    for (k, name) in names.iter().enumerate() {
+        println!("{name:<22} {:>10.1} {:>16.1}", us(full[k]), us(plumbing[k]));
+    }
+    println!("{:<22} {:>10.1} {:>16.1}", "total", us(full.iter().sum()), us(plumbing.iter().sum()));
+    Ok(())
+}
