@@ -18,8 +18,9 @@
 
 use std::sync::OnceLock;
 
-/// Degree of the interpolants: enough for every (nu, interval) ProCo produces (the tests
-/// cover p = 2..1024, tau = 0.05..1, kappa = 0..1e5).
+/// Degree of the interpolants: enough for p >= 64 at temperatures from 0.05 to 1 and any
+/// kappa (the tests cover p = 128..1024, tau = 0.05..1, kappa = 0..1e5); at small orders the
+/// zeros of I_nu sit close to the real axis and some classes fall back to exact evaluation.
 pub const DEGREE: usize = 24;
 
 /// Number of interpolation nodes (Chebyshev points of the first kind).
@@ -140,16 +141,21 @@ impl PairInterpolant {
         Some(out)
     }
 
-    /// (s, A) at one x: s = F(x) - F(anchor) and A(x).
+    /// (s, A) at one x: s = F(x) - F(anchor) and A(x). x is clamped to the interval the
+    /// interpolant was built on (arguments outside it are a caller's error; rounding at the
+    /// ends is what the clamp is for).
     pub fn eval(&self, x: f64) -> (f64, f64) {
+        debug_assert!(((x - self.mid) * self.inv_half).abs() <= 1.0 + 1e-9, "x = {x} outside the interpolant's interval");
         let t = ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0);
         (self.half * (clenshaw(&self.prim, t) - self.prim_at_anchor), clenshaw(&self.a, t))
     }
 
-    /// s = F(x) - F(anchor) and A(x) at every x of `xs` (each within the interval, up to
-    /// rounding), written to `s` and `a`. Runs the recurrences for all points in lockstep over
-    /// plain slices, so the compiler vectorises them.
+    /// s = F(x) - F(anchor) and A(x) at every x of `xs` (each within the interval, clamped as
+    /// in [`Self::eval`]), written to `s` and `a`, which must be as long as `xs`. Runs the
+    /// recurrences for all points in lockstep over plain slices, so the compiler vectorises
+    /// them.
     pub fn eval_into(&self, xs: &[f64], s: &mut [f64], a: &mut [f64]) {
+        debug_assert!(s.len() == xs.len() && a.len() == xs.len(), "output slices must match the arguments");
         let n = xs.len().min(s.len()).min(a.len());
         let (s, a) = (&mut s[..n], &mut a[..n]);
         let two_t: Vec<f64> = xs[..n].iter().map(|&x| 2.0 * ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0)).collect();

@@ -124,7 +124,7 @@ impl BatchStatistics {
 
     /// The same statistics from features already on the host: `features` N x p row-major
     /// (validated unit rows, see [`validate::unit_features_to_host`]), `labels` N indices.
-    /// Sums in row order, as the device path does.
+    /// Sums in row order (as the device path does on a CPU).
     pub fn from_host(features: &[f64], labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
         if p == 0 || features.len() != labels.len() * p {
             return Err(ProcoError::InvalidFeatures { reason: format!("{} values for {} samples of dimension {p}", features.len(), labels.len()) });

@@ -16,6 +16,9 @@ pub const NORM_TOLERANCE_BF16: f64 = 1.0 / 128.0;
 fn check_feature_tensor(features: &Tensor, p: usize) -> Result<i64> {
     let size = features.size();
     let bad = |reason: String| Err(ProcoError::InvalidFeatures { reason });
+    if p == 0 {
+        return bad("the feature dimension p must be at least 1".into());
+    }
     if size.len() != 2 || size[1] != p as i64 {
         return bad(format!("expected shape [N, {p}], got {size:?}"));
     }
@@ -112,4 +115,23 @@ pub fn labels(labels: &Tensor, n: i64, num_classes: usize) -> Result<Vec<i64>> {
         return bad(format!("label {l} is outside 0..{num_classes}; the dataset and the model disagree on the number of classes"));
     }
     Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn host_copy_checks_shape_norms_and_finiteness() {
+        let unit = Tensor::from_slice(&[0.6f32, 0.8, 1.0, 0.0]).view([2, 2]);
+        assert_eq!(unit_features_to_host(&unit, 2).unwrap(), vec![0.6f32 as f64, 0.8f32 as f64, 1.0, 0.0]);
+        let long = Tensor::from_slice(&[1.0f64, 1.0]).view([1, 2]);
+        assert!(matches!(unit_features_to_host(&long, 2), Err(ProcoError::InvalidFeatures { .. })));
+        let nan = Tensor::from_slice(&[f64::NAN, 0.0]).view([1, 2]);
+        assert!(matches!(unit_features_to_host(&nan, 2), Err(ProcoError::InvalidFeatures { .. })));
+        let empty_dim = Tensor::zeros([3, 0], (Kind::Float, Device::Cpu));
+        assert!(matches!(unit_features_to_host(&empty_dim, 0), Err(ProcoError::InvalidFeatures { .. })));
+        assert!(matches!(unit_features_to_host(&unit, 3), Err(ProcoError::InvalidFeatures { .. })));
+    }
 }

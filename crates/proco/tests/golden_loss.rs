@@ -194,3 +194,32 @@ fn softmax_and_per_sample_loss() {
         }
     }
 }
+
+/// The host pass's own kt, ratio and logits (its logits come from the per-class interpolants
+/// where N >= 32, from exact evaluation otherwise) against the golden values, in f64.
+#[test]
+fn host_pass_logits_kt_and_ratio() {
+    for case in cases() {
+        let loss_fn = ProCoLoss::new(case.p, case.tau).unwrap();
+        let labels: Vec<usize> = case.labels.iter().map(|&l| l as usize).collect();
+        let out = loss_fn.host_loss(&case.features, &labels, &case.estimator, &case.prior).unwrap();
+        let e = &case.expected;
+        let (kt, ratio, logits) = (flat(&vec2(&e["kt"])), flat(&vec2(&e["bessel_ratio"])), flat(&vec2(&e["contrast_logits"])));
+        let (r, kappa) = (vec1(&e["R"]), vec1(&e["kappa"]));
+        let nu = case.p as f64 / 2.0 - 1.0;
+        for i in 0..kt.len() {
+            let j = i % case.c;
+            let kappa_err = kappa[j] * (1e-15 + 4e-16 * 2.0 / (1.0 - r[j] * r[j]).abs());
+            // kt is the norm of kappa mu + z / tau itself: a few ulps, plus kappa's conditioning.
+            assert!((out.kt[i] - kt[i]).abs() <= 1e-15 * kt[i] + 1e-14 + kappa_err, "{} kt[{i}] {} vs {}", case.name, out.kt[i], kt[i]);
+            // Interpolated ratios are within 16 ulps of max A (A <= 1) of the exact ones.
+            assert!((out.ratio[i] - ratio[i]).abs() <= 1e-13 * ratio[i].max(0.05), "{} ratio[{i}] {} vs {}", case.name, out.ratio[i], ratio[i]);
+            // As the device route's tolerance: the exact F values round at ulps of |F|.
+            let f_scale = proco_vmf::log_bessel_i_minus_nu_log_x(nu, kt[i]).abs() + proco_vmf::log_bessel_i_minus_nu_log_x(nu, kappa[j]).abs();
+            let tol_s = 1e-15 * kt[i] + 8.0 * f64::EPSILON * f_scale + 1e-14 + kappa_err;
+            assert!((out.logits[i] - logits[i]).abs() <= tol_s, "{} s[{i}] {} vs {}", case.name, out.logits[i], logits[i]);
+        }
+        let want_loss = f(&e["loss"]);
+        assert!((out.loss - want_loss).abs() <= 1e-10 * want_loss.abs(), "{} loss {} vs {want_loss}", case.name, out.loss);
+    }
+}

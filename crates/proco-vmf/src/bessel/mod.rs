@@ -11,7 +11,8 @@
 //! |---|---|---|---|
 //! | nu < [`DEBYE_MIN_NU`] | x <= max(120, nu^2) | power series | power series (S_{nu+1}/S_nu) |
 //! | nu < [`DEBYE_MIN_NU`] | x > max(120, nu^2) | Hankel expansion | Hankel (H_{nu+1}/H_nu) |
-//! | nu >= [`DEBYE_MIN_NU`] | x > 0 | Debye expansion | Debye, in a form without cancellation |
+//! | nu >= [`DEBYE_MIN_NU`] | x < 1e-100 | power series | power series |
+//! | nu >= [`DEBYE_MIN_NU`] | x >= 1e-100 | Debye expansion | Debye, in a form without cancellation |
 //!
 //! Why these boundaries: the power series has only positive terms (no cancellation) but needs
 //! about x terms, so it is capped at x = 120, or at x = nu^2 (< 625, far below overflow) for the
@@ -151,8 +152,10 @@ impl FixedOrderBessel {
         self.nu
     }
 
-    /// (log I_nu(x) - nu log x, I_{nu+1}(x)/I_nu(x)); same values, domain and invalid-input
-    /// behaviour as [`log_bessel_i_minus_nu_log_x`] and [`bessel_ratio`].
+    /// (log I_nu(x) - nu log x, I_{nu+1}(x)/I_nu(x)); the values of
+    /// [`log_bessel_i_minus_nu_log_x`] and [`bessel_ratio`] (the first may differ in its last
+    /// ulp: the fused expansion can stop one negligible term later), with their domain and
+    /// invalid-input behaviour.
     #[inline]
     pub fn log_i_minus_nu_log_x_and_ratio(&self, x: f64) -> (f64, f64) {
         if self.nu >= DEBYE_MIN_NU && x >= 1e-100 && x.is_finite() && self.nu.is_finite() {

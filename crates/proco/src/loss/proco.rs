@@ -31,6 +31,9 @@ use crate::validate;
 /// ([`ProCoLoss::host_loss`]): CIFAR-100 at batch 256 and p = 128 is 3.3 M. Beyond it (ImageNet-LT:
 /// C = 1000, p = 1024) the per-pair norms and the gradient's class sums are matrix products
 /// that LibTorch's BLAS or the GPU does faster, and only the N x C scalars visit the host.
+/// The bound applies on every device: below it, one transfer of the features and one of the
+/// gradient cost less than the device route's own transfers and small kernels (CPU measured;
+/// on GPUs not yet measured).
 pub const HOST_PASS_MAX_WORK: usize = 1 << 24;
 
 /// Smallest accepted temperature: |z|^2 / tau^2 must stay far from f32 overflow.
@@ -70,6 +73,8 @@ pub struct ProCoLoss {
     tau: f64,
     route: BesselRoute,
     host_pass_max_work: usize,
+    /// Cores available for the per-pair work (read once: on Linux it reads cgroup files).
+    threads: usize,
 }
 
 impl ProCoLoss {
@@ -81,7 +86,8 @@ impl ProCoLoss {
                 reason: format!("temperature tau = {tau} must be finite and >= {MIN_TEMPERATURE:e} (ProCo uses 0.1)"),
             });
         }
-        Ok(Self { p, nu, bessel: FixedOrderBessel::new(nu), tau, route: BesselRoute::Exact, host_pass_max_work: HOST_PASS_MAX_WORK })
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        Ok(Self { p, nu, bessel: FixedOrderBessel::new(nu), tau, route: BesselRoute::Exact, host_pass_max_work: HOST_PASS_MAX_WORK, threads })
     }
 
     /// Selects the Bessel numerics (exact by default).
@@ -153,7 +159,7 @@ impl ProCoLoss {
             nu: self.nu,
             // The authors' numerics are reproduced pair by pair, not smoothed.
             interpolate: self.route == BesselRoute::Exact,
-            max_threads: std::thread::available_parallelism().map_or(1, |t| t.get()),
+            max_threads: self.threads,
         };
         let out = contrast_loss(features, labels, self.p, classes, log_prior.values(), self.tau, &evaluation)?;
         if !out.loss.is_finite() {
@@ -190,7 +196,8 @@ impl ProCoLoss {
                 ratio[k] = a;
             }
         };
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(q.len() / MIN_PAIRS_PER_THREAD).max(1);
+        // The same threshold as the host pass, for the same reason (a spinning OpenMP worker).
+        let threads = self.threads.min(q.len() / MIN_PAIRS_PER_THREAD).max(1);
         if threads == 1 {
             return work(0, q, kt, s0, ratio);
         }
@@ -295,20 +302,20 @@ pub fn attach_gradient(features: &Tensor, grad: &[f64], value: f64) -> Result<Te
     if flat.size() != [grad.len() as i64] {
         return Err(ProcoError::InvalidFeatures { reason: format!("{} gradient values for features of shape {:?}", grad.len(), features.size()) });
     }
-    // G is written straight into a fresh CPU tensor (no intermediate buffer), then moved to
-    // the features' device if they live elsewhere.
-    let g = Tensor::f_empty([grad.len() as i64], (kind, Device::Cpu))?;
-    // SAFETY: `g` is a freshly allocated, contiguous CPU tensor of exactly grad.len()
-    // elements of `kind`, owned here and not aliased, so its storage is a valid, exclusive
-    // slice of that element type for the duration of the writes.
-    unsafe {
-        if kind == Kind::Double {
-            std::slice::from_raw_parts_mut(g.data_ptr() as *mut f64, grad.len()).copy_from_slice(grad);
-        } else {
-            let dst = std::slice::from_raw_parts_mut(g.data_ptr() as *mut f32, grad.len());
-            dst.iter_mut().zip(grad).for_each(|(d, &v)| *d = v as f32);
+    let g = if kind == Kind::Double || grad.is_empty() {
+        Tensor::f_from_slice(grad)?.f_to_kind(kind)?
+    } else {
+        // The f32 copy of G is written straight into a fresh CPU tensor (no staging buffer).
+        let g = Tensor::f_empty([grad.len() as i64], (Kind::Float, Device::Cpu))?;
+        let dst = g.data_ptr() as *mut f32;
+        for (i, &v) in grad.iter().enumerate() {
+            // SAFETY: `g` is a freshly allocated, contiguous CPU f32 tensor of grad.len() > 0
+            // elements (so `dst` is non-null and aligned), owned here and not aliased; each
+            // write stays in bounds and no reference to the uninitialised memory is formed.
+            unsafe { dst.add(i).write(v as f32) };
         }
-    }
+        g
+    };
     let inner = flat.f_dot(&g.f_to_device(features.device())?)?;
     Ok(inner.f_sub(&inner.detach())?.f_add_scalar(value)?.f_to_kind(out_kind)?)
 }

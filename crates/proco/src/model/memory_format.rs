@@ -2,8 +2,9 @@
 //!
 //! Why: LibTorch's CPU convolutions (oneDNN) work in NHWC; an NCHW tensor is reordered into it
 //! and back on every convolution, forward and backward. Keeping the weights and activations
-//! channels-last removes those reorders: a ResNet-32 training step on this project's 2-core
-//! machine runs about 1.4x faster (BENCHMARKS.md). The values are the same; only the strides
+//! channels-last removes those reorders: the same switch makes PyTorch's ResNet-32 training
+//! step on this project's 2-core machine about 1.4x faster (`bench/channels_last_pytorch.py`,
+//! BENCHMARKS.md). The values are the same up to the convolutions' rounding; only the strides
 //! differ. tch has no memory-format argument, so the format is made the way PyTorch represents
 //! it: an [N, H, W, C] contiguous buffer seen through a permutation as [N, C, H, W].
 
