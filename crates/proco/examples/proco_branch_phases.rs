@@ -40,7 +40,7 @@ fn main() -> proco::Result<()> {
             let t0 = Instant::now();
             let views = z.f_narrow(0, n, 2 * n)?;
             let host = validate::unit_features_to_host(&views, p)?;
-            let labels: Vec<usize> = validate::labels(&y, n, c)?.into_iter().map(|l| l as usize).collect();
+            let labels = validate::labels(&y, n, c)?;
             let t1 = Instant::now();
             let mut grad = vec![0.0; host.len()];
             let mut loss = 0.0;

@@ -101,8 +101,8 @@ fn squared_norm(row: &[f64]) -> f64 {
 }
 
 /// Checks that `labels` is an int64 vector of length `n` with values in 0..num_classes, and
-/// returns them on the host.
-pub fn labels(labels: &Tensor, n: i64, num_classes: usize) -> Result<Vec<i64>> {
+/// returns them on the host as class indices.
+pub fn labels(labels: &Tensor, n: i64, num_classes: usize) -> Result<Vec<usize>> {
     let bad = |reason: String| Err(ProcoError::InvalidLabels { reason });
     if labels.kind() != Kind::Int64 {
         return bad(format!("expected int64 class indices, got {:?}", labels.kind()));
@@ -114,7 +114,7 @@ pub fn labels(labels: &Tensor, n: i64, num_classes: usize) -> Result<Vec<i64>> {
     if let Some(&l) = host.iter().find(|&&l| l < 0 || l >= num_classes as i64) {
         return bad(format!("label {l} is outside 0..{num_classes}; the dataset and the model disagree on the number of classes"));
     }
-    Ok(host)
+    Ok(host.into_iter().map(|l| l as usize).collect())
 }
 
 #[cfg(test)]

@@ -276,7 +276,7 @@ impl ProCoLoss {
             return Ok(loss);
         }
         let host = validate::unit_features_to_host(features, self.p)?;
-        let labels: Vec<usize> = validate::labels(labels, n as i64, estimator.num_classes())?.into_iter().map(|l| l as usize).collect();
+        let labels = validate::labels(labels, n as i64, estimator.num_classes())?;
         let out = self.host_loss(&host, &labels, estimator, log_prior)?;
         attach_gradient(features, &out.grad, out.loss)
     }

@@ -188,7 +188,7 @@ impl Objective {
         }
         let views = z.f_narrow(0, n, 2 * n)?;
         let host = validate::unit_features_to_host(&views, p)?;
-        let labels: Vec<usize> = validate::labels(y, n, num_classes)?.into_iter().map(|l| l as usize).collect();
+        let labels = validate::labels(y, n, num_classes)?;
         let prior = self.ce.log_prior();
         let mut grad = Vec::with_capacity(host.len());
         let mut loss = 0.0;
@@ -223,7 +223,7 @@ impl Objective {
 
 /// Number of rows whose largest entry of `classifier + alpha * contrast` (both N x C
 /// row-major) sits at the row's label: ProCo's training prediction.
-fn training_hits(classifier: &[f64], contrast: &[f64], alpha: f64, labels: &[i64]) -> usize {
+fn training_hits(classifier: &[f64], contrast: &[f64], alpha: f64, labels: &[usize]) -> usize {
     let c = if labels.is_empty() { 0 } else { classifier.len() / labels.len() };
     if c == 0 {
         return 0;
@@ -234,7 +234,7 @@ fn training_hits(classifier: &[f64], contrast: &[f64], alpha: f64, labels: &[i64
         .zip(labels)
         .filter(|((row, s), &label)| {
             let best = row.iter().zip(s.iter()).map(|(l, s)| l + alpha * s).enumerate().fold((0, f64::NEG_INFINITY), |b, (j, v)| if v > b.1 { (j, v) } else { b });
-            best.0 as i64 == label
+            best.0 == label
         })
         .count()
 }
@@ -294,7 +294,7 @@ pub fn train_step(
     sgd.step(&net.vs, lr)?;
 
     let classifier = Vec::<f64>::try_from(&logits1.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
-    let labels = Vec::<i64>::try_from(&y.f_to_device(Device::Cpu)?)?;
+    let labels = validate::labels(y, n, net.num_classes())?;
     let correct = training_hits(&classifier, &contrast, objective.alpha, &labels);
     Ok(StepOutcome { ce_loss: ce_loss.f_double_value(&[])?, proco_loss: proco_loss.f_double_value(&[])?, correct })
 }
