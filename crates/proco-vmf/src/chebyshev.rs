@@ -45,9 +45,13 @@ fn cosines() -> &'static [[f64; NODES]; NODES] {
     })
 }
 
-/// The interpolant of A on an interval and the antiderivative that gives s.
+/// The interpolant of A on an interval and the antiderivative that gives s. A depends on x
+/// alone, so one interpolant serves every class and batch whose arguments fall inside its
+/// interval; the anchor (kappa_j) only enters through [`Self::primitive_at`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairInterpolant {
+    lo: f64,
+    hi: f64,
     mid: f64,
     half: f64,
     inv_half: f64,
@@ -55,8 +59,6 @@ pub struct PairInterpolant {
     a: [f64; NODES],
     /// Coefficients of an antiderivative in t of the same (degree NODES).
     prim: [f64; NODES + 1],
-    /// The antiderivative at the anchor (kappa).
-    prim_at_anchor: f64,
 }
 
 fn coefficients(values: &[f64; NODES]) -> [f64; NODES] {
@@ -100,18 +102,18 @@ pub fn pair_error_scale(nu: f64, x: f64) -> f64 {
 }
 
 impl PairInterpolant {
-    /// Interpolates A on [lo, hi] from `exact` (x -> (F(x), A(x))), anchored at `anchor`
-    /// (kappa, inside [lo, hi]) where F = `f_anchor`; certifies it and returns `None` when
-    /// the interval is degenerate or does not hold the anchor, or when the interpolant misses
-    /// the exact A by more than [`TOLERANCE_ULPS`] ulps of max |A|, or F - `f_anchor` by more
-    /// than that many ulps of `f_scale` (the exact F's own rounding scale, see
-    /// [`pair_error_scale`]).
-    pub fn build<B: Fn(f64) -> (f64, f64)>(exact: &B, lo: f64, hi: f64, anchor: f64, f_anchor: f64, f_scale: f64) -> Option<Self> {
+    /// Interpolates A on [lo, hi] from `exact` (x -> (F(x), A(x))), certifies it and returns
+    /// `None` when the interval is degenerate, or when the interpolant misses the exact A by
+    /// more than [`TOLERANCE_ULPS`] ulps of max |A|, or F(x) - F(lo) by more than that many
+    /// ulps of `f_scale` (the exact F's own rounding scale, see [`pair_error_scale`]). The
+    /// outcome depends on (exact, lo, hi, f_scale) only, so a cache of interpolants keyed by
+    /// their interval gives the same numbers as building afresh.
+    pub fn build<B: Fn(f64) -> (f64, f64)>(exact: &B, lo: f64, hi: f64, f_scale: f64) -> Option<Self> {
         let half = 0.5 * (hi - lo);
         let mid = 0.5 * (hi + lo);
         // Below this width the map to [-1, 1] amplifies rounding; exact evaluation is cheap
         // for the few distinct arguments such a batch holds.
-        if !(lo >= 0.0 && half > 1e-6 * mid.max(1.0) && hi.is_finite() && (lo..=hi).contains(&anchor) && f_anchor.is_finite()) {
+        if !(lo >= 0.0 && half > 1e-6 * mid.max(1.0) && hi.is_finite()) {
             return None;
         }
         let cos = cosines();
@@ -121,9 +123,7 @@ impl PairInterpolant {
         }
         let a = coefficients(&av);
         let prim = antiderivative(&a);
-        let inv_half = 1.0 / half;
-        let prim_at_anchor = clenshaw(&prim, ((anchor - mid) * inv_half).clamp(-1.0, 1.0));
-        let out = Self { mid, half, inv_half, a, prim, prim_at_anchor };
+        let out = Self { lo, hi, mid, half, inv_half: 1.0 / half, a, prim };
 
         let scale_a = av.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
         let tol_a = TOLERANCE_ULPS * f64::EPSILON * scale_a.max(1e-300);
@@ -131,41 +131,64 @@ impl PairInterpolant {
         if !(out.a[DEGREE].abs() + out.a[DEGREE - 1].abs() <= tol_a) {
             return None;
         }
-        for x in [lo, mid - 0.3 * half, mid + 0.6 * half, hi] {
-            let (f, a_exact) = exact(x);
-            let (s, a) = out.eval(x);
-            if !((a - a_exact).abs() <= tol_a && (s - (f - f_anchor)).abs() <= tol_s) {
+        let checks = [lo, mid - 0.3 * half, mid + 0.6 * half, hi].map(|x| (x, exact(x)));
+        let f_lo = checks[0].1 .0;
+        let at_lo = out.primitive_at(lo);
+        for (x, (f, a_exact)) in checks {
+            let (s, a) = out.eval(x, at_lo);
+            if !((a - a_exact).abs() <= tol_a && (s - (f - f_lo)).abs() <= tol_s) {
                 return None;
             }
         }
         Some(out)
     }
 
-    /// (s, A) at one x: s = F(x) - F(anchor) and A(x). x is clamped to the interval the
-    /// interpolant was built on (arguments outside it are a caller's error; rounding at the
-    /// ends is what the clamp is for).
-    pub fn eval(&self, x: f64) -> (f64, f64) {
+    /// Whether [lo, hi] lies inside the interval this interpolant was built on.
+    pub fn covers(&self, lo: f64, hi: f64) -> bool {
+        self.lo <= lo && hi <= self.hi
+    }
+
+    /// The antiderivative at `anchor` (inside the interval; clamped to it), the constant that
+    /// [`Self::eval`] and [`Self::eval_into`] subtract to give s = F(x) - F(anchor).
+    pub fn primitive_at(&self, anchor: f64) -> f64 {
+        clenshaw(&self.prim, ((anchor - self.mid) * self.inv_half).clamp(-1.0, 1.0))
+    }
+
+    /// (s, A) at one x: s = F(x) - F(anchor) and A(x), with `anchor_primitive` from
+    /// [`Self::primitive_at`]. x is clamped to the interval the interpolant was built on
+    /// (arguments outside it are a caller's error; rounding at the ends is what the clamp is
+    /// for).
+    pub fn eval(&self, x: f64, anchor_primitive: f64) -> (f64, f64) {
         debug_assert!(((x - self.mid) * self.inv_half).abs() <= 1.0 + 1e-9, "x = {x} outside the interpolant's interval");
         let t = ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0);
-        (self.half * (clenshaw(&self.prim, t) - self.prim_at_anchor), clenshaw(&self.a, t))
+        (self.half * (clenshaw(&self.prim, t) - anchor_primitive), clenshaw(&self.a, t))
     }
 
     /// s = F(x) - F(anchor) and A(x) at every x of `xs` (each within the interval, clamped as
-    /// in [`Self::eval`]), written to `s` and `a`, which must be as long as `xs`. Runs the
-    /// recurrences for all points in lockstep over plain slices, so the compiler vectorises
-    /// them.
-    pub fn eval_into(&self, xs: &[f64], s: &mut [f64], a: &mut [f64]) {
+    /// in [`Self::eval`]), written to `s` and `a`, which must be as long as `xs`; `scratch`
+    /// holds the recurrences' state (resized as needed, so it can be reused across calls).
+    /// Runs the recurrences for all points in lockstep over plain slices, so the compiler
+    /// vectorises them.
+    pub fn eval_into(&self, xs: &[f64], anchor_primitive: f64, s: &mut [f64], a: &mut [f64], scratch: &mut Vec<f64>) {
         debug_assert!(s.len() == xs.len() && a.len() == xs.len(), "output slices must match the arguments");
         let n = xs.len().min(s.len()).min(a.len());
         let (s, a) = (&mut s[..n], &mut a[..n]);
-        let two_t: Vec<f64> = xs[..n].iter().map(|&x| 2.0 * ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0)).collect();
+        scratch.clear();
+        scratch.resize(5 * n, 0.0);
+        let (two_t, rest) = scratch.split_at_mut(n);
+        let (p1, rest) = rest.split_at_mut(n);
+        let (p2, rest) = rest.split_at_mut(n);
+        let (a1, a2) = rest.split_at_mut(n);
+        let (mut p1, mut p2, mut a1, mut a2) = (p1, p2, a1, a2);
+        for (tt, &x) in two_t.iter_mut().zip(&xs[..n]) {
+            *tt = 2.0 * ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0);
+        }
+        p1.fill(self.prim[NODES]);
         // b_{m+1} lives in (p1, a1) and b_{m+2} in (p2, a2); each step overwrites b_{m+2} with
         // b_m and swaps the names. The antiderivative has degree NODES, A degree NODES - 1.
-        let (mut p1, mut p2) = (vec![self.prim[NODES]; n], vec![0.0; n]);
-        let (mut a1, mut a2) = (vec![0.0; n], vec![0.0; n]);
         for m in (1..NODES).rev() {
             let (cp, ca) = (self.prim[m], self.a[m]);
-            for (((tt, b1), b2), (c1, c2)) in two_t.iter().zip(&p1).zip(p2.iter_mut()).zip(a1.iter().zip(a2.iter_mut())) {
+            for (((tt, b1), b2), (c1, c2)) in two_t.iter().zip(p1.iter()).zip(p2.iter_mut()).zip(a1.iter().zip(a2.iter_mut())) {
                 *b2 = tt.mul_add(*b1, cp - *b2);
                 *c2 = tt.mul_add(*c1, ca - *c2);
             }
@@ -174,7 +197,7 @@ impl PairInterpolant {
         }
         for (i, tt) in two_t.iter().enumerate() {
             let t = 0.5 * tt;
-            s[i] = self.half * (t.mul_add(p1[i], self.prim[0] - p2[i]) - self.prim_at_anchor);
+            s[i] = self.half * (t.mul_add(p1[i], self.prim[0] - p2[i]) - anchor_primitive);
             a[i] = t.mul_add(a1[i], self.a[0] - a2[i]);
         }
     }
@@ -196,7 +219,7 @@ mod tests {
                     let (lo, hi) = ((kappa - 1.0 / tau).max(0.0), kappa + 1.0 / tau);
                     let scale = pair_error_scale(nu, hi);
                     let f_kappa = exact(kappa).0;
-                    let Some(ip) = PairInterpolant::build(&exact, lo, hi, kappa, f_kappa, scale) else {
+                    let Some(ip) = PairInterpolant::build(&exact, lo, hi, scale) else {
                         // Small orders have zeros of I_nu near the real axis (|x| ~ 2.4 at nu = 0):
                         // there the caller evaluates exactly. ProCo's dimensions must interpolate.
                         assert!(p < 64, "no interpolant for p={p} tau={tau} kappa={kappa} on [{lo}, {hi}]");
@@ -204,14 +227,15 @@ mod tests {
                     };
                     let xs: Vec<f64> = (0..=200).map(|i| lo + (hi - lo) * i as f64 / 200.0).collect();
                     let (mut s, mut a) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
-                    ip.eval_into(&xs, &mut s, &mut a);
+                    let anchor = ip.primitive_at(kappa);
+                    ip.eval_into(&xs, anchor, &mut s, &mut a, &mut Vec::new());
                     for (i, &x) in xs.iter().enumerate() {
                         let (f, a_exact) = exact(x);
                         assert!((s[i] - (f - f_kappa)).abs() <= 2.0 * TOLERANCE_ULPS * f64::EPSILON * scale,
                             "s p={p} tau={tau} kappa={kappa} x={x}: {} vs {}", s[i], f - f_kappa);
                         assert!((a[i] - a_exact).abs() <= 2.0 * TOLERANCE_ULPS * f64::EPSILON,
                             "A p={p} tau={tau} kappa={kappa} x={x}: {} vs {a_exact}", a[i]);
-                        assert_eq!((s[i], a[i]), ip.eval(x));
+                        assert_eq!((s[i], a[i]), ip.eval(x, anchor));
                     }
                 }
             }
@@ -226,23 +250,25 @@ mod tests {
         let bessel = FixedOrderBessel::new(nu);
         let exact = |x: f64| bessel.log_i_minus_nu_log_x_and_ratio(x);
         let kappa = 1e5;
-        let ip = PairInterpolant::build(&exact, kappa - 10.0, kappa + 10.0, kappa, exact(kappa).0, pair_error_scale(nu, kappa + 10.0)).unwrap();
+        let ip = PairInterpolant::build(&exact, kappa - 10.0, kappa + 10.0, pair_error_scale(nu, kappa + 10.0)).unwrap();
         let x = kappa + 1e-3;
         // x - kappa is exact (Sterbenz); the midpoint rule's error is ~1e-9 A'' dx^3, nil here.
         let want = (x - kappa) * bessel.log_i_minus_nu_log_x_and_ratio(kappa + 0.5 * (x - kappa)).1;
-        assert!((ip.eval(x).0 - want).abs() < 1e-15, "{} vs {want}", ip.eval(x).0);
+        let s = ip.eval(x, ip.primitive_at(kappa)).0;
+        assert!((s - want).abs() < 1e-15, "{s} vs {want}");
     }
 
     #[test]
     fn a_function_it_cannot_follow_is_refused() {
         // A = |x - 1| has a kink inside the interval: no polynomial of degree 24 gets within ulps.
         let kink = |x: f64| (0.0, (x - 1.0).abs());
-        assert!(PairInterpolant::build(&kink, 0.0, 2.0, 0.0, 0.0, 1.0).is_none());
+        assert!(PairInterpolant::build(&kink, 0.0, 2.0, 1.0).is_none());
         let smooth = |x: f64| (x * x, 2.0 * x);
-        assert!(PairInterpolant::build(&smooth, 1.0, 1.0, 1.0, 1.0, 1.0).is_none(), "a degenerate interval");
-        assert!(PairInterpolant::build(&smooth, 0.0, 2.0, 3.0, 9.0, 1.0).is_none(), "anchor outside");
-        let ip = PairInterpolant::build(&smooth, 0.0, 2.0, 0.5, 0.25, 1.0).unwrap();
-        let (s, a) = ip.eval(1.5);
+        assert!(PairInterpolant::build(&smooth, 1.0, 1.0, 1.0).is_none(), "a degenerate interval");
+        assert!(PairInterpolant::build(&smooth, -1.0, 2.0, 1.0).is_none(), "negative arguments");
+        let ip = PairInterpolant::build(&smooth, 0.0, 2.0, 1.0).unwrap();
+        assert!(ip.covers(0.0, 2.0) && ip.covers(0.5, 1.5) && !ip.covers(0.5, 2.1));
+        let (s, a) = ip.eval(1.5, ip.primitive_at(0.5));
         assert!((s - 2.0).abs() < 1e-14 && (a - 3.0).abs() < 1e-14, "{s} {a}");
     }
 }

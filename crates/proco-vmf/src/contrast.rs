@@ -17,15 +17,20 @@
 //! which cancels when z points away from mu), so it is accurate to a few ulps for any inputs.
 //!
 //! The pair function (F, A) is evaluated exactly or, per class, through a Chebyshev
-//! interpolant over the batch's range of kt that has been certified against the exact values
-//! ([`crate::chebyshev`]): the class's N pairs then cost a few fused multiply-adds each.
+//! interpolant of A certified against the exact values ([`crate::chebyshev`]): the class's N
+//! pairs then cost a few fused multiply-adds each. Interpolants live in an
+//! [`InterpolantCache`] on a fixed lattice of intervals, so they are built once for many
+//! batches and the result never depends on what the cache held before.
 //!
 //! Work is split by rows over up to `max_threads` scoped threads; the interpolants are built
 //! once for the whole batch, each row's results depend on that row alone and the mean is
 //! summed in row order, so the output is bit-identical for any thread count.
 
+use std::collections::HashMap;
+
 use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
+use crate::kernels::{norm_of_sum, norms_of_sums4, weighted_sum, weighted_sums2};
 
 /// Rows processed together, so each class vector is read once per block from cache rather than
 /// once per row from memory (C x p reaches 8 MiB at C = 1000, p = 1024).
@@ -47,6 +52,8 @@ pub struct ClassTerms<'a> {
     pub kappa: &'a [f64],
     /// logc_j = F(kappa_j), C entries.
     pub logc: &'a [f64],
+    /// log prior_j of the logit adjustment, C entries (zeros for plain cross entropy).
+    pub log_prior: &'a [f64],
 }
 
 /// Everything the loss of one batch produces.
@@ -74,17 +81,91 @@ pub struct PairEvaluation<'a, B> {
     pub exact: &'a B,
     /// The order nu of F (sets the interpolants' error scale, [`pair_error_scale`]).
     pub nu: f64,
-    /// Interpolate per class where an interpolant is certified ([`PairInterpolant`]) instead
-    /// of evaluating every pair exactly; classes with fewer than [`MIN_ROWS_TO_INTERPOLATE`]
-    /// samples' worth of pairs, or whose interpolant fails its check, are evaluated exactly.
-    pub interpolate: bool,
     /// Most threads to use (see [`MIN_PAIRS_PER_THREAD`]).
     pub max_threads: usize,
 }
 
 /// Below this batch size building an interpolant (29 exact evaluations) costs more than
-/// evaluating the class's pairs exactly.
+/// evaluating the class's pairs exactly, even when it serves a few later batches.
 pub const MIN_ROWS_TO_INTERPOLATE: usize = 32;
+
+/// Lattice step of [`InterpolantCache`] in units of 1 / tau: a class's arguments span at most
+/// 2 |z| / tau, so columns of features with |z| <= 1.0625 always fit one lattice interval.
+pub const LATTICE_STEP_TAU: f64 = 2.125;
+
+/// Entries an [`InterpolantCache`] holds before it starts afresh (about 0.5 KiB each).
+const CACHE_CAPACITY: usize = 4096;
+
+/// Certified interpolants of A kept between batches, one per interval of a fixed lattice.
+///
+/// Why: A depends on kt alone, and a class's arguments move little from one batch to the next
+/// (kappa_j follows a running mean), so the 29 exact evaluations behind an interpolant serve
+/// many batches instead of one. Interval k is [k h, k h + 2 h] with h = [`LATTICE_STEP_TAU`] /
+/// tau; it holds every column whose arguments span at most h and start in [k h, (k + 1) h).
+/// The intervals depend on (nu, tau) alone and an interpolant on its interval alone, so the
+/// loss of a batch is the same to the last bit whatever the cache held before (a resumed run
+/// matches an uninterrupted one). One cache serves one exact pair function: do not share it
+/// between functions of different orders or numerics.
+#[derive(Debug, Clone, Default)]
+pub struct InterpolantCache {
+    /// (nu, tau) the entries were built for.
+    key: Option<(f64, f64)>,
+    /// Lattice index -> the certified interpolant, or `None` where certification failed.
+    entries: HashMap<u64, Option<PairInterpolant>>,
+}
+
+impl InterpolantCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of lattice intervals tried so far (certified or not).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing has been built yet.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Starts afresh when (nu, tau) changed or the cache is full.
+    fn prepare(&mut self, nu: f64, tau: f64) {
+        if self.key != Some((nu, tau)) || self.entries.len() >= CACHE_CAPACITY {
+            self.entries.clear();
+            self.key = Some((nu, tau));
+        }
+    }
+
+    /// Index of the lattice interval that holds [lo, hi], if the span fits the lattice.
+    fn index(tau: f64, lo: f64, hi: f64) -> Option<u64> {
+        let step = LATTICE_STEP_TAU / tau;
+        let k = (lo / step).floor();
+        (hi - lo <= step && (0.0..1e15).contains(&k)).then_some(k as u64)
+    }
+
+    /// Builds and certifies the lattice interpolant for [lo, hi] on first use; returns whether
+    /// a certified one covers [lo, hi].
+    fn ensure<B: Fn(f64) -> (f64, f64)>(&mut self, exact: &B, nu: f64, tau: f64, lo: f64, hi: f64) -> bool {
+        let Some(k) = Self::index(tau, lo, hi) else { return false };
+        let step = LATTICE_STEP_TAU / tau;
+        self.entries
+            .entry(k)
+            .or_insert_with(|| {
+                let (a, b) = (k as f64 * step, (k as f64 + 2.0) * step);
+                PairInterpolant::build(exact, a, b, pair_error_scale(nu, b))
+            })
+            .as_ref()
+            .is_some_and(|ip| ip.covers(lo, hi))
+    }
+
+    /// The certified lattice interpolant covering [lo, hi], if it has been built.
+    fn covering(&self, tau: f64, lo: f64, hi: f64) -> Option<&PairInterpolant> {
+        let k = Self::index(tau, lo, hi)?;
+        self.entries.get(&k)?.as_ref().filter(|ip| ip.covers(lo, hi))
+    }
+}
 
 /// One batch's inputs, shared by every worker.
 struct Batch<'a, B> {
@@ -117,22 +198,25 @@ fn invalid(reason: String) -> VmfError {
 /// The ProCo loss of a batch and its gradient; see the module notes for the formulas.
 ///
 /// `features` is N x p row-major (unit rows; not re-checked here), `labels` has N entries in
-/// 0..C, `log_prior` has C entries (use zeros for plain cross entropy) and `tau` > 0. Fails
-/// with [`VmfError::InvalidBatch`] on inconsistent lengths, an empty batch, a label out of
-/// range or a non-positive temperature.
+/// 0..C, every per-class slice of `classes` has C entries and `tau` > 0. With
+/// `interpolants`, classes are interpolated where a certified interpolant covers their
+/// arguments (for N >= [`MIN_ROWS_TO_INTERPOLATE`]): the cache's lattice interpolant, else one
+/// built for the batch's range; without, every pair is evaluated exactly. Fails with
+/// [`VmfError::InvalidBatch`] on inconsistent lengths, an empty batch, a label out of range
+/// or a non-positive temperature.
 pub fn contrast_loss<B>(
     features: &[f64],
     labels: &[usize],
     p: usize,
     classes: ClassTerms<'_>,
-    log_prior: &[f64],
     tau: f64,
     evaluation: &PairEvaluation<'_, B>,
+    interpolants: Option<&mut InterpolantCache>,
 ) -> Result<ContrastLoss, VmfError>
 where
     B: Fn(f64) -> (f64, f64) + Sync,
 {
-    let (n, c) = (labels.len(), log_prior.len());
+    let (n, c) = (labels.len(), classes.log_prior.len());
     if n == 0 || c == 0 || p == 0 {
         return Err(invalid(format!("the batch needs at least one sample, class and dimension (N = {n}, C = {c}, p = {p})")));
     }
@@ -141,7 +225,7 @@ where
     }
     if classes.kappa_mu.len() != c * p || classes.logc.len() != c || classes.kappa.len() != c {
         return Err(invalid(format!(
-            "class terms hold {} kappa*mu values, {} kappa values and {} logc values for C = {c} classes of dimension p = {p}",
+            "class terms hold {} kappa*mu values, {} kappa values and {} logc values for C = {c} classes (the prior's length) of dimension p = {p}",
             classes.kappa_mu.len(),
             classes.kappa.len(),
             classes.logc.len()
@@ -167,7 +251,7 @@ where
         labels,
         p,
         classes,
-        log_prior,
+        log_prior: classes.log_prior,
         inv_tau: 1.0 / tau,
         grad_scale: 1.0 / (n as f64 * tau),
         exact: evaluation.exact,
@@ -187,19 +271,35 @@ where
         });
     }
 
-    // 2. One interpolant per class over the batch's range of kt (and kappa, its anchor),
-    //    where it pays and passes its check.
-    let interpolants: Vec<Option<PairInterpolant>> = (0..c)
-        .map(|j| {
-            if !evaluation.interpolate || n < MIN_ROWS_TO_INTERPOLATE {
-                return None;
+    // 2. Per class, a certified interpolant covering its arguments (and kappa, its anchor)
+    //    where one exists: from the cache's lattice, else built for this batch's range.
+    let mut ranges = Vec::with_capacity(c);
+    for (j, &kappa) in classes.kappa.iter().enumerate() {
+        ranges.push(out.kt.iter().skip(j).step_by(c).fold((kappa, kappa), |(lo, hi), &x| (lo.min(x), hi.max(x))));
+    }
+    let mut local: Vec<Option<PairInterpolant>> = vec![None; c];
+    let cache = match interpolants {
+        Some(cache) if n >= MIN_ROWS_TO_INTERPOLATE => {
+            cache.prepare(evaluation.nu, tau);
+            for (j, &(lo, hi)) in ranges.iter().enumerate() {
+                if !cache.ensure(evaluation.exact, evaluation.nu, tau, lo, hi) {
+                    local[j] = PairInterpolant::build(evaluation.exact, lo, hi, pair_error_scale(evaluation.nu, hi));
+                }
             }
-            let kappa = classes.kappa[j];
-            let (lo, hi) = out.kt.iter().skip(j).step_by(c).fold((kappa, kappa), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-            PairInterpolant::build(evaluation.exact, lo, hi, kappa, classes.logc[j], pair_error_scale(evaluation.nu, hi))
+            Some(&*cache)
+        }
+        _ => None,
+    };
+    let chosen: Vec<Option<(&PairInterpolant, f64)>> = ranges
+        .iter()
+        .zip(&local)
+        .zip(classes.kappa)
+        .map(|((&(lo, hi), own), &kappa)| {
+            let lattice = cache.and_then(|cache| cache.covering(tau, lo, hi));
+            lattice.or(own.as_ref()).map(|ip| (ip, ip.primitive_at(kappa)))
         })
         .collect();
-
+    let interpolants = chosen;
     // 3. Logits, ratios, per-sample losses and the gradient, row by row.
     if threads == 1 {
         let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: &mut out.grad };
@@ -223,27 +323,6 @@ where
     Ok(out)
 }
 
-/// |a + b| with eight independent partial sums, so the loop vectorises (f64 addition is not
-/// reassociated by the compiler) and rounding grows with p/8 terms instead of p.
-#[inline]
-fn norm_of_sum(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0_f64; 8];
-    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
-    let (b8, b_rest) = b.split_at(a8.len());
-    for (ca, cb) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for k in 0..8 {
-            let d = ca[k] + cb[k];
-            acc[k] += d * d;
-        }
-    }
-    let mut tail = 0.0;
-    for (x, y) in a_rest.iter().zip(b_rest) {
-        let d = x + y;
-        tail += d * d;
-    }
-    (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail).sqrt()
-}
-
 /// z_i / tau for the rows `first..first + count` into `zt` (count x p).
 fn scaled_rows<B>(batch: &Batch<'_, B>, first: usize, count: usize, zt: &mut [f64]) {
     let p = batch.p;
@@ -254,7 +333,7 @@ fn scaled_rows<B>(batch: &Batch<'_, B>, first: usize, count: usize, zt: &mut [f6
 }
 
 /// kt for the rows starting at `first` (as many as `kt` holds, C per row), in blocks of rows
-/// so that each class vector is read from cache once per block.
+/// so that each class vector is read from cache once per block, four rows per pass over it.
 fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
     let (p, c) = (batch.p, batch.log_prior.len());
     let count = kt.len() / c;
@@ -263,7 +342,15 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
         let b = ROW_BLOCK.min(count - start);
         scaled_rows(batch, first + start, b, &mut zt);
         for (j, km) in batch.classes.kappa_mu.chunks_exact(p).enumerate() {
-            for r in 0..b {
+            let mut r = 0;
+            while r + 4 <= b {
+                let rows = [0, 1, 2, 3].map(|q| &zt[(r + q) * p..(r + q + 1) * p]);
+                for (q, v) in norms_of_sums4(km, rows).into_iter().enumerate() {
+                    kt[(start + r + q) * c + j] = v;
+                }
+                r += 4;
+            }
+            for r in r..b {
                 kt[(start + r) * c + j] = norm_of_sum(km, &zt[r * p..(r + 1) * p]);
             }
         }
@@ -271,19 +358,20 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
 }
 
 /// Everything after kt for the rows `first..first + out.per_sample.len()`.
-fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<PairInterpolant>], first: usize, out: RowsOut<'_>) {
+fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<(&PairInterpolant, f64)>], first: usize, out: RowsOut<'_>) {
     let (p, c) = (batch.p, batch.log_prior.len());
     let count = out.per_sample.len();
 
     // s and A class by class: a column of kt shares its interpolant.
     let (mut column, mut s, mut a) = (vec![0.0; count], vec![0.0; count], vec![0.0; count]);
+    let mut scratch = Vec::new();
     for (j, interpolant) in interpolants.iter().enumerate() {
         for (x, i) in column.iter_mut().zip(0..count) {
             *x = out.kt[i * c + j];
         }
         match interpolant {
-            Some(ip) => {
-                ip.eval_into(&column, &mut s, &mut a);
+            Some((ip, anchor)) => {
+                ip.eval_into(&column, *anchor, &mut s, &mut a, &mut scratch);
                 // The exact ratio is below 1 and non-negative; keep the interpolated one so.
                 a.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0 - f64::EPSILON / 2.0));
             }
@@ -324,31 +412,19 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
         }
     }
 
-    // grad_i = sum_j c_ij kappa_j mu_j + (sum_j c_ij) z_i / tau, accumulated in registers one
-    // stretch of LANES coordinates at a time (the class vectors stay in L1).
-    const LANES: usize = 16;
-    for i in 0..count {
-        let coefs = &coef[i * c..(i + 1) * c];
-        let z_weight: f64 = coefs.iter().sum::<f64>() * batch.inv_tau;
-        let z = &batch.features[(first + i) * p..(first + i + 1) * p];
-        let grad = &mut out.grad[i * p..(i + 1) * p];
-        let whole = p / LANES * LANES;
-        for k0 in (0..whole).step_by(LANES) {
-            let mut acc = [0.0; LANES];
-            for (l, v) in acc.iter_mut().enumerate() {
-                *v = z_weight * z[k0 + l];
-            }
-            for (j, &cij) in coefs.iter().enumerate() {
-                let km = &batch.classes.kappa_mu[j * p + k0..j * p + k0 + LANES];
-                for l in 0..LANES {
-                    acc[l] = cij.mul_add(km[l], acc[l]);
-                }
-            }
-            grad[k0..k0 + LANES].copy_from_slice(&acc);
-        }
-        for k in whole..p {
-            grad[k] = coefs.iter().enumerate().fold(z_weight * z[k], |g, (j, &cij)| cij.mul_add(batch.classes.kappa_mu[j * p + k], g));
-        }
+    // grad_i = (sum_j c_ij) z_i / tau + sum_j c_ij kappa_j mu_j, two rows per pass over the
+    // class vectors.
+    let z_weight = |i: usize| coef[i * c..(i + 1) * c].iter().sum::<f64>() * batch.inv_tau;
+    let z = &batch.features[first * p..(first + count) * p];
+    let km = batch.classes.kappa_mu;
+    let pairs = count / 2 * 2;
+    for i in (0..pairs).step_by(2) {
+        let w = [z_weight(i), z_weight(i + 1)];
+        weighted_sums2(&z[i * p..(i + 2) * p], km, &coef[i * c..(i + 2) * c], w, &mut out.grad[i * p..(i + 2) * p]);
+    }
+    if pairs < count {
+        let i = pairs;
+        weighted_sum(&z[i * p..(i + 1) * p], km, &coef[i * c..(i + 1) * c], z_weight(i), &mut out.grad[i * p..(i + 1) * p]);
     }
 }
 
@@ -384,9 +460,10 @@ mod tests {
     fn run_with(s: &Setup, features: &[f64], threads: usize, interpolate: bool) -> ContrastLoss {
         let nu = s.p as f64 / 2.0 - 1.0;
         let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
-        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc };
-        let evaluation = PairEvaluation { exact: &bessel, nu, interpolate, max_threads: threads };
-        contrast_loss(features, &s.labels, s.p, classes, &s.prior, 0.1, &evaluation).unwrap()
+        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
+        let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
+        let mut cache = InterpolantCache::new();
+        contrast_loss(features, &s.labels, s.p, classes, 0.1, &evaluation, interpolate.then_some(&mut cache)).unwrap()
     }
 
     fn run(s: &Setup, features: &[f64], threads: usize) -> ContrastLoss {
@@ -464,11 +541,12 @@ mod tests {
     fn bad_batches_are_refused() {
         let s = setup(2, 3, 4, 4);
         let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(1.0, x);
-        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc };
-        let e = PairEvaluation { exact: &bessel, nu: 1.0, interpolate: true, max_threads: 1 };
-        assert!(contrast_loss(&s.features[..7], &s.labels, 4, classes, &s.prior, 0.1, &e).is_err());
-        assert!(contrast_loss(&s.features, &[0, 3], 4, classes, &s.prior, 0.1, &e).is_err());
-        assert!(contrast_loss(&s.features, &s.labels, 4, classes, &s.prior, 0.0, &e).is_err());
-        assert!(contrast_loss(&[], &[], 4, classes, &s.prior, 0.1, &e).is_err());
+        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
+        let e = PairEvaluation { exact: &bessel, nu: 1.0, max_threads: 1 };
+        let mut cache = InterpolantCache::new();
+        assert!(contrast_loss(&s.features[..7], &s.labels, 4, classes, 0.1, &e, Some(&mut cache)).is_err());
+        assert!(contrast_loss(&s.features, &[0, 3], 4, classes, 0.1, &e, Some(&mut cache)).is_err());
+        assert!(contrast_loss(&s.features, &s.labels, 4, classes, 0.0, &e, Some(&mut cache)).is_err());
+        assert!(contrast_loss(&[], &[], 4, classes, 0.1, &e, None).is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod bessel;
 pub mod chebyshev;
 pub mod compat;
 pub mod contrast;
+mod kernels;
 mod error;
 pub mod sampler;
 pub mod vmf;

@@ -18,7 +18,9 @@
 //!   exactly; the logits are s0 + A (kt - kt.detach()) with s0 and A from the host, whose value
 //!   is s0 and whose derivative is A dkt/dz, as ProCo requires.
 
-use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastLoss, PairEvaluation, MIN_PAIRS_PER_THREAD};
+use std::sync::{Mutex, PoisonError};
+
+use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastLoss, InterpolantCache, PairEvaluation, MIN_PAIRS_PER_THREAD};
 use proco_vmf::{bessel_order, compat, FixedOrderBessel};
 use tch::{Device, Kind, Tensor};
 
@@ -75,6 +77,27 @@ pub struct ProCoLoss {
     host_pass_max_work: usize,
     /// Cores available for the per-pair work (read once: on Linux it reads cgroup files).
     threads: usize,
+    /// Certified interpolants of the pair function, kept between batches (never changes a
+    /// result, only how often the exact function is evaluated).
+    interpolants: SharedInterpolants,
+}
+
+/// An [`InterpolantCache`] behind a lock, so that [`ProCoLoss::host_loss`] can take `&self`;
+/// a clone starts empty (the cache holds no state a result depends on).
+#[derive(Debug, Default)]
+struct SharedInterpolants(Mutex<InterpolantCache>);
+
+impl Clone for SharedInterpolants {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::ops::Deref for SharedInterpolants {
+    type Target = Mutex<InterpolantCache>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl ProCoLoss {
@@ -87,7 +110,16 @@ impl ProCoLoss {
             });
         }
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-        Ok(Self { p, nu, bessel: FixedOrderBessel::new(nu), tau, route: BesselRoute::Exact, host_pass_max_work: HOST_PASS_MAX_WORK, threads })
+        Ok(Self {
+            p,
+            nu,
+            bessel: FixedOrderBessel::new(nu),
+            tau,
+            route: BesselRoute::Exact,
+            host_pass_max_work: HOST_PASS_MAX_WORK,
+            threads,
+            interpolants: SharedInterpolants::default(),
+        })
     }
 
     /// Selects the Bessel numerics (exact by default).
@@ -152,16 +184,14 @@ impl ProCoLoss {
     pub fn host_loss(&self, features: &[f64], labels: &[usize], estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<ContrastLoss> {
         self.check_estimator(estimator, log_prior)?;
         let terms = self.class_terms(estimator);
-        let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc };
+        let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc, log_prior: log_prior.values() };
         let exact = |x: f64| self.f_and_ratio(x);
-        let evaluation = PairEvaluation {
-            exact: &exact,
-            nu: self.nu,
-            // The authors' numerics are reproduced pair by pair, not smoothed.
-            interpolate: self.route == BesselRoute::Exact,
-            max_threads: self.threads,
-        };
-        let out = contrast_loss(features, labels, self.p, classes, log_prior.values(), self.tau, &evaluation)?;
+        let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.threads };
+        // The authors' numerics are reproduced pair by pair, not smoothed. A poisoned cache
+        // is still consistent: entries are inserted whole, after certification.
+        let mut cache = self.interpolants.lock().unwrap_or_else(PoisonError::into_inner);
+        let interpolants = (self.route == BesselRoute::Exact).then_some(&mut *cache);
+        let out = contrast_loss(features, labels, self.p, classes, self.tau, &evaluation, interpolants)?;
         if !out.loss.is_finite() {
             return Err(ProcoError::NonFiniteLoss { value: out.loss });
         }
