@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use proco::loss::attach_gradient;
+use proco::loss::HostGradient;
 use proco::tch::{Device, Kind, Tensor};
 use proco::{validate, BatchStatistics, EstimatorPair, LogPrior, ProCoLoss};
 use rand::SeedableRng;
@@ -30,7 +30,8 @@ fn main() -> proco::Result<()> {
     let base = raw.f_div(&raw.f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?)?;
     let y = Tensor::f_randint(c as i64, [n], (Kind::Int64, Device::Cpu))?;
 
-    let names = ["to host + checks", "host pass (2 views)", "attach gradient", "backward + grad sum"];
+    let zeros = vec![0.0; 2 * n as usize * p];
+    let names = ["to host + checks", "host pass + gradient", "attach gradient", "backward + grad sum"];
     let mut full = [0.0f64; 4];
     let mut plumbing = [0.0f64; 4];
     for step in 0..steps + 5 {
@@ -42,22 +43,24 @@ fn main() -> proco::Result<()> {
             let host = validate::unit_features_to_host(&views, p)?;
             let labels = validate::labels(&y, n, c)?;
             let t1 = Instant::now();
-            let mut grad = vec![0.0; host.len()];
+            let mut grad = HostGradient::for_features(&z)?;
+            grad.push_zeros(n as usize * p)?;
             let mut loss = 0.0;
             if with_math {
-                grad.clear();
                 for view in host.chunks_exact(n as usize * p) {
                     estimators.apply(&BatchStatistics::from_host(view, &labels, c, p)?)?;
                     let out = loss_fn.host_loss(view, &labels, estimators.previous(), &prior)?;
-                    grad.extend(out.grad.iter().map(|g| 0.5 * g));
+                    grad.push(&out.grad, 0.5)?;
                     loss += 0.5 * out.loss;
                 }
+            } else {
+                grad.push(&zeros, 0.5)?;
             }
             let t2 = Instant::now();
-            let l = attach_gradient(&views, &grad, loss)?;
+            let l = grad.attach(&z, loss)?;
             let t3 = Instant::now();
             l.f_backward()?;
-            std::hint::black_box(z.grad().f_sum(Kind::Double)?.f_double_value(&[])?);
+            std::hint::black_box(z.grad().f_sum(z.kind())?.f_double_value(&[])?);
             let t4 = Instant::now();
             if timed {
                 let acc = if with_math { &mut full } else { &mut plumbing };

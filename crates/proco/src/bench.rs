@@ -234,7 +234,7 @@ pub fn proco_step_time(batch_size: usize, device: Device, budget: TimingBudget) 
         let z = base.detach().set_requires_grad(true);
         let (loss, _) = objective.proco_branch(&z, &y, &mut estimators)?;
         loss.f_backward()?;
-        std::hint::black_box(z.grad().f_sum(Kind::Double)?.f_double_value(&[])?);
+        std::hint::black_box(z.grad().f_sum(z.kind())?.f_double_value(&[])?);
         Ok(())
     })?;
     Ok(secs / reps as f64)

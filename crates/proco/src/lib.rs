@@ -20,6 +20,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod estimator;
+mod host_tensor;
 pub mod loader;
 pub mod loss;
 pub mod model;

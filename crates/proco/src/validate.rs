@@ -4,6 +4,7 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
+use crate::host_tensor::cpu_slice;
 
 /// Largest accepted deviation of a feature row's norm from 1 for f64, f32 and f16 features:
 /// generous enough for normalised features rounded to f16, tight enough to catch
@@ -67,7 +68,12 @@ pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
 pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
     let n = check_feature_tensor(features, p)? as usize;
     let numel = n * p;
-    let values = if features.kind() == Kind::Double {
+    let values = if let Some(src) = cpu_slice::<f64>(features, Kind::Double) {
+        src.to_vec()
+    } else if let Some(src) = cpu_slice::<f32>(features, Kind::Float) {
+        // CPU f32 features are read in place and widened in the same pass.
+        src.iter().map(|&v| f64::from(v)).collect()
+    } else if features.kind() == Kind::Double {
         let mut values = vec![0.0; numel];
         features.detach().f_copy_data(&mut values, numel)?;
         values
@@ -77,11 +83,9 @@ pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
         features.detach().f_to_kind(Kind::Float)?.f_copy_data(&mut narrow, numel)?;
         narrow.into_iter().map(f64::from).collect()
     };
-    let worst = if values.iter().all(|v| v.is_finite()) {
-        values.chunks_exact(p).map(|row| (squared_norm(row).sqrt() - 1.0).abs()).fold(0.0, f64::max)
-    } else {
-        f64::NAN
-    };
+    // A NaN or infinite entry makes its row's sum of squares NaN or infinite, and the fold
+    // keeps a NaN once seen, so one pass checks finiteness and norms together.
+    let worst = values.chunks_exact(p).map(|row| (squared_norm(row).sqrt() - 1.0).abs()).fold(0.0, |w: f64, d| if d > w || d.is_nan() { d } else { w });
     check_worst(worst, features.kind())?;
     Ok(values)
 }
@@ -110,11 +114,18 @@ pub fn labels(labels: &Tensor, n: i64, num_classes: usize) -> Result<Vec<usize>>
     if labels.size() != [n] {
         return bad(format!("expected shape [{n}] to match the features, got {:?}", labels.size()));
     }
-    let host = Vec::<i64>::try_from(&labels.f_to_device(tch::Device::Cpu)?)?;
+    let copied;
+    let host: &[i64] = match cpu_slice::<i64>(labels, Kind::Int64) {
+        Some(host) => host,
+        None => {
+            copied = Vec::<i64>::try_from(&labels.f_to_device(tch::Device::Cpu)?)?;
+            &copied
+        }
+    };
     if let Some(&l) = host.iter().find(|&&l| l < 0 || l >= num_classes as i64) {
         return bad(format!("label {l} is outside 0..{num_classes}; the dataset and the model disagree on the number of classes"));
     }
-    Ok(host.into_iter().map(|l| l as usize).collect())
+    Ok(host.iter().map(|&l| l as usize).collect())
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
 use crate::estimator::VmfEstimator;
+use crate::host_tensor::cpu_slice_mut;
 use crate::loss::logit_adjusted::{LogPrior, LogitAdjustedCe};
 use crate::validate;
 
@@ -320,32 +321,103 @@ struct OwnedClassTerms {
 }
 
 /// A scalar tensor whose value is `value` and whose gradient in `features` is `grad` (same
-/// number of elements, row-major f64): value + <features, G> - <features, G>.detach(). This
-/// is how a loss computed on the host re-enters autograd without a custom backward node: one
-/// dot product whose backward is one scaled copy of G, and two inner products that cancel
-/// exactly in the value. Features other than f64 get an f32 G (f16's range is too small for
-/// it) and a loss in their own type.
+/// number of elements, row-major f64); see [`HostGradient`], which this wraps for a gradient
+/// that is already one slice.
 pub fn attach_gradient(features: &Tensor, grad: &[f64], value: f64) -> Result<Tensor> {
-    let out_kind = features.kind();
-    let kind = if out_kind == Kind::Double { Kind::Double } else { Kind::Float };
-    let flat = features.f_to_kind(kind)?.f_flatten(0, -1)?;
-    if flat.size() != [grad.len() as i64] {
-        return Err(ProcoError::InvalidFeatures { reason: format!("{} gradient values for features of shape {:?}", grad.len(), features.size()) });
+    let mut g = HostGradient::for_features(features)?;
+    g.push(grad, 1.0)?;
+    g.attach(features, value)
+}
+
+/// The gradient of a loss computed on the host, written piece by piece straight into the
+/// tensor that carries it back into autograd.
+///
+/// [`Self::attach`] returns value + <features, G> - <features, G>.detach(): one dot product
+/// whose backward is one scaled copy of G, and two inner products that cancel exactly in the
+/// value. This is how a host loss re-enters autograd without a custom backward node. G is f64
+/// for f64 features and f32 otherwise (f16's range is too small for it); it is built on the
+/// host and moved to the features' device in one transfer.
+#[derive(Debug)]
+pub struct HostGradient {
+    values: Tensor,
+    filled: usize,
+}
+
+impl HostGradient {
+    /// An empty gradient for `features` (as many elements, filled by [`Self::push`] and
+    /// [`Self::push_zeros`] in row-major order).
+    pub fn for_features(features: &Tensor) -> Result<Self> {
+        let kind = if features.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+        let values = Tensor::f_empty([features.numel() as i64], (kind, Device::Cpu))?;
+        Ok(Self { values, filled: 0 })
     }
-    let g = if kind == Kind::Double || grad.is_empty() {
-        Tensor::f_from_slice(grad)?.f_to_kind(kind)?
-    } else {
-        // The f32 copy of G is written straight into a fresh CPU tensor (no staging buffer).
-        let g = Tensor::f_empty([grad.len() as i64], (Kind::Float, Device::Cpu))?;
-        let dst = g.data_ptr() as *mut f32;
-        for (i, &v) in grad.iter().enumerate() {
-            // SAFETY: `g` is a freshly allocated, contiguous CPU f32 tensor of grad.len() > 0
-            // elements (so `dst` is non-null and aligned), owned here and not aliased; each
-            // write stays in bounds and no reference to the uninitialised memory is formed.
-            unsafe { dst.add(i).write(v as f32) };
+
+    fn numel(&self) -> usize {
+        self.values.numel()
+    }
+
+    fn reserve(&self, count: usize) -> Result<std::ops::Range<usize>> {
+        let end = self.filled.checked_add(count).filter(|&e| e <= self.numel());
+        end.map(|end| self.filled..end).ok_or_else(|| ProcoError::InvalidFeatures {
+            reason: format!("{} gradient values after {} of {} already written overflow the features", count, self.filled, self.numel()),
+        })
+    }
+
+    /// Appends `scale * grad`.
+    pub fn push(&mut self, grad: &[f64], scale: f64) -> Result<()> {
+        let range = self.reserve(grad.len())?;
+        if grad.is_empty() {
+            return Ok(());
         }
-        g
-    };
-    let inner = flat.f_dot(&g.f_to_device(features.device())?)?;
-    Ok(inner.f_sub(&inner.detach())?.f_add_scalar(value)?.f_to_kind(out_kind)?)
+        if self.values.kind() == Kind::Double {
+            let dst = cpu_slice_mut::<f64>(&mut self.values, Kind::Double).ok_or_else(not_in_place)?;
+            for (d, &g) in dst[range].iter_mut().zip(grad) {
+                d.write(scale * g);
+            }
+        } else {
+            let dst = cpu_slice_mut::<f32>(&mut self.values, Kind::Float).ok_or_else(not_in_place)?;
+            for (d, &g) in dst[range].iter_mut().zip(grad) {
+                d.write((scale * g) as f32);
+            }
+        }
+        self.filled += grad.len();
+        Ok(())
+    }
+
+    /// Appends `count` zeros (rows the loss does not depend on).
+    pub fn push_zeros(&mut self, count: usize) -> Result<()> {
+        let range = self.reserve(count)?;
+        if count == 0 {
+            return Ok(());
+        }
+        if self.values.kind() == Kind::Double {
+            cpu_slice_mut::<f64>(&mut self.values, Kind::Double).ok_or_else(not_in_place)?[range].iter_mut().for_each(|d| {
+                d.write(0.0);
+            });
+        } else {
+            cpu_slice_mut::<f32>(&mut self.values, Kind::Float).ok_or_else(not_in_place)?[range].iter_mut().for_each(|d| {
+                d.write(0.0);
+            });
+        }
+        self.filled += count;
+        Ok(())
+    }
+
+    /// The scalar loss `value` with this gradient in `features` (the tensor it was made for);
+    /// fails unless every element has been written.
+    pub fn attach(self, features: &Tensor, value: f64) -> Result<Tensor> {
+        if self.filled != self.numel() || features.numel() != self.numel() {
+            return Err(ProcoError::InvalidFeatures {
+                reason: format!("{} of {} gradient values written for features of shape {:?}", self.filled, self.numel(), features.size()),
+            });
+        }
+        let out_kind = features.kind();
+        let flat = features.f_to_kind(self.values.kind())?.f_flatten(0, -1)?;
+        let inner = flat.f_dot(&self.values.f_to_device(features.device())?)?;
+        Ok(inner.f_sub(&inner.detach())?.f_add_scalar(value)?.f_to_kind(out_kind)?)
+    }
+}
+
+fn not_in_place() -> ProcoError {
+    ProcoError::InvalidFeatures { reason: "the gradient buffer is not a contiguous CPU tensor (an internal error; please report it)".into() }
 }

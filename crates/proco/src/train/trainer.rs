@@ -13,7 +13,7 @@ use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
 use crate::estimator::{BatchStatistics, EstimatorPair};
 use crate::loader::{Loader, LoaderConfig, SampleTransform};
-use crate::loss::{attach_gradient, LogPrior, LogitAdjustedCe, ProCoLoss};
+use crate::loss::{HostGradient, LogPrior, LogitAdjustedCe, ProCoLoss};
 use crate::validate;
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
@@ -178,7 +178,9 @@ impl Objective {
     ///
     /// Up to [`ProCoLoss::uses_host_pass`], views 2 and 3 travel to the host once, where the
     /// estimator updates, logits, losses and the exact gradient are computed
-    /// ([`ProCoLoss::host_loss`]); the gradient re-enters autograd through [`attach_gradient`].
+    /// ([`ProCoLoss::host_loss`]); the gradient is written into a [`HostGradient`] for all of
+    /// `z` (zeros for view 1, which the branch does not use: autograd then hands `z` one
+    /// gradient tensor instead of scattering a slice into a zero-filled one).
     pub fn proco_branch(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, Vec<f64>)> {
         let n = y.size().first().copied().unwrap_or(0);
         let p = self.proco.dim();
@@ -190,17 +192,18 @@ impl Objective {
         let host = validate::unit_features_to_host(&views, p)?;
         let labels = validate::labels(y, n, num_classes)?;
         let prior = self.ce.log_prior();
-        let mut grad = Vec::with_capacity(host.len());
+        let mut grad = HostGradient::for_features(z)?;
+        grad.push_zeros(n as usize * p)?;
         let mut loss = 0.0;
         let mut mean_logits = vec![0.0; n as usize * num_classes];
         for view in host.chunks_exact(n as usize * p) {
             estimators.apply(&BatchStatistics::from_host(view, &labels, num_classes, p)?)?;
             let out = self.proco.host_loss(view, &labels, estimators.previous(), prior)?;
-            grad.extend(out.grad.iter().map(|g| 0.5 * g));
+            grad.push(&out.grad, 0.5)?;
             loss += 0.5 * out.loss;
             mean_logits.iter_mut().zip(&out.logits).for_each(|(m, s)| *m += 0.5 * s);
         }
-        Ok((attach_gradient(&views, &grad, loss)?, mean_logits))
+        Ok((grad.attach(z, loss)?, mean_logits))
     }
 
     /// [`Self::proco_branch`] for batches too large for the host pass: per view, the
