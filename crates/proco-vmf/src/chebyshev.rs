@@ -18,6 +18,8 @@
 
 use std::sync::OnceLock;
 
+use crate::kernels::clenshaw_pair;
+
 /// Degree of the interpolants: enough for p >= 64 at temperatures from 0.05 to 1 and any
 /// kappa (the tests cover p = 128..1024, tau = 0.05..1, kappa = 0..1e5); at small orders the
 /// zeros of I_nu sit close to the real axis and some classes fall back to exact evaluation.
@@ -166,39 +168,18 @@ impl PairInterpolant {
 
     /// s = F(x) - F(anchor) and A(x) at every x of `xs` (each within the interval, clamped as
     /// in [`Self::eval`]), written to `s` and `a`, which must be as long as `xs`; `scratch`
-    /// holds the recurrences' state (resized as needed, so it can be reused across calls).
-    /// Runs the recurrences for all points in lockstep over plain slices, so the compiler
-    /// vectorises them.
+    /// holds the mapped points (resized as needed, so it can be reused across calls). Runs
+    /// the recurrences for many points at once in SIMD lanes, with the same operations per
+    /// point as [`Self::eval`].
     pub fn eval_into(&self, xs: &[f64], anchor_primitive: f64, s: &mut [f64], a: &mut [f64], scratch: &mut Vec<f64>) {
         debug_assert!(s.len() == xs.len() && a.len() == xs.len(), "output slices must match the arguments");
         let n = xs.len().min(s.len()).min(a.len());
         let (s, a) = (&mut s[..n], &mut a[..n]);
         scratch.clear();
-        scratch.resize(5 * n, 0.0);
-        let (two_t, rest) = scratch.split_at_mut(n);
-        let (p1, rest) = rest.split_at_mut(n);
-        let (p2, rest) = rest.split_at_mut(n);
-        let (a1, a2) = rest.split_at_mut(n);
-        let (mut p1, mut p2, mut a1, mut a2) = (p1, p2, a1, a2);
-        for (tt, &x) in two_t.iter_mut().zip(&xs[..n]) {
-            *tt = 2.0 * ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0);
-        }
-        p1.fill(self.prim[NODES]);
-        // b_{m+1} lives in (p1, a1) and b_{m+2} in (p2, a2); each step overwrites b_{m+2} with
-        // b_m and swaps the names. The antiderivative has degree NODES, A degree NODES - 1.
-        for m in (1..NODES).rev() {
-            let (cp, ca) = (self.prim[m], self.a[m]);
-            for (((tt, b1), b2), (c1, c2)) in two_t.iter().zip(p1.iter()).zip(p2.iter_mut()).zip(a1.iter().zip(a2.iter_mut())) {
-                *b2 = tt.mul_add(*b1, cp - *b2);
-                *c2 = tt.mul_add(*c1, ca - *c2);
-            }
-            std::mem::swap(&mut p1, &mut p2);
-            std::mem::swap(&mut a1, &mut a2);
-        }
-        for (i, tt) in two_t.iter().enumerate() {
-            let t = 0.5 * tt;
-            s[i] = self.half * (t.mul_add(p1[i], self.prim[0] - p2[i]) - anchor_primitive);
-            a[i] = t.mul_add(a1[i], self.a[0] - a2[i]);
+        scratch.extend(xs[..n].iter().map(|&x| 2.0 * ((x - self.mid) * self.inv_half).clamp(-1.0, 1.0)));
+        clenshaw_pair(&self.prim, &self.a, scratch, s, a);
+        for v in s.iter_mut() {
+            *v = self.half * (*v - anchor_primitive);
         }
     }
 }

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 
 use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
-use crate::kernels::{norm_of_sum, norms_of_sums4, weighted_sum, weighted_sums2};
+use crate::kernels::{dot, dots4x2, exp_nonpositive_in_place, norm_of_sum, squared_norms4, weighted_sum, weighted_sums2};
 
 /// Rows processed together, so each class vector is read once per block from cache rather than
 /// once per row from memory (C x p reaches 8 MiB at C = 1000, p = 1024).
@@ -273,10 +273,14 @@ where
 
     // 2. Per class, a certified interpolant covering its arguments (and kappa, its anchor)
     //    where one exists: from the cache's lattice, else built for this batch's range.
-    let mut ranges = Vec::with_capacity(c);
-    for (j, &kappa) in classes.kappa.iter().enumerate() {
-        ranges.push(out.kt.iter().skip(j).step_by(c).fold((kappa, kappa), |(lo, hi), &x| (lo.min(x), hi.max(x))));
+    let (mut lo, mut hi) = (classes.kappa.to_vec(), classes.kappa.to_vec());
+    for row in out.kt.chunks_exact(c) {
+        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
+            *l = l.min(x);
+            *h = h.max(x);
+        }
     }
+    let ranges: Vec<(f64, f64)> = lo.into_iter().zip(hi).collect();
     let mut local: Vec<Option<PairInterpolant>> = vec![None; c];
     let cache = match interpolants {
         Some(cache) if n >= MIN_ROWS_TO_INTERPOLATE => {
@@ -323,35 +327,79 @@ where
     Ok(out)
 }
 
-/// z_i / tau for the rows `first..first + count` into `zt` (count x p).
-fn scaled_rows<B>(batch: &Batch<'_, B>, first: usize, count: usize, zt: &mut [f64]) {
-    let p = batch.p;
-    let z = &batch.features[first * p..(first + count) * p];
-    for (dst, &v) in zt[..count * p].iter_mut().zip(z) {
-        *dst = v * batch.inv_tau;
-    }
-}
+/// kt^2 = |kappa_j mu_j|^2 + 2 kappa_j mu_j . z_i/tau + |z_i/tau|^2 costs one fused
+/// multiply-add per coordinate (the norm of the sum costs two operations), but cancels where
+/// z_i points away from mu_j: its rounding, relative to (|kappa_j mu_j| + |z_i/tau|)^2, grows
+/// by that over kt^2. Where the factor exceeds this guard, the pair is recomputed as the norm
+/// of the sum, so kt keeps a relative error of a few ulps for every pair.
+const CANCELLATION_GUARD: f64 = 4.0;
 
 /// kt for the rows starting at `first` (as many as `kt` holds, C per row), in blocks of rows
-/// so that each class vector is read from cache once per block, four rows per pass over it.
+/// so that each class vector is read from cache once per block, by dot products of four rows
+/// with two class vectors at a time (see [`CANCELLATION_GUARD`]).
 fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
     let (p, c) = (batch.p, batch.log_prior.len());
     let count = kt.len() / c;
-    let mut zt = vec![0.0; ROW_BLOCK * p];
+    let inv_tau = batch.inv_tau;
+    let km = batch.classes.kappa_mu;
+    let class = |j: usize| &km[j * p..(j + 1) * p];
+    let z = &batch.features[first * p..(first + count) * p];
+    let row = |r: usize| &z[r * p..(r + 1) * p];
+    let km_sq: Vec<f64> = (0..c).map(|j| dot(class(j), class(j))).collect();
+    let km_norm: Vec<f64> = km_sq.iter().map(|v| v.sqrt()).collect();
+    // |z_i / tau|^2 and |z_i / tau| per row.
+    let mut zt_sq = vec![0.0; count];
+    let quads = count / 4 * 4;
+    for r in (0..quads).step_by(4) {
+        zt_sq[r..r + 4].copy_from_slice(&squared_norms4([row(r), row(r + 1), row(r + 2), row(r + 3)]));
+    }
+    for r in quads..count {
+        zt_sq[r] = dot(row(r), row(r));
+    }
+    let zt_norm: Vec<f64> = zt_sq.iter().map(|v| v.sqrt() * inv_tau).collect();
+    zt_sq.iter_mut().for_each(|v| *v *= inv_tau * inv_tau);
+    let two_inv_tau = 2.0 * inv_tau;
+
     for start in (0..count).step_by(ROW_BLOCK) {
         let b = ROW_BLOCK.min(count - start);
-        scaled_rows(batch, first + start, b, &mut zt);
-        for (j, km) in batch.classes.kappa_mu.chunks_exact(p).enumerate() {
+        // q_ij = kappa_j mu_j . z_i into kt, then kt from q in one vectorisable pass.
+        let block = &mut kt[start * c..(start + b) * c];
+        for j in (0..c).step_by(2) {
+            let j2 = (j + 1).min(c - 1);
             let mut r = 0;
             while r + 4 <= b {
-                let rows = [0, 1, 2, 3].map(|q| &zt[(r + q) * p..(r + q + 1) * p]);
-                for (q, v) in norms_of_sums4(km, rows).into_iter().enumerate() {
-                    kt[(start + r + q) * c + j] = v;
+                let rows = [row(start + r), row(start + r + 1), row(start + r + 2), row(start + r + 3)];
+                for (dr, qr) in dots4x2(rows, [class(j), class(j2)]).iter().enumerate() {
+                    block[(r + dr) * c + j] = qr[0];
+                    block[(r + dr) * c + j2] = qr[1];
                 }
                 r += 4;
             }
             for r in r..b {
-                kt[(start + r) * c + j] = norm_of_sum(km, &zt[r * p..(r + 1) * p]);
+                block[r * c + j] = dot(row(start + r), class(j));
+                block[r * c + j2] = dot(row(start + r), class(j2));
+            }
+        }
+        let mut cancelled = false;
+        for ((kt_row, &zsq), &znorm) in block.chunks_exact_mut(c).zip(&zt_sq[start..]).zip(&zt_norm[start..]) {
+            for ((x, &sq_j), &norm_j) in kt_row.iter_mut().zip(&km_sq).zip(&km_norm) {
+                let sq = sq_j + two_inv_tau.mul_add(*x, zsq);
+                let bound = norm_j + znorm;
+                let ok = sq * CANCELLATION_GUARD >= bound * bound;
+                cancelled |= !ok;
+                // A NaN marks a pair to recompute (finite inputs never give one here).
+                *x = if ok { sq.sqrt() } else { f64::NAN };
+            }
+        }
+        if cancelled {
+            let mut zt = vec![0.0; p];
+            for (r, kt_row) in block.chunks_exact_mut(c).enumerate() {
+                for (j, x) in kt_row.iter_mut().enumerate() {
+                    if x.is_nan() {
+                        zt.iter_mut().zip(row(start + r)).for_each(|(t, v)| *t = v * inv_tau);
+                        *x = norm_of_sum(class(j), &zt);
+                    }
+                }
             }
         }
     }
@@ -390,26 +438,31 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
 
     // Softmax with one exponential per pair, the per-sample loss, and the gradient
     // coefficients c_ij = (softmax_ij - [j = y_i]) A_ij / (N tau kt_ij).
+    // Each step runs over all rows at once as plain loops, which vectorise.
     let mut coef = vec![0.0; count * c];
+    let mut max = vec![0.0; count];
+    for (i, m) in max.iter_mut().enumerate() {
+        *m = out.logits[i * c..(i + 1) * c].iter().zip(batch.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| m.max(s + lp));
+    }
+    for ((w_row, s_row), m) in coef.chunks_exact_mut(c).zip(out.logits.chunks_exact(c)).zip(&max) {
+        for ((w, s), lp) in w_row.iter_mut().zip(s_row).zip(batch.log_prior) {
+            *w = s + lp - m;
+        }
+    }
+    exp_nonpositive_in_place(&mut coef);
     for i in 0..count {
         let label = batch.labels[first + i];
-        let row = i * c..(i + 1) * c;
-        let max = out.logits[row.clone()].iter().zip(batch.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| m.max(s + lp));
-        let weights = &mut coef[row.clone()];
-        let mut sum_exp = 0.0;
-        for ((w, s), lp) in weights.iter_mut().zip(&out.logits[row.clone()]).zip(batch.log_prior) {
-            *w = (s + lp - max).exp();
-            sum_exp += *w;
-        }
-        let lse = max + sum_exp.ln();
+        let weights = &mut coef[i * c..(i + 1) * c];
+        let sum_exp: f64 = weights.iter().sum();
+        let lse = max[i] + sum_exp.ln();
         out.per_sample[i] = lse - out.logits[i * c + label] - batch.log_prior[label];
         let inv_sum = 1.0 / sum_exp;
-        for (j, w) in weights.iter_mut().enumerate() {
-            let k = i * c + j;
-            let g = *w * inv_sum - if j == label { 1.0 } else { 0.0 };
-            // A(0) = 0: a pair with kt = 0 (z = -kappa mu tau exactly) contributes nothing.
-            *w = if out.kt[k] > 0.0 { g * out.ratio[k] / out.kt[k] * batch.grad_scale } else { 0.0 };
-        }
+        weights.iter_mut().for_each(|w| *w *= inv_sum);
+        weights[label] -= 1.0;
+    }
+    for ((w, &kt), &a) in coef.iter_mut().zip(out.kt.iter()).zip(out.ratio.iter()) {
+        // A(0) = 0: a pair with kt = 0 (z = -kappa mu tau exactly) contributes nothing.
+        *w = if kt > 0.0 { *w * a / kt * batch.grad_scale } else { 0.0 };
     }
 
     // grad_i = (sum_j c_ij) z_i / tau + sum_j c_ij kappa_j mu_j, two rows per pass over the
@@ -503,6 +556,34 @@ mod tests {
             assert!((out.per_sample[i] - (lse - v[s.labels[i]])).abs() <= 1e-12);
         }
         assert!((out.loss - out.per_sample.iter().sum::<f64>() / 3.0).abs() <= 1e-15);
+    }
+
+    #[test]
+    fn kt_stays_accurate_where_the_dot_product_form_cancels() {
+        // kappa = 1/tau and z close to -mu: kt^2 = kappa^2 + 2 kappa mu.z/tau + 1/tau^2 is a
+        // difference of ~400 that leaves ~1e-4; the guard must recompute these pairs.
+        let (n, c, p) = (64, 4, 128);
+        let mut s = setup(n, c, p, 9);
+        s.kappa = vec![10.0; c];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        let mu: Vec<Vec<f64>> = (0..c).map(|_| random_unit_vector(p, &mut rng)).collect();
+        s.kappa_mu = mu.iter().flat_map(|m| m.iter().map(|v| 10.0 * v)).collect();
+        s.logc = vec![log_bessel_i_minus_nu_log_x_and_ratio(63.0, 10.0).0; c];
+        for i in 0..n {
+            let noise = random_unit_vector(p, &mut rng);
+            let eps = 1e-3 * (i % 8) as f64;
+            let row: Vec<f64> = (0..p).map(|k| -mu[i % c][k] + eps * noise[k]).collect();
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            s.features[i * p..(i + 1) * p].iter_mut().zip(&row).for_each(|(f, v)| *f = v / norm);
+        }
+        let out = run(&s, &s.features, 1);
+        for i in 0..n {
+            for j in 0..c {
+                let w: Vec<f64> = (0..p).map(|k| s.kappa_mu[j * p + k] + s.features[i * p + k] * 10.0).collect();
+                let want = w.iter().map(|v| v * v).sum::<f64>().sqrt();
+                assert!((out.kt[i * c + j] - want).abs() <= 1e-14 * want + 1e-300, "kt[{i},{j}] {} vs {want}", out.kt[i * c + j]);
+            }
+        }
     }
 
     #[test]

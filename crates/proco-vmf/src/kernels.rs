@@ -1,12 +1,14 @@
-//! The two inner loops of the ProCo pass that touch every (sample, class, coordinate): the
-//! norms |a + b_r| behind kt and the gradient's weighted sums of class vectors.
+//! The inner loops of the ProCo pass that run over every (sample, class) pair: the dot
+//! products behind kt, the gradient's weighted sums of class vectors, the Chebyshev
+//! recurrences of the interpolated pair function and the softmax's exponentials.
 //!
-//! Why explicit SIMD: the compiler's auto-vectoriser turns the four-row blocking these loops
-//! need into shuffles and spills (measured: slower than one row at a time). Each kernel has an
-//! AVX-512F version (chosen at run time), an AVX2 + FMA version (the x86-64-v3 build) and a
-//! portable one; all perform the same operations in the same order (eight partial sums per
-//! norm, lane k summing coordinates k mod 8; a fixed reduction; fused multiply-adds), so the
-//! results are bit-identical whichever runs.
+//! Why explicit SIMD: the compiler's auto-vectoriser turns the row blocking these loops need
+//! into shuffles and spills (measured: slower than one row at a time). Each kernel has an
+//! AVX-512F version (chosen at run time), an AVX2 + FMA version (the x86-64-v3 build) where
+//! it pays, and a portable one; all perform the same operations in the same order (eight
+//! partial sums per dot product, lane k summing coordinates k mod 8; a fixed reduction; fused
+//! multiply-adds), so the results are bit-identical whichever runs, and the tests check every
+//! form this CPU can run against the portable one.
 
 /// Whether this CPU runs AVX-512F (checked once).
 #[cfg(target_arch = "x86_64")]
@@ -15,10 +17,11 @@ fn has_avx512() -> bool {
     *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
-/// The fixed reduction of eight partial sums plus the tail.
+/// The fixed reduction of eight partial sums plus the tail: neighbours first, the order in
+/// which the AVX-512 form reduces eight accumulators at once without leaving registers.
 #[inline(always)]
 fn reduce(acc: &[f64; 8], tail: f64) -> f64 {
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
 }
 
 /// Sum over the coordinates past the last multiple of 8 of (a_k + b_k)^2.
@@ -43,23 +46,52 @@ pub(crate) fn norm_of_sum(a: &[f64], b: &[f64]) -> f64 {
     reduce(&acc, tail(a, b)).sqrt()
 }
 
-/// |a + b_r| for four rows b_r (each as long as a): a is loaded once for the four.
-pub(crate) fn norms_of_sums4(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
-    assert!(b.iter().all(|r| r.len() == a.len()), "rows must match the class vector's length");
+/// a . b (equal lengths), the portable form every dot-product kernel reproduces: lane k of
+/// eight partial sums takes the coordinates k mod 8, one fused multiply-add each.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0_f64; 8];
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] = ca[k].mul_add(cb[k], acc[k]);
+        }
+    }
+    let whole = a.len() / 8 * 8;
+    let tail = a[whole..].iter().zip(&b[whole..]).fold(0.0, |t, (x, y)| x.mul_add(*y, t));
+    reduce(&acc, tail)
+}
+
+/// [`dot`] of four rows `z_r` with two vectors `v_c` (all of one length): out[r][c] = z_r . v_c,
+/// each vector loaded once for all four rows.
+pub(crate) fn dots4x2(z: [&[f64]; 4], v: [&[f64]; 2]) -> [[f64; 2]; 4] {
+    let len = v[0].len();
+    assert!(z.iter().chain(&v).all(|r| r.len() == len), "rows and vectors must have one length");
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: AVX-512F is present (checked at run time); lengths checked above.
-        return unsafe { x86::norms4_avx512(a, b) };
+        return unsafe { x86::dots4x2_avx512(z, v) };
     }
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     {
         // SAFETY: the build targets AVX2 + FMA; lengths checked above.
-        unsafe { x86::norms4_avx2(a, b) }
+        let (a, b) = unsafe { (x86::dots2x2_avx2([z[0], z[1]], v), x86::dots2x2_avx2([z[2], z[3]], v)) };
+        [a[0], a[1], b[0], b[1]]
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
     {
-        b.map(|r| norm_of_sum(a, r))
+        z.map(|r| [dot(r, v[0]), dot(r, v[1])])
     }
+}
+
+/// [`dot`] of each of four rows (of one length) with itself: four squared norms at once.
+pub(crate) fn squared_norms4(z: [&[f64]; 4]) -> [f64; 4] {
+    let len = z[0].len();
+    assert!(z.iter().all(|r| r.len() == len), "rows must have one length");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F is present (checked at run time); lengths checked above.
+        return unsafe { x86::squared_norms4_avx512(z) };
+    }
+    z.map(|r| dot(r, r))
 }
 
 /// grad_r = w_r z_r + sum_j c_rj v_j for two rows at once: `z` holds the two rows (2 x p),
@@ -104,23 +136,205 @@ fn weighted_sums_portable(z: &[f64], v: &[f64], c: &[f64], w: &[f64], out: &mut 
     }
 }
 
+/// Values at points t (given as `two_t` = 2t, each in [-2, 2]) of two Chebyshev series
+/// sum_m c_m T_m(t), `prim` (one coefficient more than `a`) and `a`, by Clenshaw's recurrence
+/// in fused multiply-adds, written to `p_out` and `a_out` (as long as `two_t`). Points are
+/// independent, so they run in SIMD lanes, several registers at once to hide the
+/// recurrence's latency.
+pub(crate) fn clenshaw_pair(prim: &[f64], a: &[f64], two_t: &[f64], p_out: &mut [f64], a_out: &mut [f64]) {
+    assert!(prim.len() == a.len() + 1 && a.len() >= 2, "prim needs one coefficient more than a");
+    assert!(p_out.len() == two_t.len() && a_out.len() == two_t.len(), "outputs must match the points");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F is present (checked at run time); lengths checked above.
+        let done = unsafe { x86::clenshaw_pair_avx512(prim, a, two_t, p_out, a_out) };
+        return clenshaw_pair_portable(prim, a, two_t, p_out, a_out, done);
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    {
+        // SAFETY: the build targets AVX2 + FMA; lengths checked above.
+        let done = unsafe { x86::clenshaw_pair_avx2(prim, a, two_t, p_out, a_out) };
+        clenshaw_pair_portable(prim, a, two_t, p_out, a_out, done)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    {
+        clenshaw_pair_portable(prim, a, two_t, p_out, a_out, 0)
+    }
+}
+
+/// The portable form of [`clenshaw_pair`], for the points from index `from` on.
+#[inline(always)]
+fn clenshaw_pair_portable(prim: &[f64], a: &[f64], two_t: &[f64], p_out: &mut [f64], a_out: &mut [f64], from: usize) {
+    let top = a.len();
+    for i in from..two_t.len() {
+        let tt = two_t[i];
+        let (mut p1, mut p2, mut a1, mut a2) = (prim[top], 0.0, 0.0, 0.0);
+        for m in (1..top).rev() {
+            (p1, p2) = (tt.mul_add(p1, prim[m] - p2), p1);
+            (a1, a2) = (tt.mul_add(a1, a[m] - a2), a1);
+        }
+        let t = 0.5 * tt;
+        p_out[i] = t.mul_add(p1, prim[0] - p2);
+        a_out[i] = t.mul_add(a1, a[0] - a2);
+    }
+}
+
+/// e^x for x <= 0 (or NaN, which propagates), to within 2 ulps for x >= -708 and as 0 below
+/// (where e^x < 3.4e-308): the softmax's exponentials, in place.
+///
+/// Why not `f64::exp`: a libm call per (sample, class) pair was a fifth of the ProCo pass.
+/// This is a branch-free Cody-Waite reduction x = n ln 2 + r and a degree-13 Taylor polynomial
+/// on |r| <= ln(2)/2 (truncation 4e-18), with 2^n built from the exponent bits; written as a
+/// plain loop of such steps, the compiler vectorises it (identical results in every lane).
+pub(crate) fn exp_nonpositive_in_place(values: &mut [f64]) {
+    for v in values.iter_mut() {
+        *v = exp_nonpositive(*v);
+    }
+}
+
+#[inline(always)]
+fn exp_nonpositive(x: f64) -> f64 {
+    // 1.5 * 2^52: adding it rounds to an integer, which then sits in the low mantissa bits.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    // 1 / k! for k = 13 down to 0.
+    const TAYLOR: [f64; 14] = [
+        1.0 / 6_227_020_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    let shifted = x.mul_add(std::f64::consts::LOG2_E, SHIFT);
+    let n = shifted - SHIFT;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let poly = TAYLOR[1..].iter().fold(TAYLOR[0], |acc, &c| acc.mul_add(r, c));
+    let scale = f64::from_bits(shifted.to_bits().wrapping_add(1023) << 52);
+    if x < -708.0 {
+        0.0
+    } else {
+        poly * scale
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{reduce, tail, weighted_sums_portable};
+    use super::{reduce, weighted_sums_portable};
 
-    /// AVX-512F [`super::norms_of_sums4`]: lane k of one register per row holds partial sum k.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn norms4_avx512(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
+    /// Generates the SIMD forms of [`super::clenshaw_pair`]: `$g` registers of `$lanes` points
+    /// per pass (enough independent chains to keep the FMA units busy). Returns how many
+    /// points were done (a multiple of `$g * $lanes`); the caller finishes the rest.
+    macro_rules! clenshaw_simd {
+        ($name:ident, $feat:literal, $lanes:literal, $g:literal, $set1:ident, $load:ident, $store:ident, $fmadd:ident, $sub:ident, $mul:ident) => {
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $name(prim: &[f64], a: &[f64], two_t: &[f64], p_out: &mut [f64], a_out: &mut [f64]) -> usize {
+                let top = a.len();
+                let step = $g * $lanes;
+                let whole = two_t.len() / step * step;
+                let half = $set1(0.5);
+                let mut i = 0;
+                while i < whole {
+                    let mut tt = [$set1(0.0); $g];
+                    for g in 0..$g {
+                        tt[g] = $load(two_t.as_ptr().add(i + g * $lanes));
+                    }
+                    let mut p1 = [$set1(*prim.get_unchecked(top)); $g];
+                    let mut p2 = [$set1(0.0); $g];
+                    let mut a1 = [$set1(0.0); $g];
+                    let mut a2 = [$set1(0.0); $g];
+                    for m in (1..top).rev() {
+                        let (cp, ca) = ($set1(*prim.get_unchecked(m)), $set1(*a.get_unchecked(m)));
+                        for g in 0..$g {
+                            let np = $fmadd(tt[g], p1[g], $sub(cp, p2[g]));
+                            p2[g] = p1[g];
+                            p1[g] = np;
+                            let na = $fmadd(tt[g], a1[g], $sub(ca, a2[g]));
+                            a2[g] = a1[g];
+                            a1[g] = na;
+                        }
+                    }
+                    let (c0p, c0a) = ($set1(*prim.get_unchecked(0)), $set1(*a.get_unchecked(0)));
+                    for g in 0..$g {
+                        let t = $mul(half, tt[g]);
+                        $store(p_out.as_mut_ptr().add(i + g * $lanes), $fmadd(t, p1[g], $sub(c0p, p2[g])));
+                        $store(a_out.as_mut_ptr().add(i + g * $lanes), $fmadd(t, a1[g], $sub(c0a, a2[g])));
+                    }
+                    i += step;
+                }
+                whole
+            }
+        };
+    }
+
+    clenshaw_simd!(clenshaw_pair_avx512, "avx512f", 8, 4, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_sub_pd, _mm512_mul_pd);
+    clenshaw_simd!(clenshaw_pair_avx2, "avx2,fma", 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_sub_pd, _mm256_mul_pd);
+
+    /// The coordinates past the last multiple of 8 of a . b, as [`super::dot`] sums them.
+    #[inline(always)]
+    fn dot_tail(a: &[f64], b: &[f64]) -> f64 {
         let whole = a.len() / 8 * 8;
+        a[whole..].iter().zip(&b[whole..]).fold(0.0, |t, (x, y)| x.mul_add(*y, t))
+    }
+
+    /// AVX-512F [`super::dots4x2`]: one register of eight partial sums per (row, vector).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots4x2_avx512(z: [&[f64]; 4], v: [&[f64]; 2]) -> [[f64; 2]; 4] {
+        let len = v[0].len();
+        let whole = len / 8 * 8;
+        let mut acc = [[_mm512_setzero_pd(); 2]; 4];
+        let mut k = 0;
+        while k < whole {
+            let (v0, v1) = (_mm512_loadu_pd(v[0].as_ptr().add(k)), _mm512_loadu_pd(v[1].as_ptr().add(k)));
+            for r in 0..4 {
+                let zr = _mm512_loadu_pd(z[r].as_ptr().add(k));
+                acc[r][0] = _mm512_fmadd_pd(zr, v0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_pd(zr, v1, acc[r][1]);
+            }
+            k += 8;
+        }
+        // Eight accumulators reduced to one register of eight sums: neighbouring lanes, then
+        // pairs, then halves (the order of `reduce`).
+        let pair = |x: __m512d, y: __m512d| _mm512_add_pd(_mm512_unpacklo_pd(x, y), _mm512_unpackhi_pd(x, y));
+        let (a01, a23) = (pair(acc[0][0], acc[0][1]), pair(acc[1][0], acc[1][1]));
+        let (a45, a67) = (pair(acc[2][0], acc[2][1]), pair(acc[3][0], acc[3][1]));
+        let (even, odd) = (_mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2));
+        let quad = |x: __m512d, y: __m512d| _mm512_add_pd(_mm512_permutex2var_pd(x, even, y), _mm512_permutex2var_pd(x, odd, y));
+        let (b0, b1) = (quad(a01, a23), quad(a45, a67));
+        let (low, high) = (_mm512_set_epi64(11, 10, 9, 8, 3, 2, 1, 0), _mm512_set_epi64(15, 14, 13, 12, 7, 6, 5, 4));
+        let sums = _mm512_add_pd(_mm512_permutex2var_pd(b0, low, b1), _mm512_permutex2var_pd(b0, high, b1));
+        let mut lanes = [0.0; 8];
+        _mm512_storeu_pd(lanes.as_mut_ptr(), sums);
+        let mut out = [[0.0; 2]; 4];
+        for r in 0..4 {
+            for c in 0..2 {
+                out[r][c] = lanes[2 * r + c] + dot_tail(z[r], v[c]);
+            }
+        }
+        out
+    }
+
+    /// AVX-512F [`super::squared_norms4`]: one register of eight partial sums per row.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn squared_norms4_avx512(z: [&[f64]; 4]) -> [f64; 4] {
+        let whole = z[0].len() / 8 * 8;
         let mut acc = [_mm512_setzero_pd(); 4];
         let mut k = 0;
         while k < whole {
-            let va = _mm512_loadu_pd(a.as_ptr().add(k));
             for r in 0..4 {
-                let d = _mm512_add_pd(va, _mm512_loadu_pd(b[r].as_ptr().add(k)));
-                acc[r] = _mm512_fmadd_pd(d, d, acc[r]);
+                let zr = _mm512_loadu_pd(z[r].as_ptr().add(k));
+                acc[r] = _mm512_fmadd_pd(zr, zr, acc[r]);
             }
             k += 8;
         }
@@ -128,34 +342,39 @@ mod x86 {
         for r in 0..4 {
             let mut lanes = [0.0; 8];
             _mm512_storeu_pd(lanes.as_mut_ptr(), acc[r]);
-            out[r] = reduce(&lanes, tail(a, b[r])).sqrt();
+            out[r] = reduce(&lanes, dot_tail(z[r], z[r]));
         }
         out
     }
 
-    /// AVX2 + FMA [`super::norms_of_sums4`]: partial sums 0-3 in one register, 4-7 in another.
+    /// AVX2 + FMA dots of two rows with two vectors: partial sums 0-3 and 4-7 in two registers.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn norms4_avx2(a: &[f64], b: [&[f64]; 4]) -> [f64; 4] {
-        let whole = a.len() / 8 * 8;
-        let mut lo = [_mm256_setzero_pd(); 4];
-        let mut hi = [_mm256_setzero_pd(); 4];
+    pub(super) unsafe fn dots2x2_avx2(z: [&[f64]; 2], v: [&[f64]; 2]) -> [[f64; 2]; 2] {
+        let len = v[0].len();
+        let whole = len / 8 * 8;
+        let mut lo = [[_mm256_setzero_pd(); 2]; 2];
+        let mut hi = [[_mm256_setzero_pd(); 2]; 2];
         let mut k = 0;
         while k < whole {
-            let (a0, a1) = (_mm256_loadu_pd(a.as_ptr().add(k)), _mm256_loadu_pd(a.as_ptr().add(k + 4)));
-            for r in 0..4 {
-                let d0 = _mm256_add_pd(a0, _mm256_loadu_pd(b[r].as_ptr().add(k)));
-                let d1 = _mm256_add_pd(a1, _mm256_loadu_pd(b[r].as_ptr().add(k + 4)));
-                lo[r] = _mm256_fmadd_pd(d0, d0, lo[r]);
-                hi[r] = _mm256_fmadd_pd(d1, d1, hi[r]);
+            let v0 = (_mm256_loadu_pd(v[0].as_ptr().add(k)), _mm256_loadu_pd(v[0].as_ptr().add(k + 4)));
+            let v1 = (_mm256_loadu_pd(v[1].as_ptr().add(k)), _mm256_loadu_pd(v[1].as_ptr().add(k + 4)));
+            for r in 0..2 {
+                let (z0, z1) = (_mm256_loadu_pd(z[r].as_ptr().add(k)), _mm256_loadu_pd(z[r].as_ptr().add(k + 4)));
+                lo[r][0] = _mm256_fmadd_pd(z0, v0.0, lo[r][0]);
+                hi[r][0] = _mm256_fmadd_pd(z1, v0.1, hi[r][0]);
+                lo[r][1] = _mm256_fmadd_pd(z0, v1.0, lo[r][1]);
+                hi[r][1] = _mm256_fmadd_pd(z1, v1.1, hi[r][1]);
             }
             k += 8;
         }
-        let mut out = [0.0; 4];
-        for r in 0..4 {
-            let mut lanes = [0.0; 8];
-            _mm256_storeu_pd(lanes.as_mut_ptr(), lo[r]);
-            _mm256_storeu_pd(lanes.as_mut_ptr().add(4), hi[r]);
-            out[r] = reduce(&lanes, tail(a, b[r])).sqrt();
+        let mut out = [[0.0; 2]; 2];
+        for r in 0..2 {
+            for c in 0..2 {
+                let mut lanes = [0.0; 8];
+                _mm256_storeu_pd(lanes.as_mut_ptr(), lo[r][c]);
+                _mm256_storeu_pd(lanes.as_mut_ptr().add(4), hi[r][c]);
+                out[r][c] = reduce(&lanes, dot_tail(z[r], v[c]));
+            }
         }
         out
     }
@@ -230,27 +449,87 @@ mod tests {
     }
 
     #[test]
-    fn blocked_norms_equal_the_portable_form_bit_for_bit() {
+    fn norm_of_sum_is_the_norm() {
         for p in [1usize, 3, 8, 13, 128, 1024] {
-            let a = data(p, 0.37);
-            let rows: Vec<Vec<f64>> = (0..4).map(|r| data(p, 0.11 + r as f64 * 0.05)).collect();
-            let b = [rows[0].as_slice(), &rows[1], &rows[2], &rows[3]];
-            let got = norms_of_sums4(&a, b);
-            // Every compiled form this CPU can run, not only the one dispatch picks.
+            let (a, b) = (data(p, 0.37), data(p, 0.11));
+            let direct = a.iter().zip(&b).map(|(x, y)| (x + y) * (x + y)).sum::<f64>().sqrt();
+            assert!((norm_of_sum(&a, &b) - direct).abs() <= 1e-14 * direct, "p={p}");
+        }
+    }
+
+    #[test]
+    fn clenshaw_forms_agree_bit_for_bit_and_sum_the_series() {
+        let prim = data(26, 0.31);
+        let a = data(25, 0.17);
+        for n in [0usize, 1, 5, 16, 31, 32, 100] {
+            let two_t: Vec<f64> = (0..n).map(|i| 2.0 * (((i as f64) * 0.7).sin())).collect();
+            let (mut p, mut q) = (vec![0.0; n], vec![0.0; n]);
+            clenshaw_pair(&prim, &a, &two_t, &mut p, &mut q);
+            let (mut pw, mut qw) = (vec![0.0; n], vec![0.0; n]);
+            clenshaw_pair_portable(&prim, &a, &two_t, &mut pw, &mut qw, 0);
+            assert_eq!((&p, &q), (&pw, &qw), "n={n}");
             #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-            // SAFETY: the build targets AVX2 + FMA.
-            assert_eq!(unsafe { x86::norms4_avx2(&a, b) }, got, "AVX2 form, p={p}");
+            {
+                let (mut p2, mut q2) = (vec![0.0; n], vec![0.0; n]);
+                // SAFETY: the build targets AVX2 + FMA.
+                let done = unsafe { x86::clenshaw_pair_avx2(&prim, &a, &two_t, &mut p2, &mut q2) };
+                clenshaw_pair_portable(&prim, &a, &two_t, &mut p2, &mut q2, done);
+                assert_eq!((&p2, &q2), (&pw, &qw), "AVX2 form, n={n}");
+            }
+            for (i, &tt) in two_t.iter().enumerate() {
+                // Direct sum with T_m(t) = cos(m acos t).
+                let theta = (0.5 * tt).acos();
+                let direct = |c: &[f64]| c.iter().enumerate().map(|(m, cm)| cm * (m as f64 * theta).cos()).sum::<f64>();
+                assert!((p[i] - direct(&prim)).abs() < 1e-12 && (q[i] - direct(&a)).abs() < 1e-12, "n={n} i={i}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_dots_equal_the_portable_form_bit_for_bit() {
+        for p in [1usize, 5, 8, 13, 128, 1024] {
+            let rows: Vec<Vec<f64>> = (0..4).map(|r| data(p, 0.13 + r as f64 * 0.07)).collect();
+            let (v0, v1) = (data(p, 0.29), data(p, 0.53));
+            let z = [rows[0].as_slice(), &rows[1], &rows[2], &rows[3]];
+            let got = dots4x2(z, [&v0, &v1]);
+            #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+            {
+                // SAFETY: the build targets AVX2 + FMA.
+                let (a, b) = unsafe { (x86::dots2x2_avx2([z[0], z[1]], [&v0, &v1]), x86::dots2x2_avx2([z[2], z[3]], [&v0, &v1])) };
+                assert_eq!([a[0], a[1], b[0], b[1]], got, "AVX2 form, p={p}");
+            }
             #[cfg(target_arch = "x86_64")]
             if has_avx512() {
                 // SAFETY: AVX-512F is present.
-                assert_eq!(unsafe { x86::norms4_avx512(&a, b) }, got, "AVX-512 form, p={p}");
+                assert_eq!(unsafe { x86::dots4x2_avx512(z, [&v0, &v1]) }, got, "AVX-512 form, p={p}");
             }
+            let norms = squared_norms4(z);
             for r in 0..4 {
-                assert_eq!(got[r], norm_of_sum(&a, &rows[r]), "p={p} row {r}");
-                let direct = a.iter().zip(&rows[r]).map(|(x, y)| (x + y) * (x + y)).sum::<f64>().sqrt();
-                assert!((got[r] - direct).abs() <= 1e-14 * direct, "p={p} row {r}: {} vs {direct}", got[r]);
+                assert_eq!(norms[r], dot(z[r], z[r]), "p={p} row {r}");
+                assert_eq!(got[r], [dot(z[r], &v0), dot(z[r], &v1)], "p={p} row {r}");
+                let direct: f64 = z[r].iter().zip(&v1).map(|(x, y)| x * y).sum();
+                assert!((got[r][1] - direct).abs() <= 1e-13 * z[r].iter().zip(&v1).map(|(x, y)| (x * y).abs()).sum::<f64>(), "p={p}");
             }
         }
+    }
+
+    #[test]
+    fn exponential_is_within_two_ulps_of_libm() {
+        let mut xs: Vec<f64> = (0..20_000).map(|i| -(i as f64) * 0.0354).collect();
+        xs.extend([0.0, -0.0, -1e-300, -0.3465735902799726, -0.34657359027997264, -707.9, -708.0, -708.1, -745.2, -1e300, f64::NEG_INFINITY]);
+        let mut got = xs.clone();
+        exp_nonpositive_in_place(&mut got);
+        for (&x, &e) in xs.iter().zip(&got) {
+            let want = x.exp();
+            if x < -708.0 {
+                assert!(e == 0.0 && want < 3.4e-308, "x={x}: {e}");
+            } else {
+                assert!((e - want).abs() <= 2.0 * f64::EPSILON * want, "x={x}: {e} vs {want}");
+            }
+        }
+        let mut nan = [f64::NAN];
+        exp_nonpositive_in_place(&mut nan);
+        assert!(nan[0].is_nan());
     }
 
     #[test]
