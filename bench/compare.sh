@@ -51,12 +51,14 @@ def figures(path):
 
 ours, theirs = figures(sys.argv[1]), figures(sys.argv[2])
 width = max(len(k) for k in ours)
-print(f"{'figure':<{width}}  {'proco':>10}  {'PyTorch':>10}  {'ours / theirs':>13}")
+print(f"{'figure':<{width}}  {'proco':>10}  {'PyTorch':>10}  {'ours / theirs':>13}  {'proco faster by':>15}")
 for key, a in ours.items():
     if key not in theirs:
         continue
     b = theirs[key]
-    better = "higher is better" if "images/s" in key else "lower is better"
-    ratio = f"{a / b:.2f}x" if b > 0 else "-"
-    print(f"{key:<{width}}  {a:>10.2f}  {b:>10.2f}  {ratio:>13}  ({better})")
+    higher = "images/s" in key
+    better = "higher is better" if higher else "lower is better"
+    ratio = f"{a / b:.3f}x" if b > 0 else "-"
+    speedup = (a / b if higher else b / a) if a > 0 and b > 0 else float("nan")
+    print(f"{key:<{width}}  {a:>10.3f}  {b:>10.3f}  {ratio:>13}  {speedup:>14.1f}x  ({better})")
 PY

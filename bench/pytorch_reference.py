@@ -376,7 +376,7 @@ def main():
     for b in BATCH_SIZES:
         print(f"inference images/s, batch {b}: {inference_throughput(b, device, args.steps, args.seconds):.1f}", flush=True)
     for b in BATCH_SIZES:
-        print(f"ProCo loss + estimator ms/step, batch {b}: {proco_step_time(b, device, args.steps, args.seconds) * 1e3:.2f}",
+        print(f"ProCo loss + estimator ms/step, batch {b}: {proco_step_time(b, device, args.steps, args.seconds) * 1e3:.3f}",
               flush=True)
     if args.full_epoch:
         seconds, n_train, top1 = full_epoch(args.data_dir, device)

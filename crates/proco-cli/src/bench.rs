@@ -90,7 +90,7 @@ fn training(args: &BenchArgs) -> Result<()> {
         println!("inference images/s, batch {batch}: {:.1}", inference_throughput(batch, device, budget)?);
     }
     for batch in TRAIN_BATCH_SIZES {
-        println!("ProCo loss + estimator ms/step, batch {batch}: {:.2}", proco_step_time(batch, device, budget)? * 1e3);
+        println!("ProCo loss + estimator ms/step, batch {batch}: {:.3}", proco_step_time(batch, device, budget)? * 1e3);
     }
     if args.full_epoch {
         epoch(args, device)?;

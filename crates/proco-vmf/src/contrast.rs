@@ -27,6 +27,7 @@
 //! summed in row order, so the output is bit-identical for any thread count.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
@@ -69,8 +70,79 @@ pub struct ContrastLoss {
     pub kt: Vec<f64>,
     /// A(kt) = d s / d kt (N x C row-major).
     pub ratio: Vec<f64>,
-    /// d loss / d features (N x p row-major), for the mean loss.
+    /// d loss / d features (N x p row-major), for the mean loss; empty when the gradient went
+    /// to caller memory ([`GradientOut::Into`]).
     pub grad: Vec<f64>,
+}
+
+/// A batch for [`contrast_loss`].
+#[derive(Debug, Clone, Copy)]
+pub struct ContrastBatch<'a> {
+    /// N x p row-major unit features (not re-checked here).
+    pub features: &'a [f64],
+    /// N class indices.
+    pub labels: &'a [usize],
+    /// Feature dimension p.
+    pub p: usize,
+}
+
+/// Caller memory for the gradient, N x p row-major, possibly uninitialised.
+#[derive(Debug)]
+pub enum GradientMemory<'a> {
+    /// f32 elements (the gradient rounded once, after scaling).
+    F32(&'a mut [MaybeUninit<f32>]),
+    /// f64 elements.
+    F64(&'a mut [MaybeUninit<f64>]),
+}
+
+/// Where [`contrast_loss`] writes d loss / d features.
+#[derive(Debug)]
+pub enum GradientOut<'a> {
+    /// Into [`ContrastLoss::grad`].
+    Owned,
+    /// Every value times `scale` into `memory` (N x p elements, all written on success), for
+    /// example straight into the tensor that carries it back to autograd: no f64 copy is
+    /// kept, which spares the pass a buffer as large as the features.
+    Into {
+        /// N x p elements.
+        memory: GradientMemory<'a>,
+        /// Factor applied before rounding to the memory's type.
+        scale: f64,
+    },
+}
+
+/// A run of rows' share of the gradient memory, with the factor to apply.
+enum GradientRows<'a> {
+    F32(&'a mut [MaybeUninit<f32>], f64),
+    F64(&'a mut [MaybeUninit<f64>], f64),
+}
+
+impl<'a> GradientRows<'a> {
+    /// Splits off the first `len` elements.
+    fn split(self, len: usize) -> (Self, Self) {
+        match self {
+            Self::F32(m, s) => {
+                let (a, b) = m.split_at_mut(len.min(m.len()));
+                (Self::F32(a, s), Self::F32(b, s))
+            }
+            Self::F64(m, s) => {
+                let (a, b) = m.split_at_mut(len.min(m.len()));
+                (Self::F64(a, s), Self::F64(b, s))
+            }
+        }
+    }
+
+    /// Writes `values` (scaled) from element `at` on.
+    fn put(&mut self, at: usize, values: &[f64]) {
+        match self {
+            Self::F32(m, s) => m[at..at + values.len()].iter_mut().zip(values).for_each(|(d, v)| {
+                d.write((*s * v) as f32);
+            }),
+            Self::F64(m, s) => m[at..at + values.len()].iter_mut().zip(values).for_each(|(d, v)| {
+                d.write(*s * v);
+            }),
+        }
+    }
 }
 
 /// How the pair function x -> (F(x), A(x)) is evaluated.
@@ -188,7 +260,7 @@ struct RowsOut<'a> {
     logits: &'a mut [f64],
     kt: &'a [f64],
     ratio: &'a mut [f64],
-    grad: &'a mut [f64],
+    grad: GradientRows<'a>,
 }
 
 fn invalid(reason: String) -> VmfError {
@@ -205,17 +277,17 @@ fn invalid(reason: String) -> VmfError {
 /// [`VmfError::InvalidBatch`] on inconsistent lengths, an empty batch, a label out of range
 /// or a non-positive temperature.
 pub fn contrast_loss<B>(
-    features: &[f64],
-    labels: &[usize],
-    p: usize,
+    input: ContrastBatch<'_>,
     classes: ClassTerms<'_>,
     tau: f64,
     evaluation: &PairEvaluation<'_, B>,
     interpolants: Option<&mut InterpolantCache>,
+    gradient: GradientOut<'_>,
 ) -> Result<ContrastLoss, VmfError>
 where
     B: Fn(f64) -> (f64, f64) + Sync,
 {
+    let ContrastBatch { features, labels, p } = input;
     let (n, c) = (labels.len(), classes.log_prior.len());
     if n == 0 || c == 0 || p == 0 {
         return Err(invalid(format!("the batch needs at least one sample, class and dimension (N = {n}, C = {c}, p = {p})")));
@@ -237,6 +309,15 @@ where
     if !(tau.is_finite() && tau > 0.0) {
         return Err(invalid(format!("temperature tau = {tau} must be finite and > 0")));
     }
+    if let GradientOut::Into { memory, .. } = &gradient {
+        let len = match memory {
+            GradientMemory::F32(m) => m.len(),
+            GradientMemory::F64(m) => m.len(),
+        };
+        if len != n * p {
+            return Err(invalid(format!("gradient memory of {len} elements for N = {n} samples of dimension p = {p}")));
+        }
+    }
 
     let mut out = ContrastLoss {
         loss: 0.0,
@@ -244,7 +325,16 @@ where
         logits: vec![0.0; n * c],
         kt: vec![0.0; n * c],
         ratio: vec![0.0; n * c],
-        grad: vec![0.0; n * p],
+        grad: Vec::new(),
+    };
+    let owned = matches!(gradient, GradientOut::Owned);
+    if owned {
+        out.grad.reserve_exact(n * p);
+    }
+    let grad_rows = match gradient {
+        GradientOut::Owned => GradientRows::F64(&mut out.grad.spare_capacity_mut()[..n * p], 1.0),
+        GradientOut::Into { memory: GradientMemory::F32(m), scale } => GradientRows::F32(m, scale),
+        GradientOut::Into { memory: GradientMemory::F64(m), scale } => GradientRows::F64(m, scale),
     };
     let batch = Batch {
         features,
@@ -306,22 +396,24 @@ where
     let interpolants = chosen;
     // 3. Logits, ratios, per-sample losses and the gradient, row by row.
     if threads == 1 {
-        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: &mut out.grad };
+        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: grad_rows };
         finish_rows(&batch, &interpolants, 0, all);
     } else {
         std::thread::scope(|scope| {
-            let parts = out
-                .per_sample
-                .chunks_mut(rows)
-                .zip(out.logits.chunks_mut(rows * c))
-                .zip(out.kt.chunks(rows * c))
-                .zip(out.ratio.chunks_mut(rows * c))
-                .zip(out.grad.chunks_mut(rows * p));
-            for (t, ((((per_sample, logits), kt), ratio), grad)) in parts.enumerate() {
+            let mut grad_rest = grad_rows;
+            let parts = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks(rows * c)).zip(out.ratio.chunks_mut(rows * c));
+            for (t, (((per_sample, logits), kt), ratio)) in parts.enumerate() {
+                let (grad, rest) = grad_rest.split(per_sample.len() * p);
+                grad_rest = rest;
                 let (batch, interpolants) = (&batch, &interpolants);
                 scope.spawn(move || finish_rows(batch, interpolants, t * rows, RowsOut { per_sample, logits, kt, ratio, grad }));
             }
         });
+    }
+    if owned {
+        // SAFETY: the capacity was reserved above and `finish_rows` wrote every one of the
+        // N x p gradient values through the spare capacity (each row is written whole).
+        unsafe { out.grad.set_len(n * p) };
     }
     out.loss = out.per_sample.iter().sum::<f64>() / n as f64;
     Ok(out)
@@ -406,7 +498,7 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
 }
 
 /// Everything after kt for the rows `first..first + out.per_sample.len()`.
-fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<(&PairInterpolant, f64)>], first: usize, out: RowsOut<'_>) {
+fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<(&PairInterpolant, f64)>], first: usize, mut out: RowsOut<'_>) {
     let (p, c) = (batch.p, batch.log_prior.len());
     let count = out.per_sample.len();
 
@@ -470,14 +562,18 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     let z_weight = |i: usize| coef[i * c..(i + 1) * c].iter().sum::<f64>() * batch.inv_tau;
     let z = &batch.features[first * p..(first + count) * p];
     let km = batch.classes.kappa_mu;
+    // Two rows at a time into a buffer that stays in L1, then to the gradient memory.
+    let mut two_rows = vec![0.0; 2 * p];
     let pairs = count / 2 * 2;
     for i in (0..pairs).step_by(2) {
         let w = [z_weight(i), z_weight(i + 1)];
-        weighted_sums2(&z[i * p..(i + 2) * p], km, &coef[i * c..(i + 2) * c], w, &mut out.grad[i * p..(i + 2) * p]);
+        weighted_sums2(&z[i * p..(i + 2) * p], km, &coef[i * c..(i + 2) * c], w, &mut two_rows);
+        out.grad.put(i * p, &two_rows);
     }
     if pairs < count {
         let i = pairs;
-        weighted_sum(&z[i * p..(i + 1) * p], km, &coef[i * c..(i + 1) * c], z_weight(i), &mut out.grad[i * p..(i + 1) * p]);
+        weighted_sum(&z[i * p..(i + 1) * p], km, &coef[i * c..(i + 1) * c], z_weight(i), &mut two_rows[..p]);
+        out.grad.put(i * p, &two_rows[..p]);
     }
 }
 
@@ -516,7 +612,8 @@ mod tests {
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
         let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
         let mut cache = InterpolantCache::new();
-        contrast_loss(features, &s.labels, s.p, classes, 0.1, &evaluation, interpolate.then_some(&mut cache)).unwrap()
+        let input = ContrastBatch { features, labels: &s.labels, p: s.p };
+        contrast_loss(input, classes, 0.1, &evaluation, interpolate.then_some(&mut cache), GradientOut::Owned).unwrap()
     }
 
     fn run(s: &Setup, features: &[f64], threads: usize) -> ContrastLoss {
@@ -587,6 +684,31 @@ mod tests {
     }
 
     #[test]
+    fn gradient_into_caller_memory_is_the_scaled_owned_one() {
+        let s = setup(300, 6, 20, 11);
+        let nu = 9.0;
+        let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
+        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
+        for threads in [1, 2] {
+            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
+            let input = ContrastBatch { features: &s.features, labels: &s.labels, p: s.p };
+            let owned = contrast_loss(input, classes, 0.1, &evaluation, None, GradientOut::Owned).unwrap();
+            let mut wide = vec![MaybeUninit::<f64>::uninit(); owned.grad.len()];
+            let mut narrow = vec![MaybeUninit::<f32>::uninit(); owned.grad.len()];
+            let into_wide = contrast_loss(input, classes, 0.1, &evaluation, None, GradientOut::Into { memory: GradientMemory::F64(&mut wide), scale: 0.5 }).unwrap();
+            let into_narrow = contrast_loss(input, classes, 0.1, &evaluation, None, GradientOut::Into { memory: GradientMemory::F32(&mut narrow), scale: 0.5 }).unwrap();
+            assert!(into_wide.grad.is_empty() && into_narrow.grad.is_empty());
+            assert_eq!((into_wide.loss, &into_wide.logits), (owned.loss, &owned.logits));
+            for (k, g) in owned.grad.iter().enumerate() {
+                // SAFETY: a successful pass writes every element.
+                let (w, n) = unsafe { (wide[k].assume_init(), narrow[k].assume_init()) };
+                assert_eq!(w, 0.5 * g, "threads={threads} k={k}");
+                assert_eq!(n, (0.5 * g) as f32, "threads={threads} k={k}");
+            }
+        }
+    }
+
+    #[test]
     fn result_is_identical_for_any_thread_count() {
         let s = setup(3000, 12, 20, 3);
         for interpolate in [false, true] {
@@ -625,9 +747,14 @@ mod tests {
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
         let e = PairEvaluation { exact: &bessel, nu: 1.0, max_threads: 1 };
         let mut cache = InterpolantCache::new();
-        assert!(contrast_loss(&s.features[..7], &s.labels, 4, classes, 0.1, &e, Some(&mut cache)).is_err());
-        assert!(contrast_loss(&s.features, &[0, 3], 4, classes, 0.1, &e, Some(&mut cache)).is_err());
-        assert!(contrast_loss(&s.features, &s.labels, 4, classes, 0.0, &e, Some(&mut cache)).is_err());
-        assert!(contrast_loss(&[], &[], 4, classes, 0.1, &e, None).is_err());
+        let batch = |features, labels| ContrastBatch { features, labels, p: 4 };
+        let owned = || GradientOut::Owned;
+        assert!(contrast_loss(batch(&s.features[..7], &s.labels), classes, 0.1, &e, Some(&mut cache), owned()).is_err());
+        assert!(contrast_loss(batch(&s.features, &[0, 3]), classes, 0.1, &e, Some(&mut cache), owned()).is_err());
+        assert!(contrast_loss(batch(&s.features, &s.labels), classes, 0.0, &e, Some(&mut cache), owned()).is_err());
+        assert!(contrast_loss(batch(&[], &[]), classes, 0.1, &e, None, owned()).is_err());
+        let mut short = vec![MaybeUninit::<f32>::uninit(); 7];
+        let into = GradientOut::Into { memory: GradientMemory::F32(&mut short), scale: 1.0 };
+        assert!(contrast_loss(batch(&s.features, &s.labels), classes, 0.1, &e, None, into).is_err(), "gradient memory of the wrong size");
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use proco::loss::HostGradient;
+use proco::loss::{HostBatch, HostGradient};
 use proco::tch::{Device, Kind, Tensor};
 use proco::{validate, BatchStatistics, EstimatorPair, LogPrior, ProCoLoss};
 use rand::SeedableRng;
@@ -47,10 +47,18 @@ fn main() -> proco::Result<()> {
             grad.push_zeros(n as usize * p)?;
             let mut loss = 0.0;
             if with_math {
-                for view in host.chunks_exact(n as usize * p) {
-                    estimators.apply(&BatchStatistics::from_host(view, &labels, c, p)?)?;
-                    let out = loss_fn.host_loss(view, &labels, estimators.previous(), &prior)?;
-                    grad.push(&out.grad, 0.5)?;
+                let (first, second) = host.split_at(n as usize * p);
+                estimators.apply(&BatchStatistics::from_host(first, &labels, c, p)?)?;
+                let after_first = estimators.previous().clone();
+                estimators.apply(&BatchStatistics::from_host(second, &labels, c, p)?)?;
+                let outs = loss_fn.host_losses(
+                    HostBatch { features: first, labels: &labels, estimator: &after_first },
+                    HostBatch { features: second, labels: &labels, estimator: estimators.previous() },
+                    &prior,
+                    &mut grad,
+                    0.5,
+                )?;
+                for out in &outs {
                     loss += 0.5 * out.loss;
                 }
             } else {

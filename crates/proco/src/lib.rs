@@ -11,6 +11,7 @@
 //! - [`validate`]: typed errors for bad feature / label tensors.
 //! - [`bench`]: the measurements behind `proco bench`.
 //! - [`allocator`]: malloc settings that keep a training step free of page faults.
+//! - [`openmp`]: two host jobs side by side on LibTorch's OpenMP threads.
 //!
 //! The mathematics lives in `proco-vmf` (no tensors); this crate knows nothing of the terminal.
 
@@ -24,6 +25,7 @@ mod host_tensor;
 pub mod loader;
 pub mod loss;
 pub mod model;
+pub mod openmp;
 pub mod pipeline;
 pub mod plot;
 pub mod train;

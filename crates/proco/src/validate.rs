@@ -68,11 +68,20 @@ pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
 pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
     let n = check_feature_tensor(features, p)? as usize;
     let numel = n * p;
+    if let Some(src) = cpu_slice::<f32>(features, Kind::Float) {
+        // CPU f32 features are read in place, widened and checked in one pass over each row.
+        let mut values = Vec::with_capacity(numel);
+        let mut worst = 0.0_f64;
+        for row in src.chunks_exact(p) {
+            let start = values.len();
+            values.extend(row.iter().map(|&v| f64::from(v)));
+            worst = worse(worst, (squared_norm(&values[start..]).sqrt() - 1.0).abs());
+        }
+        check_worst(worst, features.kind())?;
+        return Ok(values);
+    }
     let values = if let Some(src) = cpu_slice::<f64>(features, Kind::Double) {
         src.to_vec()
-    } else if let Some(src) = cpu_slice::<f32>(features, Kind::Float) {
-        // CPU f32 features are read in place and widened in the same pass.
-        src.iter().map(|&v| f64::from(v)).collect()
     } else if features.kind() == Kind::Double {
         let mut values = vec![0.0; numel];
         features.detach().f_copy_data(&mut values, numel)?;
@@ -85,9 +94,18 @@ pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
     };
     // A NaN or infinite entry makes its row's sum of squares NaN or infinite, and the fold
     // keeps a NaN once seen, so one pass checks finiteness and norms together.
-    let worst = values.chunks_exact(p).map(|row| (squared_norm(row).sqrt() - 1.0).abs()).fold(0.0, |w: f64, d| if d > w || d.is_nan() { d } else { w });
+    let worst = values.chunks_exact(p).map(|row| (squared_norm(row).sqrt() - 1.0).abs()).fold(0.0, worse);
     check_worst(worst, features.kind())?;
     Ok(values)
+}
+
+/// The larger deviation, NaN winning (so one NaN entry anywhere fails the check).
+fn worse(worst: f64, d: f64) -> f64 {
+    if d > worst || d.is_nan() {
+        d
+    } else {
+        worst
+    }
 }
 
 /// Sum of squares with eight partial sums, so that it vectorises (the check runs on every

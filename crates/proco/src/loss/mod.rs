@@ -5,5 +5,5 @@ mod logit_adjusted;
 mod proco;
 
 pub use logit_adjusted::{LogPrior, LogitAdjustedCe};
-pub use proco::{attach_gradient, BesselRoute, ContrastLogits, HostGradient, ProCoLoss};
+pub use proco::{attach_gradient, BesselRoute, ContrastLogits, HostBatch, HostGradient, ProCoLoss};
 pub use proco_vmf::contrast::ContrastLoss;

@@ -18,9 +18,9 @@
 //!   exactly; the logits are s0 + A (kt - kt.detach()) with s0 and A from the host, whose value
 //!   is s0 and whose derivative is A dkt/dz, as ProCo requires.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastLoss, InterpolantCache, PairEvaluation, MIN_PAIRS_PER_THREAD};
+use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastBatch, ContrastLoss, GradientMemory, GradientOut, InterpolantCache, PairEvaluation, MIN_PAIRS_PER_THREAD};
 use proco_vmf::{bessel_order, compat, FixedOrderBessel};
 use tch::{Device, Kind, Tensor};
 
@@ -67,6 +67,18 @@ pub struct ContrastLogits {
     pub ratio: Vec<f64>,
 }
 
+/// One batch for [`ProCoLoss::host_losses`]: N x p unit features on the host (row-major f64),
+/// N class indices, and the estimator it is scored against.
+#[derive(Debug, Clone, Copy)]
+pub struct HostBatch<'a> {
+    /// N x p row-major unit features.
+    pub features: &'a [f64],
+    /// N class indices.
+    pub labels: &'a [usize],
+    /// The estimator state the batch's logits use.
+    pub estimator: &'a VmfEstimator,
+}
+
 /// The ProCo loss for features of dimension p at temperature tau.
 #[derive(Debug, Clone)]
 pub struct ProCoLoss {
@@ -83,21 +95,23 @@ pub struct ProCoLoss {
     interpolants: SharedInterpolants,
 }
 
-/// An [`InterpolantCache`] behind a lock, so that [`ProCoLoss::host_loss`] can take `&self`;
-/// a clone starts empty (the cache holds no state a result depends on).
+/// [`InterpolantCache`]s behind locks, so that [`ProCoLoss::host_loss`] can take `&self`, one
+/// per concurrent caller ([`ProCoLoss::host_losses`] runs two); a clone starts empty (a cache
+/// holds no state a result depends on, so which one a call gets does not matter either).
 #[derive(Debug, Default)]
-struct SharedInterpolants(Mutex<InterpolantCache>);
+struct SharedInterpolants([Mutex<InterpolantCache>; 2]);
+
+impl SharedInterpolants {
+    /// A free cache if there is one, else the first once it is free. A poisoned cache is still
+    /// consistent: entries are inserted whole, after certification.
+    fn lock(&self) -> MutexGuard<'_, InterpolantCache> {
+        self.0.iter().find_map(|m| m.try_lock().ok()).unwrap_or_else(|| self.0[0].lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
 
 impl Clone for SharedInterpolants {
     fn clone(&self) -> Self {
         Self::default()
-    }
-}
-
-impl std::ops::Deref for SharedInterpolants {
-    type Target = Mutex<InterpolantCache>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
     }
 }
 
@@ -183,16 +197,35 @@ impl ProCoLoss {
     /// `labels` N class indices below the estimator's class count. One pass over the N x C
     /// pairs ([`proco_vmf::contrast::contrast_loss`]), split over the machine's cores.
     pub fn host_loss(&self, features: &[f64], labels: &[usize], estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<ContrastLoss> {
+        let batch = HostBatch { features, labels, estimator };
+        self.host_loss_with(batch, log_prior, self.threads, GradientOut::Owned)
+    }
+
+    /// [`Self::host_loss`] of two batches (ProCo's two views, each with the estimator state it
+    /// is scored against), side by side on LibTorch's OpenMP threads ([`crate::openmp::join`]),
+    /// each single-threaded. Their gradients, times `scale`, go straight into the next
+    /// elements of `grad` (first batch, then second), so the returned losses have an empty
+    /// `grad`; otherwise the results are those of two [`Self::host_loss`] calls. On error
+    /// `grad` must not be attached.
+    pub fn host_losses(&self, first: HostBatch<'_>, second: HostBatch<'_>, log_prior: &LogPrior, grad: &mut HostGradient, scale: f64) -> Result<[ContrastLoss; 2]> {
+        let [mem_a, mem_b] = grad.next_two([first.features.len(), second.features.len()])?;
+        let run = |b: HostBatch<'_>, memory| self.host_loss_with(b, log_prior, 1, GradientOut::Into { memory, scale });
+        let (a, b) = crate::openmp::join(|| run(first, mem_a), || run(second, mem_b));
+        Ok([a?, b?])
+    }
+
+    fn host_loss_with(&self, batch: HostBatch<'_>, log_prior: &LogPrior, max_threads: usize, gradient: GradientOut<'_>) -> Result<ContrastLoss> {
+        let HostBatch { features, labels, estimator } = batch;
         self.check_estimator(estimator, log_prior)?;
         let terms = self.class_terms(estimator);
         let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc, log_prior: log_prior.values() };
         let exact = |x: f64| self.f_and_ratio(x);
-        let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.threads };
-        // The authors' numerics are reproduced pair by pair, not smoothed. A poisoned cache
-        // is still consistent: entries are inserted whole, after certification.
-        let mut cache = self.interpolants.lock().unwrap_or_else(PoisonError::into_inner);
+        let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads };
+        // The authors' numerics are reproduced pair by pair, not smoothed.
+        let mut cache = self.interpolants.lock();
         let interpolants = (self.route == BesselRoute::Exact).then_some(&mut *cache);
-        let out = contrast_loss(features, labels, self.p, classes, self.tau, &evaluation, interpolants)?;
+        let input = ContrastBatch { features, labels, p: self.p };
+        let out = contrast_loss(input, classes, self.tau, &evaluation, interpolants, gradient)?;
         if !out.loss.is_finite() {
             return Err(ProcoError::NonFiniteLoss { value: out.loss });
         }
@@ -382,6 +415,22 @@ impl HostGradient {
         }
         self.filled += grad.len();
         Ok(())
+    }
+
+    /// The memory of the next `counts[0]` and then `counts[1]` elements, for two jobs to fill
+    /// side by side. They count as written from here on: the caller fills every element or
+    /// drops this gradient unattached.
+    fn next_two(&mut self, counts: [usize; 2]) -> Result<[GradientMemory<'_>; 2]> {
+        let range = self.reserve(counts[0].saturating_add(counts[1]))?;
+        self.filled = range.end;
+        let kind = self.values.kind();
+        Ok(if kind == Kind::Double {
+            let (a, b) = cpu_slice_mut::<f64>(&mut self.values, kind).ok_or_else(not_in_place)?[range].split_at_mut(counts[0]);
+            [GradientMemory::F64(a), GradientMemory::F64(b)]
+        } else {
+            let (a, b) = cpu_slice_mut::<f32>(&mut self.values, kind).ok_or_else(not_in_place)?[range].split_at_mut(counts[0]);
+            [GradientMemory::F32(a), GradientMemory::F32(b)]
+        })
     }
 
     /// Appends `count` zeros (rows the loss does not depend on).

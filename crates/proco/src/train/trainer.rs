@@ -13,7 +13,7 @@ use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
 use crate::estimator::{BatchStatistics, EstimatorPair};
 use crate::loader::{Loader, LoaderConfig, SampleTransform};
-use crate::loss::{HostGradient, LogPrior, LogitAdjustedCe, ProCoLoss};
+use crate::loss::{HostBatch, HostGradient, LogPrior, LogitAdjustedCe, ProCoLoss};
 use crate::validate;
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
@@ -194,12 +194,22 @@ impl Objective {
         let prior = self.ce.log_prior();
         let mut grad = HostGradient::for_features(z)?;
         grad.push_zeros(n as usize * p)?;
+        // Each view's loss uses the estimator as updated with that view; the two losses then
+        // run side by side.
+        let (first, second) = host.split_at(n as usize * p);
+        estimators.apply(&BatchStatistics::from_host(first, &labels, num_classes, p)?)?;
+        let after_first = estimators.previous().clone();
+        estimators.apply(&BatchStatistics::from_host(second, &labels, num_classes, p)?)?;
+        let outs = self.proco.host_losses(
+            HostBatch { features: first, labels: &labels, estimator: &after_first },
+            HostBatch { features: second, labels: &labels, estimator: estimators.previous() },
+            prior,
+            &mut grad,
+            0.5,
+        )?;
         let mut loss = 0.0;
         let mut mean_logits = vec![0.0; n as usize * num_classes];
-        for view in host.chunks_exact(n as usize * p) {
-            estimators.apply(&BatchStatistics::from_host(view, &labels, num_classes, p)?)?;
-            let out = self.proco.host_loss(view, &labels, estimators.previous(), prior)?;
-            grad.push(&out.grad, 0.5)?;
+        for out in &outs {
             loss += 0.5 * out.loss;
             mean_logits.iter_mut().zip(&out.logits).for_each(|(m, s)| *m += 0.5 * s);
         }
