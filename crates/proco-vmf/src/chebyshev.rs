@@ -1,5 +1,5 @@
-//! Chebyshev interpolation of the ProCo pair function on one class's range of arguments,
-//! certified against the exact evaluation before it is used.
+//! Chebyshev interpolation of the ProCo pair function on an interval of arguments, certified
+//! against the exact evaluation before it is used.
 //!
 //! Why: in one batch every argument kt_ij of class j lies in [|kappa_j - 1/tau|, kappa_j +
 //! 1/tau], a short interval on which A(x) = I_{nu+1}(x)/I_nu(x) is analytic (its poles, the
@@ -13,8 +13,11 @@
 //! that scale (1e-11 absolute at kt = 1e5).
 //!
 //! An interpolant is only returned when its last coefficients are negligible and it matches
-//! the exact A and F(x) - F(kappa) at both ends and inside the interval within
-//! [`TOLERANCE_ULPS`] ulps; otherwise the caller evaluates every pair exactly.
+//! the exact A and F(x) - F(lo) at both ends and inside the interval within
+//! [`TOLERANCE_ULPS`] ulps; otherwise the caller evaluates every pair exactly. A depends on x
+//! alone, so an interpolant serves any class and batch whose arguments lie in its interval
+//! (the anchor kappa enters only at evaluation), which is what lets
+//! [`crate::contrast::InterpolantCache`] keep them between batches.
 
 use std::sync::OnceLock;
 

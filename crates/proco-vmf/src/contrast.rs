@@ -9,12 +9,15 @@
 //! - d loss / d z_i = sum_j c_ij w_ij with c_ij = (softmax_ij - [j = y_i]) A(kt_ij) / (N tau kt_ij).
 //!
 //! Why one host pass: ProCo's logits need f64 Bessel functions per (sample, class) pair, which
-//! no tensor library has; the rest (a norm per pair, a softmax per row, the gradient's
+//! no tensor library has; the rest (a dot product per pair, a softmax per row, the gradient's
 //! weighted sum of class vectors) is a handful of flops per pair. Doing all of it where the
 //! Bessel values are computed costs one transfer of the features in and one of the gradient
 //! out, instead of a dozen tensor operations, their temporaries and their synchronisations.
-//! kt is formed as the norm of w_ij itself (never as kappa^2 + 2 kappa mu.z/tau + |z|^2/tau^2,
-//! which cancels when z points away from mu), so it is accurate to a few ulps for any inputs.
+//! kt^2 is formed as |kappa mu|^2 + 2 kappa mu.z/tau + |z/tau|^2 (one fused multiply-add per
+//! coordinate, [`crate::kernels`]) except where that form cancels (z pointing away from mu
+//! with kappa near |z|/tau, see [`CANCELLATION_GUARD`]): those pairs take the norm of w_ij
+//! itself, so kt is accurate to a few ulps for any inputs. The gradient can be written
+//! straight into caller memory, scaled and in f32 ([`GradientOut`]).
 //!
 //! The pair function (F, A) is evaluated exactly or, per class, through a Chebyshev
 //! interpolant of A certified against the exact values ([`crate::chebyshev`]): the class's N
@@ -419,12 +422,13 @@ where
     Ok(out)
 }
 
-/// kt^2 = |kappa_j mu_j|^2 + 2 kappa_j mu_j . z_i/tau + |z_i/tau|^2 costs one fused
+/// The largest factor by which the dot-product form of kt^2 may magnify its rounding: kt^2 =
+/// |kappa_j mu_j|^2 + 2 kappa_j mu_j . z_i/tau + |z_i/tau|^2 costs one fused
 /// multiply-add per coordinate (the norm of the sum costs two operations), but cancels where
 /// z_i points away from mu_j: its rounding, relative to (|kappa_j mu_j| + |z_i/tau|)^2, grows
 /// by that over kt^2. Where the factor exceeds this guard, the pair is recomputed as the norm
 /// of the sum, so kt keeps a relative error of a few ulps for every pair.
-const CANCELLATION_GUARD: f64 = 4.0;
+pub const CANCELLATION_GUARD: f64 = 4.0;
 
 /// kt for the rows starting at `first` (as many as `kt` holds, C per row), in blocks of rows
 /// so that each class vector is read from cache once per block, by dot products of four rows
@@ -506,8 +510,8 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     let (mut column, mut s, mut a) = (vec![0.0; count], vec![0.0; count], vec![0.0; count]);
     let mut scratch = Vec::new();
     for (j, interpolant) in interpolants.iter().enumerate() {
-        for (x, i) in column.iter_mut().zip(0..count) {
-            *x = out.kt[i * c + j];
+        for (x, kt_row) in column.iter_mut().zip(out.kt.chunks_exact(c)) {
+            *x = kt_row[j];
         }
         match interpolant {
             Some((ip, anchor)) => {
@@ -522,9 +526,9 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
                 }
             }
         }
-        for i in 0..count {
-            out.logits[i * c + j] = s[i];
-            out.ratio[i * c + j] = a[i];
+        for ((s_row, a_row), (si, ai)) in out.logits.chunks_exact_mut(c).zip(out.ratio.chunks_exact_mut(c)).zip(s.iter().zip(&a)) {
+            s_row[j] = *si;
+            a_row[j] = *ai;
         }
     }
 
@@ -533,8 +537,9 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     // Each step runs over all rows at once as plain loops, which vectorise.
     let mut coef = vec![0.0; count * c];
     let mut max = vec![0.0; count];
-    for (i, m) in max.iter_mut().enumerate() {
-        *m = out.logits[i * c..(i + 1) * c].iter().zip(batch.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| m.max(s + lp));
+    for (m, s_row) in max.iter_mut().zip(out.logits.chunks_exact(c)) {
+        // A NaN logit is not skipped: it reaches the loss, which the caller checks.
+        *m = s_row.iter().zip(batch.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| if s + lp > m || (s + lp).is_nan() { s + lp } else { m });
     }
     for ((w_row, s_row), m) in coef.chunks_exact_mut(c).zip(out.logits.chunks_exact(c)).zip(&max) {
         for ((w, s), lp) in w_row.iter_mut().zip(s_row).zip(batch.log_prior) {

@@ -40,17 +40,17 @@ fn main() -> proco::Result<()> {
             let z = base.detach().set_requires_grad(true);
             let t0 = Instant::now();
             let views = z.f_narrow(0, n, 2 * n)?;
-            let host = validate::unit_features_to_host(&views, p)?;
+            let host = validate::unit_features_on_host(&views, p)?;
             let labels = validate::labels(&y, n, c)?;
             let t1 = Instant::now();
             let mut grad = HostGradient::for_features(&z)?;
             grad.push_zeros(n as usize * p)?;
             let mut loss = 0.0;
             if with_math {
-                let (first, second) = host.split_at(n as usize * p);
-                estimators.apply(&BatchStatistics::from_host(first, &labels, c, p)?)?;
+                let (first, second) = host.rows().split_at(n as usize * p);
+                estimators.apply(&BatchStatistics::from_rows(first, &labels, c, p)?)?;
                 let after_first = estimators.previous().clone();
-                estimators.apply(&BatchStatistics::from_host(second, &labels, c, p)?)?;
+                estimators.apply(&BatchStatistics::from_rows(second, &labels, c, p)?)?;
                 let outs = loss_fn.host_losses(
                     HostBatch { features: first, labels: &labels, estimator: &after_first },
                     HostBatch { features: second, labels: &labels, estimator: estimators.previous() },

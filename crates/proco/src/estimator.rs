@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
 use crate::validate;
+use crate::validate::FeatureRows;
 
 /// Upper clamp of the concentration (the reference's value; also used when the formula fails).
 pub const KAPPA_MAX: f64 = 1e5;
@@ -126,6 +127,19 @@ impl BatchStatistics {
     /// (validated unit rows, see [`validate::unit_features_to_host`]), `labels` N indices.
     /// Sums in row order (as the device path does on a CPU).
     pub fn from_host(features: &[f64], labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
+        Self::from_rows(FeatureRows::F64(features), labels, num_classes, p)
+    }
+
+    /// [`Self::from_host`] for f32 or f64 rows (f32 ones give the statistics of their exact
+    /// f64 widening, without making it).
+    pub fn from_rows(features: FeatureRows<'_>, labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
+        match features {
+            FeatureRows::F32(v) => Self::sum_rows(v, labels, num_classes, p),
+            FeatureRows::F64(v) => Self::sum_rows(v, labels, num_classes, p),
+        }
+    }
+
+    fn sum_rows<T: Copy + Into<f64>>(features: &[T], labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
         if p == 0 || features.len() != labels.len() * p {
             return Err(ProcoError::InvalidFeatures { reason: format!("{} values for {} samples of dimension {p}", features.len(), labels.len()) });
         }
@@ -135,7 +149,7 @@ impl BatchStatistics {
             if l >= num_classes {
                 return Err(ProcoError::InvalidLabels { reason: format!("label {l} is outside 0..{num_classes}") });
             }
-            sums[l * p..(l + 1) * p].iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            sums[l * p..(l + 1) * p].iter_mut().zip(row).for_each(|(s, &v)| *s += v.into());
             counts[l] += 1.0;
         }
         Ok(Self { num_classes, p, sums, counts })
@@ -335,5 +349,21 @@ impl EstimatorPair {
     /// The estimator accumulating the current epoch.
     pub fn current(&self) -> &VmfEstimator {
         &self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_rows_give_the_statistics_of_their_widening() {
+        let rows: Vec<f32> = (0..24).map(|k| ((k as f32) * 0.37).sin()).collect();
+        let wide: Vec<f64> = rows.iter().map(|&v| f64::from(v)).collect();
+        let labels = [0, 2, 2, 1, 0, 2];
+        let narrow = BatchStatistics::from_rows(FeatureRows::F32(&rows), &labels, 3, 4).unwrap();
+        assert_eq!(narrow, BatchStatistics::from_host(&wide, &labels, 3, 4).unwrap());
+        assert!(BatchStatistics::from_rows(FeatureRows::F32(&rows[..20]), &labels, 3, 4).is_err());
+        assert!(BatchStatistics::from_rows(FeatureRows::F32(&rows), &[0, 2, 2, 1, 0, 3], 3, 4).is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! Input checks shared by the estimator and the losses: they turn bad tensors into typed
 //! errors before any arithmetic can turn them into silent NaNs.
 
+use std::borrow::Cow;
+
 use tch::{Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
@@ -66,19 +68,88 @@ pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
 /// returned (N x p row-major): for callers that compute on the host anyway, one transfer does
 /// both jobs.
 pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
+    Ok(unit_features_on_host(features, p)?.rows().to_f64().into_owned())
+}
+
+/// Feature rows on the host (N x p row-major), f32 or f64.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FeatureRows<'a> {
+    /// f32 values (widening them to f64 is exact).
+    F32(&'a [f32]),
+    /// f64 values.
+    F64(&'a [f64]),
+}
+
+impl<'a> FeatureRows<'a> {
+    /// Number of values (N x p).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `mid` values and the rest (`mid` clamped to the length).
+    pub fn split_at(self, mid: usize) -> (Self, Self) {
+        match self {
+            Self::F32(v) => {
+                let (a, b) = v.split_at(mid.min(v.len()));
+                (Self::F32(a), Self::F32(b))
+            }
+            Self::F64(v) => {
+                let (a, b) = v.split_at(mid.min(v.len()));
+                (Self::F64(a), Self::F64(b))
+            }
+        }
+    }
+
+    /// The values in f64: borrowed, or widened (exactly) into a new vector. Widening where
+    /// the values are used keeps the copy in that core's cache.
+    pub fn to_f64(self) -> Cow<'a, [f64]> {
+        match self {
+            Self::F32(v) => Cow::Owned(v.iter().map(|&x| f64::from(x)).collect()),
+            Self::F64(v) => Cow::Borrowed(v),
+        }
+    }
+}
+
+/// Checked unit features on the host ([`unit_features_on_host`]).
+#[derive(Debug)]
+pub enum HostFeatures<'a> {
+    /// A contiguous CPU f32 tensor's memory, read in place.
+    InPlace(&'a [f32]),
+    /// Any other tensor, copied to the host in f64.
+    Copied(Vec<f64>),
+}
+
+impl HostFeatures<'_> {
+    /// The rows.
+    pub fn rows(&self) -> FeatureRows<'_> {
+        match self {
+            Self::InPlace(v) => FeatureRows::F32(v),
+            Self::Copied(v) => FeatureRows::F64(v),
+        }
+    }
+}
+
+/// The checks of [`unit_features`] on the host, without copying a contiguous CPU f32 tensor:
+/// its memory is checked (and later read) in place; any other tensor is copied to f64.
+pub fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
     let n = check_feature_tensor(features, p)? as usize;
     let numel = n * p;
     if let Some(src) = cpu_slice::<f32>(features, Kind::Float) {
-        // CPU f32 features are read in place, widened and checked in one pass over each row.
-        let mut values = Vec::with_capacity(numel);
+        // The norm of each row in f64, exactly as of its widened copy.
         let mut worst = 0.0_f64;
         for row in src.chunks_exact(p) {
-            let start = values.len();
-            values.extend(row.iter().map(|&v| f64::from(v)));
-            worst = worse(worst, (squared_norm(&values[start..]).sqrt() - 1.0).abs());
+            worst = worse(worst, (squared_norm(row).sqrt() - 1.0).abs());
         }
         check_worst(worst, features.kind())?;
-        return Ok(values);
+        return Ok(HostFeatures::InPlace(src));
     }
     let values = if let Some(src) = cpu_slice::<f64>(features, Kind::Double) {
         src.to_vec()
@@ -96,7 +167,7 @@ pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
     // keeps a NaN once seen, so one pass checks finiteness and norms together.
     let worst = values.chunks_exact(p).map(|row| (squared_norm(row).sqrt() - 1.0).abs()).fold(0.0, worse);
     check_worst(worst, features.kind())?;
-    Ok(values)
+    Ok(HostFeatures::Copied(values))
 }
 
 /// The larger deviation, NaN winning (so one NaN entry anywhere fails the check).
@@ -108,15 +179,16 @@ fn worse(worst: f64, d: f64) -> f64 {
     }
 }
 
-/// Sum of squares with eight partial sums, so that it vectorises (the check runs on every
-/// training step).
-fn squared_norm(row: &[f64]) -> f64 {
+/// Sum of squares in f64 with eight partial sums, so that it vectorises (the check runs on
+/// every training step); f32 values are widened first.
+fn squared_norm<T: Copy + Into<f64>>(row: &[T]) -> f64 {
     let mut acc = [0.0; 8];
     let chunks = row.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().map(|v| v * v).sum();
+    let rest: f64 = chunks.remainder().iter().map(|&v| v.into() * v.into()).sum();
     for c in chunks {
         for k in 0..8 {
-            acc[k] += c[k] * c[k];
+            let v: f64 = c[k].into();
+            acc[k] += v * v;
         }
     }
     acc.iter().sum::<f64>() + rest
@@ -162,5 +234,25 @@ mod tests {
         let empty_dim = Tensor::zeros([3, 0], (Kind::Float, Device::Cpu));
         assert!(matches!(unit_features_to_host(&empty_dim, 0), Err(ProcoError::InvalidFeatures { .. })));
         assert!(matches!(unit_features_to_host(&unit, 3), Err(ProcoError::InvalidFeatures { .. })));
+    }
+
+    #[test]
+    fn cpu_f32_features_are_checked_in_place_and_others_copied() {
+        let values = [0.6f32, 0.8, 0.0, 1.0, -1.0, 0.0];
+        let unit = Tensor::from_slice(&values).view([3, 2]);
+        let host = unit_features_on_host(&unit, 2).unwrap();
+        assert!(matches!(host, HostFeatures::InPlace(_)));
+        assert_eq!(host.rows(), FeatureRows::F32(&values));
+        assert_eq!(host.rows().to_f64().into_owned(), unit_features_to_host(&unit, 2).unwrap());
+        let (a, b) = host.rows().split_at(2);
+        assert_eq!((a.len(), b.len()), (2, 4));
+        // Not contiguous: copied, same values.
+        let strided = Tensor::from_slice(&[0.6f32, 0.0, 0.8, 1.0]).view([2, 2]).tr();
+        assert!(matches!(unit_features_on_host(&strided, 2).unwrap(), HostFeatures::Copied(_)));
+        // The in-place path refuses what the copying one refuses.
+        for bad in [[0.6f32, 0.8, 2.0, 0.0], [f32::NAN, 1.0, 1.0, 0.0], [f32::INFINITY, 0.0, 1.0, 0.0]] {
+            let t = Tensor::from_slice(&bad).view([2, 2]);
+            assert!(matches!(unit_features_on_host(&t, 2), Err(ProcoError::InvalidFeatures { .. })), "{bad:?}");
+        }
     }
 }

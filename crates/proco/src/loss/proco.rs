@@ -8,9 +8,11 @@
 //! - Host pass ([`ProCoLoss::host_loss`], the default up to N x C x p = [`HOST_PASS_MAX_WORK`],
 //!   i.e. CIFAR-10/100): the features come to the host once and `proco_vmf::contrast` computes
 //!   kt, the logits (per class through a certified Chebyshev interpolant of A, integrated from
-//!   kappa), the logit-adjusted CE and its exact gradient in one pass; [`attach_gradient`]
-//!   hands the value back to autograd with that gradient. A dozen tensor operations, their
-//!   temporaries and synchronisations become one transfer each way.
+//!   kappa, kept between batches), the logit-adjusted CE and its exact gradient in one pass;
+//!   [`HostGradient`] (or [`attach_gradient`]) hands the value back to autograd with that
+//!   gradient, written by the pass straight into the tensor. A dozen tensor operations, their
+//!   temporaries and synchronisations become one transfer each way. ProCo's two views run
+//!   side by side on LibTorch's OpenMP threads ([`ProCoLoss::host_losses`]).
 //! - Device route ([`ProCoLoss::contrast_logits`], for larger problems such as ImageNet-LT):
 //!   kt^2 = kappa^2 + q with q_ij = (2/tau) z_i . (kappa_j mu_j) + |z_i|^2 / tau^2, one N x C
 //!   matrix product on the features' device instead of an N x C x p tensor (1 GiB at N = 256,
@@ -29,6 +31,7 @@ use crate::estimator::VmfEstimator;
 use crate::host_tensor::cpu_slice_mut;
 use crate::loss::logit_adjusted::{LogPrior, LogitAdjustedCe};
 use crate::validate;
+use crate::validate::FeatureRows;
 
 /// Largest N x C x p for which [`ProCoLoss::loss`] runs entirely on the host by default
 /// ([`ProCoLoss::host_loss`]): CIFAR-100 at batch 256 and p = 128 is 3.3 M. Beyond it (ImageNet-LT:
@@ -67,12 +70,13 @@ pub struct ContrastLogits {
     pub ratio: Vec<f64>,
 }
 
-/// One batch for [`ProCoLoss::host_losses`]: N x p unit features on the host (row-major f64),
-/// N class indices, and the estimator it is scored against.
+/// One batch for [`ProCoLoss::host_losses`]: N x p unit features on the host (checked, see
+/// [`validate::unit_features_on_host`]), N class indices, and the estimator it is scored
+/// against.
 #[derive(Debug, Clone, Copy)]
 pub struct HostBatch<'a> {
-    /// N x p row-major unit features.
-    pub features: &'a [f64],
+    /// N x p row-major unit features; f32 ones are widened by the job that uses them.
+    pub features: FeatureRows<'a>,
     /// N class indices.
     pub labels: &'a [usize],
     /// The estimator state the batch's logits use.
@@ -197,7 +201,7 @@ impl ProCoLoss {
     /// `labels` N class indices below the estimator's class count. One pass over the N x C
     /// pairs ([`proco_vmf::contrast::contrast_loss`]), split over the machine's cores.
     pub fn host_loss(&self, features: &[f64], labels: &[usize], estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<ContrastLoss> {
-        let batch = HostBatch { features, labels, estimator };
+        let batch = HostBatch { features: FeatureRows::F64(features), labels, estimator };
         self.host_loss_with(batch, log_prior, self.threads, GradientOut::Owned)
     }
 
@@ -216,6 +220,7 @@ impl ProCoLoss {
 
     fn host_loss_with(&self, batch: HostBatch<'_>, log_prior: &LogPrior, max_threads: usize, gradient: GradientOut<'_>) -> Result<ContrastLoss> {
         let HostBatch { features, labels, estimator } = batch;
+        let features = features.to_f64();
         self.check_estimator(estimator, log_prior)?;
         let terms = self.class_terms(estimator);
         let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc, log_prior: log_prior.values() };
@@ -224,7 +229,7 @@ impl ProCoLoss {
         // The authors' numerics are reproduced pair by pair, not smoothed.
         let mut cache = self.interpolants.lock();
         let interpolants = (self.route == BesselRoute::Exact).then_some(&mut *cache);
-        let input = ContrastBatch { features, labels, p: self.p };
+        let input = ContrastBatch { features: &features, labels, p: self.p };
         let out = contrast_loss(input, classes, self.tau, &evaluation, interpolants, gradient)?;
         if !out.loss.is_finite() {
             return Err(ProcoError::NonFiniteLoss { value: out.loss });
@@ -460,13 +465,78 @@ impl HostGradient {
                 reason: format!("{} of {} gradient values written for features of shape {:?}", self.filled, self.numel(), features.size()),
             });
         }
-        let out_kind = features.kind();
-        let flat = features.f_to_kind(self.values.kind())?.f_flatten(0, -1)?;
-        let inner = flat.f_dot(&self.values.f_to_device(features.device())?)?;
-        Ok(inner.f_sub(&inner.detach())?.f_add_scalar(value)?.f_to_kind(out_kind)?)
+        // Conversions only where needed: each no-op call still costs a dispatch.
+        let (out_kind, kind) = (features.kind(), self.values.kind());
+        let converted;
+        let features = if out_kind == kind {
+            features
+        } else {
+            converted = features.f_to_kind(kind)?;
+            &converted
+        };
+        let values = if features.device() == Device::Cpu { self.values } else { self.values.f_to_device(features.device())? };
+        let inner = features.f_flatten(0, -1)?.f_dot(&values)?;
+        let loss = inner.f_sub(&inner.detach())?.f_add_scalar(value)?;
+        Ok(if out_kind == kind { loss } else { loss.f_to_kind(out_kind)? })
     }
 }
 
 fn not_in_place() -> ProcoError {
     ProcoError::InvalidFeatures { reason: "the gradient buffer is not a contiguous CPU tensor (an internal error; please report it)".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn host_gradient_carries_exactly_what_was_written() {
+        let z = Tensor::from_slice(&[0.6f32, 0.8, 1.0, 0.0, 0.0, 1.0]).view([3, 2]).set_requires_grad(true);
+        let mut g = HostGradient::for_features(&z).unwrap();
+        g.push_zeros(2).unwrap();
+        g.push(&[1.0, -2.0, 0.25, 3.0], 0.5).unwrap();
+        assert!(g.push(&[1.0], 1.0).is_err(), "more values than the features hold");
+        let loss = g.attach(&z, 1.25).unwrap();
+        assert_eq!(loss.double_value(&[]), 1.25);
+        loss.backward();
+        assert_eq!(Vec::<f32>::try_from(&z.grad().flatten(0, -1)).unwrap(), vec![0.0, 0.0, 0.5, -1.0, 0.125, 1.5]);
+
+        let mut partial = HostGradient::for_features(&z).unwrap();
+        partial.push(&[1.0; 4], 1.0).unwrap();
+        assert!(partial.attach(&z, 0.0).is_err(), "an unwritten gradient is refused");
+    }
+
+    #[test]
+    fn two_views_side_by_side_equal_two_single_calls() {
+        let (n, c, p) = (40, 5, 16);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let estimator = VmfEstimator::new(c, p, &mut rng).unwrap();
+        let features: Vec<f64> = (0..2 * n).flat_map(|_| proco_vmf::random_unit_vector(p, &mut rng)).collect();
+        let labels: Vec<usize> = (0..n).map(|i| i % c).collect();
+        let prior = LogPrior::from_counts(&[50.0, 20.0, 10.0, 5.0, 2.0]).unwrap();
+        let loss = ProCoLoss::new(p, 0.1).unwrap();
+        let (first, second) = features.split_at(n * p);
+        let singles = [first, second].map(|v| loss.host_loss(v, &labels, &estimator, &prior).unwrap());
+
+        let z = Tensor::from_slice(&features).view([2 * n as i64, p as i64]).to_kind(Kind::Float).set_requires_grad(true);
+        let mut grad = HostGradient::for_features(&z).unwrap();
+        let pair = loss
+            .host_losses(
+                HostBatch { features: FeatureRows::F64(first), labels: &labels, estimator: &estimator },
+                HostBatch { features: FeatureRows::F64(second), labels: &labels, estimator: &estimator },
+                &prior,
+                &mut grad,
+                0.5,
+            )
+            .unwrap();
+        for (one, single) in pair.iter().zip(&singles) {
+            assert_eq!((one.loss, &one.logits, &one.per_sample), (single.loss, &single.logits, &single.per_sample));
+            assert!(one.grad.is_empty());
+        }
+        grad.attach(&z, 0.0).unwrap().backward();
+        let got = Vec::<f32>::try_from(&z.grad().flatten(0, -1)).unwrap();
+        let want: Vec<f32> = singles.iter().flat_map(|s| s.grad.iter().map(|g| (0.5 * g) as f32)).collect();
+        assert_eq!(got, want);
+    }
 }

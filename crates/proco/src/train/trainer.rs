@@ -189,17 +189,17 @@ impl Objective {
             return self.proco_branch_on_device(z, y, estimators);
         }
         let views = z.f_narrow(0, n, 2 * n)?;
-        let host = validate::unit_features_to_host(&views, p)?;
+        let host = validate::unit_features_on_host(&views, p)?;
         let labels = validate::labels(y, n, num_classes)?;
         let prior = self.ce.log_prior();
         let mut grad = HostGradient::for_features(z)?;
         grad.push_zeros(n as usize * p)?;
         // Each view's loss uses the estimator as updated with that view; the two losses then
         // run side by side.
-        let (first, second) = host.split_at(n as usize * p);
-        estimators.apply(&BatchStatistics::from_host(first, &labels, num_classes, p)?)?;
+        let (first, second) = host.rows().split_at(n as usize * p);
+        estimators.apply(&BatchStatistics::from_rows(first, &labels, num_classes, p)?)?;
         let after_first = estimators.previous().clone();
-        estimators.apply(&BatchStatistics::from_host(second, &labels, num_classes, p)?)?;
+        estimators.apply(&BatchStatistics::from_rows(second, &labels, num_classes, p)?)?;
         let outs = self.proco.host_losses(
             HostBatch { features: first, labels: &labels, estimator: &after_first },
             HostBatch { features: second, labels: &labels, estimator: estimators.previous() },
