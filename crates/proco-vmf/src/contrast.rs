@@ -16,7 +16,9 @@
 //! kt^2 is formed as |kappa mu|^2 + 2 kappa mu.z/tau + |z/tau|^2 (one fused multiply-add per
 //! coordinate, [`crate::kernels`]) except where that form cancels (z pointing away from mu
 //! with kappa near |z|/tau, see [`CANCELLATION_GUARD`]): those pairs take the norm of w_ij
-//! itself, so kt is accurate to a few ulps for any inputs. The gradient can be written
+//! itself, so the form never magnifies kt's rounding by more than that guard (kt's error is
+//! then that of a p-term dot product: a few ulps typically, at worst growing like p/8 ulps,
+//! as for the norm of the sum). The gradient can be written
 //! straight into caller memory, scaled and in f32 ([`GradientOut`]).
 //!
 //! The pair function (F, A) is evaluated exactly or, per class, through a Chebyshev
@@ -54,7 +56,9 @@ pub struct ClassTerms<'a> {
     pub kappa_mu: &'a [f64],
     /// kappa_j, C entries (the anchor of the interpolated logits).
     pub kappa: &'a [f64],
-    /// logc_j = F(kappa_j), C entries.
+    /// logc_j = F(kappa_j), C entries: subtracted from F(kt) for classes evaluated exactly;
+    /// interpolated classes integrate A from kappa_j instead, which gives the same logit to
+    /// rounding (both are the same F, see [`crate::FixedOrderBessel`]).
     pub logc: &'a [f64],
     /// log prior_j of the logit adjustment, C entries (zeros for plain cross entropy).
     pub log_prior: &'a [f64],
@@ -121,15 +125,15 @@ enum GradientRows<'a> {
 }
 
 impl<'a> GradientRows<'a> {
-    /// Splits off the first `len` elements.
+    /// Splits off the first `len` elements (at most the length, which the caller checked).
     fn split(self, len: usize) -> (Self, Self) {
         match self {
             Self::F32(m, s) => {
-                let (a, b) = m.split_at_mut(len.min(m.len()));
+                let (a, b) = m.split_at_mut(len);
                 (Self::F32(a, s), Self::F32(b, s))
             }
             Self::F64(m, s) => {
-                let (a, b) = m.split_at_mut(len.min(m.len()));
+                let (a, b) = m.split_at_mut(len);
                 (Self::F64(a, s), Self::F64(b, s))
             }
         }
@@ -248,7 +252,6 @@ struct Batch<'a, B> {
     labels: &'a [usize],
     p: usize,
     classes: ClassTerms<'a>,
-    log_prior: &'a [f64],
     /// 1 / tau: z / tau is formed as a product (an ulp from the quotient, at a fraction of
     /// the cost).
     inv_tau: f64,
@@ -344,7 +347,6 @@ where
         labels,
         p,
         classes,
-        log_prior: classes.log_prior,
         inv_tau: 1.0 / tau,
         grad_scale: 1.0 / (n as f64 * tau),
         exact: evaluation.exact,
@@ -387,7 +389,7 @@ where
         }
         _ => None,
     };
-    let chosen: Vec<Option<(&PairInterpolant, f64)>> = ranges
+    let interpolants: Vec<Option<(&PairInterpolant, f64)>> = ranges
         .iter()
         .zip(&local)
         .zip(classes.kappa)
@@ -396,7 +398,6 @@ where
             lattice.or(own.as_ref()).map(|ip| (ip, ip.primitive_at(kappa)))
         })
         .collect();
-    let interpolants = chosen;
     // 3. Logits, ratios, per-sample losses and the gradient, row by row.
     if threads == 1 {
         let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: grad_rows };
@@ -434,7 +435,7 @@ pub const CANCELLATION_GUARD: f64 = 4.0;
 /// so that each class vector is read from cache once per block, by dot products of four rows
 /// with two class vectors at a time (see [`CANCELLATION_GUARD`]).
 fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
-    let (p, c) = (batch.p, batch.log_prior.len());
+    let (p, c) = (batch.p, batch.classes.log_prior.len());
     let count = kt.len() / c;
     let inv_tau = batch.inv_tau;
     let km = batch.classes.kappa_mu;
@@ -503,7 +504,7 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
 
 /// Everything after kt for the rows `first..first + out.per_sample.len()`.
 fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<(&PairInterpolant, f64)>], first: usize, mut out: RowsOut<'_>) {
-    let (p, c) = (batch.p, batch.log_prior.len());
+    let (p, c) = (batch.p, batch.classes.log_prior.len());
     let count = out.per_sample.len();
 
     // s and A class by class: a column of kt shares its interpolant.
@@ -539,10 +540,10 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     let mut max = vec![0.0; count];
     for (m, s_row) in max.iter_mut().zip(out.logits.chunks_exact(c)) {
         // A NaN logit is not skipped: it reaches the loss, which the caller checks.
-        *m = s_row.iter().zip(batch.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| if s + lp > m || (s + lp).is_nan() { s + lp } else { m });
+        *m = s_row.iter().zip(batch.classes.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| if s + lp > m || (s + lp).is_nan() { s + lp } else { m });
     }
     for ((w_row, s_row), m) in coef.chunks_exact_mut(c).zip(out.logits.chunks_exact(c)).zip(&max) {
-        for ((w, s), lp) in w_row.iter_mut().zip(s_row).zip(batch.log_prior) {
+        for ((w, s), lp) in w_row.iter_mut().zip(s_row).zip(batch.classes.log_prior) {
             *w = s + lp - m;
         }
     }
@@ -552,7 +553,7 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
         let weights = &mut coef[i * c..(i + 1) * c];
         let sum_exp: f64 = weights.iter().sum();
         let lse = max[i] + sum_exp.ln();
-        out.per_sample[i] = lse - out.logits[i * c + label] - batch.log_prior[label];
+        out.per_sample[i] = lse - out.logits[i * c + label] - batch.classes.log_prior[label];
         let inv_sum = 1.0 / sum_exp;
         weights.iter_mut().for_each(|w| *w *= inv_sum);
         weights[label] -= 1.0;

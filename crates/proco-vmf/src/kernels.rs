@@ -55,9 +55,14 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
             acc[k] = ca[k].mul_add(cb[k], acc[k]);
         }
     }
+    reduce(&acc, dot_tail(a, b))
+}
+
+/// The coordinates past the last multiple of 8 of a . b, one fused multiply-add each.
+#[inline(always)]
+fn dot_tail(a: &[f64], b: &[f64]) -> f64 {
     let whole = a.len() / 8 * 8;
-    let tail = a[whole..].iter().zip(&b[whole..]).fold(0.0, |t, (x, y)| x.mul_add(*y, t));
-    reduce(&acc, tail)
+    a[whole..].iter().zip(&b[whole..]).fold(0.0, |t, (x, y)| x.mul_add(*y, t))
 }
 
 /// [`dot`] of four rows `z_r` with two vectors `v_c` (all of one length): out[r][c] = z_r . v_c,
@@ -101,7 +106,7 @@ pub(crate) fn squared_norms4(z: [&[f64]; 4]) -> [f64; 4] {
 pub(crate) fn weighted_sums2(z: &[f64], v: &[f64], c: &[f64], w: [f64; 2], out: &mut [f64]) {
     let p = out.len() / 2;
     let classes = c.len() / 2;
-    assert!(z.len() == 2 * p && c.len() == 2 * classes && v.len() == classes * p, "inconsistent lengths");
+    assert!(out.len() == 2 * p && z.len() == 2 * p && c.len() == 2 * classes && v.len() == classes * p, "inconsistent lengths");
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: AVX-512F is present (checked at run time); lengths checked above.
@@ -231,7 +236,7 @@ fn exp_nonpositive(x: f64) -> f64 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{reduce, weighted_sums_portable};
+    use super::{dot_tail, reduce, weighted_sums_portable};
 
     /// Generates the SIMD forms of [`super::clenshaw_pair`]: `$g` registers of `$lanes` points
     /// per pass (enough independent chains to keep the FMA units busy). Returns how many
@@ -281,12 +286,6 @@ mod x86 {
     clenshaw_simd!(clenshaw_pair_avx512, "avx512f", 8, 4, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_sub_pd, _mm512_mul_pd);
     clenshaw_simd!(clenshaw_pair_avx2, "avx2,fma", 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_sub_pd, _mm256_mul_pd);
 
-    /// The coordinates past the last multiple of 8 of a . b, as [`super::dot`] sums them.
-    #[inline(always)]
-    fn dot_tail(a: &[f64], b: &[f64]) -> f64 {
-        let whole = a.len() / 8 * 8;
-        a[whole..].iter().zip(&b[whole..]).fold(0.0, |t, (x, y)| x.mul_add(*y, t))
-    }
 
     /// AVX-512F [`super::dots4x2`]: one register of eight partial sums per (row, vector).
     #[target_feature(enable = "avx512f")]

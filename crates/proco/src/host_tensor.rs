@@ -21,30 +21,36 @@ fn in_place<T>(tensor: &Tensor, kind: Kind) -> Option<*mut T> {
 
 /// The elements of a contiguous CPU tensor of element type `T` (`kind`), read in place, or
 /// `None` for any other tensor.
-pub(crate) fn cpu_slice<T>(tensor: &Tensor, kind: Kind) -> Option<&[T]> {
+///
+/// # Safety
+/// Nothing may write to the tensor's storage (through this or any other tensor sharing it,
+/// on any thread) while the slice is alive.
+pub(crate) unsafe fn cpu_slice<T>(tensor: &Tensor, kind: Kind) -> Option<&[T]> {
     if tensor.numel() == 0 {
         return None;
     }
     let ptr = in_place::<T>(tensor, kind)?;
     // SAFETY: a contiguous CPU tensor of `kind` (element size checked to be T's) holds
     // `numel` initialised, aligned elements from `data_ptr()` (the storage offset included);
-    // the slice borrows `tensor`, which keeps the storage alive, and nothing in this crate
-    // writes to a tensor while such a slice is held.
+    // the slice borrows `tensor`, which keeps the storage alive, and the caller guarantees
+    // that nothing writes to it meanwhile.
     Some(unsafe { std::slice::from_raw_parts(ptr, tensor.numel()) })
 }
 
 /// The elements of a contiguous CPU tensor of element type `T` (`kind`), writable in place
-/// (possibly uninitialised, as from `Tensor::empty`), or `None` for any other tensor. The
-/// caller must own `tensor` exclusively (a fresh tensor no view shares), which the `&mut`
-/// borrow stands for.
-pub(crate) fn cpu_slice_mut<T>(tensor: &mut Tensor, kind: Kind) -> Option<&mut [MaybeUninit<T>]> {
+/// (possibly uninitialised, as from `Tensor::empty`), or `None` for any other tensor.
+///
+/// # Safety
+/// No other tensor may share `tensor`'s storage (no view, no shallow clone) while the slice
+/// is alive: the `&mut` borrow only covers this handle.
+pub(crate) unsafe fn cpu_slice_mut<T>(tensor: &mut Tensor, kind: Kind) -> Option<&mut [MaybeUninit<T>]> {
     if tensor.numel() == 0 {
         return None;
     }
     let ptr = in_place::<T>(tensor, kind)?;
     // SAFETY: as in `cpu_slice`, `numel` aligned elements of T start at `ptr`; as
     // `MaybeUninit<T>` they may be uninitialised. `tensor` is borrowed mutably for the
-    // slice's lifetime and, by this function's contract, shares its storage with no other
+    // slice's lifetime and, by the caller's guarantee, shares its storage with no other
     // tensor, so the slice is the only access.
     Some(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<MaybeUninit<T>>(), tensor.numel()) })
 }

@@ -6,8 +6,9 @@
 //! pass at batch 256: 2.1x slower than one thread). Handing the second job to that worker
 //! through GNU OpenMP's own entry point (`GOMP_parallel`) uses the core it already holds
 //! (measured: 0.74x of one thread). The entry points are looked up at run time, so nothing is
-//! linked: where LibTorch is not built with GNU OpenMP, where it is limited to one thread, or
-//! inside another parallel region, the two jobs simply run one after the other.
+//! linked (Intel's OpenMP runtime exports the same GNU entry points and serves them too):
+//! where no such runtime is loaded, where it is limited to one thread, or inside another
+//! parallel region, the two jobs simply run one after the other ([`available`] says which).
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -58,6 +59,13 @@ fn gomp() -> Option<&'static Gomp> {
         }
     })
     .as_ref()
+}
+
+/// Whether [`join`] can run its two jobs side by side: an OpenMP runtime with the GNU entry
+/// points is loaded and allows at least two threads.
+pub fn available() -> bool {
+    // SAFETY: a plain libgomp query.
+    gomp().is_some_and(|g| unsafe { (g.max_threads)() } >= 2)
 }
 
 /// A job and the slot for its outcome.
@@ -119,13 +127,9 @@ unsafe extern "C" fn pair_body<RA, RB>(data: *mut c_void) {
 /// Runs `a` and `b`, on two OpenMP threads where available (see the module notes), and
 /// returns both results; a panic in either is resumed here after both have finished.
 pub fn join<'a, RA: Send, RB: Send>(a: impl FnOnce() -> RA + Send + 'a, b: impl FnOnce() -> RB + Send + 'a) -> (RA, RB) {
-    let Some(gomp) = gomp() else {
+    let Some(gomp) = gomp().filter(|_| available()) else {
         return (a(), b());
     };
-    // SAFETY: a plain libgomp query.
-    if unsafe { (gomp.max_threads)() } < 2 {
-        return (a(), b());
-    }
     let pair = Pair { a: Job::new(a), b: Job::new(b), gomp };
     // SAFETY: `pair_body::<RA, RB>` matches the `Pair<RA, RB>` passed as its data; the jobs
     // are `Send` (they may run on the worker) and `pair` outlives the call, which returns only

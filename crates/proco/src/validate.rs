@@ -142,7 +142,10 @@ impl HostFeatures<'_> {
 pub fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
     let n = check_feature_tensor(features, p)? as usize;
     let numel = n * p;
-    if let Some(src) = cpu_slice::<f32>(features, Kind::Float) {
+    // SAFETY (both in-place reads): ProCo only reads features; nothing writes to them while
+    // the returned view is alive (the training step holds them until its backward pass,
+    // which writes only gradients).
+    if let Some(src) = unsafe { cpu_slice::<f32>(features, Kind::Float) } {
         // The norm of each row in f64, exactly as of its widened copy.
         let mut worst = 0.0_f64;
         for row in src.chunks_exact(p) {
@@ -151,7 +154,7 @@ pub fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures
         check_worst(worst, features.kind())?;
         return Ok(HostFeatures::InPlace(src));
     }
-    let values = if let Some(src) = cpu_slice::<f64>(features, Kind::Double) {
+    let values = if let Some(src) = unsafe { cpu_slice::<f64>(features, Kind::Double) } {
         src.to_vec()
     } else if features.kind() == Kind::Double {
         let mut values = vec![0.0; numel];
@@ -205,7 +208,8 @@ pub fn labels(labels: &Tensor, n: i64, num_classes: usize) -> Result<Vec<usize>>
         return bad(format!("expected shape [{n}] to match the features, got {:?}", labels.size()));
     }
     let copied;
-    let host: &[i64] = match cpu_slice::<i64>(labels, Kind::Int64) {
+    // SAFETY: the labels are only read, and copied here before anything else runs.
+    let host: &[i64] = match unsafe { cpu_slice::<i64>(labels, Kind::Int64) } {
         Some(host) => host,
         None => {
             copied = Vec::<i64>::try_from(&labels.f_to_device(tch::Device::Cpu)?)?;

@@ -207,15 +207,26 @@ impl ProCoLoss {
 
     /// [`Self::host_loss`] of two batches (ProCo's two views, each with the estimator state it
     /// is scored against), side by side on LibTorch's OpenMP threads ([`crate::openmp::join`]),
-    /// each single-threaded. Their gradients, times `scale`, go straight into the next
-    /// elements of `grad` (first batch, then second), so the returned losses have an empty
-    /// `grad`; otherwise the results are those of two [`Self::host_loss`] calls. On error
-    /// `grad` must not be attached.
+    /// each single-threaded (without an OpenMP pool, one after the other). Their gradients,
+    /// times `scale`, go straight into the next elements of `grad` (first batch, then
+    /// second), so the returned losses have an empty `grad`; otherwise the results are those
+    /// of two [`Self::host_loss`] calls. On error those elements stay unwritten, and
+    /// [`HostGradient::attach`] refuses `grad`.
     pub fn host_losses(&self, first: HostBatch<'_>, second: HostBatch<'_>, log_prior: &LogPrior, grad: &mut HostGradient, scale: f64) -> Result<[ContrastLoss; 2]> {
-        let [mem_a, mem_b] = grad.next_two([first.features.len(), second.features.len()])?;
-        let run = |b: HostBatch<'_>, memory| self.host_loss_with(b, log_prior, 1, GradientOut::Into { memory, scale });
-        let (a, b) = crate::openmp::join(|| run(first, mem_a), || run(second, mem_b));
-        Ok([a?, b?])
+        let counts = [first.features.len(), second.features.len()];
+        let [mem_a, mem_b] = grad.next_two(counts)?;
+        let (a, b) = if crate::openmp::available() {
+            let run = |b: HostBatch<'_>, memory| self.host_loss_with(b, log_prior, 1, GradientOut::Into { memory, scale });
+            crate::openmp::join(|| run(first, mem_a), || run(second, mem_b))
+        } else {
+            // No OpenMP pool to borrow: one view after the other, each on all cores.
+            let run = |b: HostBatch<'_>, memory| self.host_loss_with(b, log_prior, self.threads, GradientOut::Into { memory, scale });
+            (run(first, mem_a), run(second, mem_b))
+        };
+        let (a, b) = (a?, b?);
+        // Both passes succeeded, so every element of both parts has been written.
+        grad.mark_written(counts[0] + counts[1])?;
+        Ok([a, b])
     }
 
     fn host_loss_with(&self, batch: HostBatch<'_>, log_prior: &LogPrior, max_threads: usize, gradient: GradientOut<'_>) -> Result<ContrastLoss> {
@@ -394,6 +405,15 @@ impl HostGradient {
         self.values.numel()
     }
 
+    /// The gradient tensor's memory (`T` must match its kind: f64 for `Double`, f32 else).
+    fn memory<T>(&mut self) -> Result<&mut [std::mem::MaybeUninit<T>]> {
+        let kind = self.values.kind();
+        // SAFETY: `values` was created by `for_features` as a fresh contiguous CPU tensor,
+        // is private to this struct and never shared (no view or shallow clone of it exists
+        // before `attach` consumes it), so the `&mut self` borrow is the only access.
+        unsafe { cpu_slice_mut::<T>(&mut self.values, kind) }.ok_or_else(not_in_place)
+    }
+
     fn reserve(&self, count: usize) -> Result<std::ops::Range<usize>> {
         let end = self.filled.checked_add(count).filter(|&e| e <= self.numel());
         end.map(|end| self.filled..end).ok_or_else(|| ProcoError::InvalidFeatures {
@@ -408,12 +428,12 @@ impl HostGradient {
             return Ok(());
         }
         if self.values.kind() == Kind::Double {
-            let dst = cpu_slice_mut::<f64>(&mut self.values, Kind::Double).ok_or_else(not_in_place)?;
+            let dst = self.memory::<f64>()?;
             for (d, &g) in dst[range].iter_mut().zip(grad) {
                 d.write(scale * g);
             }
         } else {
-            let dst = cpu_slice_mut::<f32>(&mut self.values, Kind::Float).ok_or_else(not_in_place)?;
+            let dst = self.memory::<f32>()?;
             for (d, &g) in dst[range].iter_mut().zip(grad) {
                 d.write((scale * g) as f32);
             }
@@ -423,19 +443,24 @@ impl HostGradient {
     }
 
     /// The memory of the next `counts[0]` and then `counts[1]` elements, for two jobs to fill
-    /// side by side. They count as written from here on: the caller fills every element or
-    /// drops this gradient unattached.
+    /// side by side. They do not count as written until [`Self::mark_written`].
     fn next_two(&mut self, counts: [usize; 2]) -> Result<[GradientMemory<'_>; 2]> {
         let range = self.reserve(counts[0].saturating_add(counts[1]))?;
-        self.filled = range.end;
         let kind = self.values.kind();
         Ok(if kind == Kind::Double {
-            let (a, b) = cpu_slice_mut::<f64>(&mut self.values, kind).ok_or_else(not_in_place)?[range].split_at_mut(counts[0]);
+            let (a, b) = self.memory::<f64>()?[range].split_at_mut(counts[0]);
             [GradientMemory::F64(a), GradientMemory::F64(b)]
         } else {
-            let (a, b) = cpu_slice_mut::<f32>(&mut self.values, kind).ok_or_else(not_in_place)?[range].split_at_mut(counts[0]);
+            let (a, b) = self.memory::<f32>()?[range].split_at_mut(counts[0]);
             [GradientMemory::F32(a), GradientMemory::F32(b)]
         })
+    }
+
+    /// Counts the next `count` elements as written (after jobs handed them by
+    /// [`Self::next_two`] have all succeeded).
+    fn mark_written(&mut self, count: usize) -> Result<()> {
+        self.filled = self.reserve(count)?.end;
+        Ok(())
     }
 
     /// Appends `count` zeros (rows the loss does not depend on).
@@ -445,11 +470,11 @@ impl HostGradient {
             return Ok(());
         }
         if self.values.kind() == Kind::Double {
-            cpu_slice_mut::<f64>(&mut self.values, Kind::Double).ok_or_else(not_in_place)?[range].iter_mut().for_each(|d| {
+            self.memory::<f64>()?[range].iter_mut().for_each(|d| {
                 d.write(0.0);
             });
         } else {
-            cpu_slice_mut::<f32>(&mut self.values, Kind::Float).ok_or_else(not_in_place)?[range].iter_mut().for_each(|d| {
+            self.memory::<f32>()?[range].iter_mut().for_each(|d| {
                 d.write(0.0);
             });
         }
@@ -538,5 +563,18 @@ mod tests {
         let got = Vec::<f32>::try_from(&z.grad().flatten(0, -1)).unwrap();
         let want: Vec<f32> = singles.iter().flat_map(|s| s.grad.iter().map(|g| (0.5 * g) as f32)).collect();
         assert_eq!(got, want);
+
+        // A failing view leaves the gradient unwritten, and attaching it is refused.
+        let bad_labels: Vec<usize> = (0..n).map(|i| if i == 3 { c } else { i % c }).collect();
+        let mut grad = HostGradient::for_features(&z).unwrap();
+        let failed = loss.host_losses(
+            HostBatch { features: FeatureRows::F64(first), labels: &labels, estimator: &estimator },
+            HostBatch { features: FeatureRows::F64(second), labels: &bad_labels, estimator: &estimator },
+            &prior,
+            &mut grad,
+            0.5,
+        );
+        assert!(failed.is_err());
+        assert!(grad.attach(&z, 0.0).is_err());
     }
 }

@@ -177,8 +177,8 @@ impl Objective {
     /// row-major, on the host, for the training accuracy).
     ///
     /// Up to [`ProCoLoss::uses_host_pass`], views 2 and 3 travel to the host once, where the
-    /// estimator updates, logits, losses and the exact gradient are computed
-    /// ([`ProCoLoss::host_loss`]); the gradient is written into a [`HostGradient`] for all of
+    /// estimator updates, logits, losses and the exact gradient are computed (the two views
+    /// side by side, [`ProCoLoss::host_losses`]); the gradient is written into a [`HostGradient`] for all of
     /// `z` (zeros for view 1, which the branch does not use: autograd then hands `z` one
     /// gradient tensor instead of scattering a slice into a zero-filled one).
     pub fn proco_branch(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, Vec<f64>)> {
