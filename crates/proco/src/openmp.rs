@@ -21,7 +21,6 @@ type IntFn = unsafe extern "C" fn() -> c_int;
 struct Gomp {
     parallel: ParallelFn,
     thread_num: IntFn,
-    num_threads: IntFn,
     max_threads: IntFn,
 }
 
@@ -39,16 +38,14 @@ fn gomp() -> Option<&'static Gomp> {
                 let ptr = unsafe { dlsym(std::ptr::null_mut(), name.as_ptr()) };
                 (!ptr.is_null()).then_some(ptr)
             };
-            let (parallel, thread_num, num_threads, max_threads) =
-                (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_num_threads")?, find(c"omp_get_max_threads")?);
+            let (parallel, thread_num, max_threads) = (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_max_threads")?);
             // SAFETY: these are libgomp's exported functions, whose C signatures are
             // void GOMP_parallel(void (*)(void *), void *, unsigned, unsigned) and
-            // int omp_get_{thread_num,num_threads,max_threads}(void).
+            // int omp_get_{thread_num,max_threads}(void).
             unsafe {
                 Some(Gomp {
                     parallel: std::mem::transmute::<*mut c_void, ParallelFn>(parallel),
                     thread_num: std::mem::transmute::<*mut c_void, IntFn>(thread_num),
-                    num_threads: std::mem::transmute::<*mut c_void, IntFn>(num_threads),
                     max_threads: std::mem::transmute::<*mut c_void, IntFn>(max_threads),
                 })
             }
@@ -104,22 +101,23 @@ struct Pair<'a, RA, RB> {
     gomp: &'static Gomp,
 }
 
-/// The body every thread of the parallel region runs: thread 0 takes `a`, thread 1 `b`; with
-/// a single thread, thread 0 takes both.
+/// The body every thread of the parallel region runs: thread 0 takes `a` and then `b` if no
+/// one has started it, thread 1 takes `b` and then `a` likewise. A worker that wakes late (on
+/// a busy or slowed core) thus costs nothing: the first thread simply runs both jobs.
 unsafe extern "C" fn pair_body<RA, RB>(data: *mut c_void) {
     // SAFETY: `data` is the `Pair` that `join` passed to GOMP_parallel, alive until
     // GOMP_parallel returns (its end is a barrier for every thread of the region).
     let pair = unsafe { &*(data as *const Pair<'_, RA, RB>) };
-    // SAFETY: plain libgomp queries, valid inside a parallel region.
-    let (thread, threads) = unsafe { ((pair.gomp.thread_num)(), (pair.gomp.num_threads)()) };
-    match thread {
+    // SAFETY: a plain libgomp query, valid inside a parallel region.
+    match unsafe { (pair.gomp.thread_num)() } {
         0 => {
             pair.a.run();
-            if threads < 2 {
-                pair.b.run();
-            }
+            pair.b.run();
         }
-        1 => pair.b.run(),
+        1 => {
+            pair.b.run();
+            pair.a.run();
+        }
         _ => {}
     }
 }
