@@ -284,6 +284,7 @@ mod x86 {
     }
 
     clenshaw_simd!(clenshaw_pair_avx512, "avx512f", 8, 4, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_sub_pd, _mm512_mul_pd);
+    #[cfg(all(target_feature = "avx2", target_feature = "fma"))]
     clenshaw_simd!(clenshaw_pair_avx2, "avx2,fma", 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_sub_pd, _mm256_mul_pd);
 
 
@@ -347,6 +348,7 @@ mod x86 {
     }
 
     /// AVX2 + FMA dots of two rows with two vectors: partial sums 0-3 and 4-7 in two registers.
+    #[cfg(all(target_feature = "avx2", target_feature = "fma"))]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dots2x2_avx2(z: [&[f64]; 2], v: [&[f64]; 2]) -> [[f64; 2]; 2] {
         let len = v[0].len();
@@ -409,6 +411,7 @@ mod x86 {
     }
 
     /// AVX2 + FMA [`super::weighted_sums2`], 8 coordinates of both rows per pass over the classes.
+    #[cfg(all(target_feature = "avx2", target_feature = "fma"))]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weighted_sums2_avx2(z: &[f64], v: &[f64], c: &[f64], w: [f64; 2], out: &mut [f64]) {
         let p = out.len() / 2;
