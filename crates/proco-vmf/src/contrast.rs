@@ -102,6 +102,61 @@ pub enum GradientMemory<'a> {
     F64(&'a mut [MaybeUninit<f64>]),
 }
 
+impl<'a> GradientMemory<'a> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(m) => m.len(),
+            Self::F64(m) => m.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `mid` elements and the rest. Panics if `mid` exceeds the length, as slices
+    /// do.
+    pub fn split_at(self, mid: usize) -> (Self, Self) {
+        match self {
+            Self::F32(m) => {
+                let (a, b) = m.split_at_mut(mid);
+                (Self::F32(a), Self::F32(b))
+            }
+            Self::F64(m) => {
+                let (a, b) = m.split_at_mut(mid);
+                (Self::F64(a), Self::F64(b))
+            }
+        }
+    }
+
+    /// Writes `scale * v` for each v of `values` from element `at` on, rounded once to the
+    /// element type. Panics if that runs past the end, as slice indexing does.
+    pub fn write_scaled(&mut self, at: usize, values: &[f64], scale: f64) {
+        match self {
+            Self::F32(m) => m[at..at + values.len()].iter_mut().zip(values).for_each(|(d, v)| {
+                d.write((scale * v) as f32);
+            }),
+            Self::F64(m) => m[at..at + values.len()].iter_mut().zip(values).for_each(|(d, v)| {
+                d.write(scale * v);
+            }),
+        }
+    }
+
+    /// Writes zeros over every element.
+    pub fn write_zeros(&mut self) {
+        match self {
+            Self::F32(m) => m.iter_mut().for_each(|d| {
+                d.write(0.0);
+            }),
+            Self::F64(m) => m.iter_mut().for_each(|d| {
+                d.write(0.0);
+            }),
+        }
+    }
+}
+
 /// Where [`contrast_loss`] writes d loss / d features.
 #[derive(Debug)]
 pub enum GradientOut<'a> {
@@ -116,40 +171,6 @@ pub enum GradientOut<'a> {
         /// Factor applied before rounding to the memory's type.
         scale: f64,
     },
-}
-
-/// A run of rows' share of the gradient memory, with the factor to apply.
-enum GradientRows<'a> {
-    F32(&'a mut [MaybeUninit<f32>], f64),
-    F64(&'a mut [MaybeUninit<f64>], f64),
-}
-
-impl<'a> GradientRows<'a> {
-    /// Splits off the first `len` elements (at most the length, which the caller checked).
-    fn split(self, len: usize) -> (Self, Self) {
-        match self {
-            Self::F32(m, s) => {
-                let (a, b) = m.split_at_mut(len);
-                (Self::F32(a, s), Self::F32(b, s))
-            }
-            Self::F64(m, s) => {
-                let (a, b) = m.split_at_mut(len);
-                (Self::F64(a, s), Self::F64(b, s))
-            }
-        }
-    }
-
-    /// Writes `values` (scaled) from element `at` on.
-    fn put(&mut self, at: usize, values: &[f64]) {
-        match self {
-            Self::F32(m, s) => m[at..at + values.len()].iter_mut().zip(values).for_each(|(d, v)| {
-                d.write((*s * v) as f32);
-            }),
-            Self::F64(m, s) => m[at..at + values.len()].iter_mut().zip(values).for_each(|(d, v)| {
-                d.write(*s * v);
-            }),
-        }
-    }
 }
 
 /// How the pair function x -> (F(x), A(x)) is evaluated.
@@ -266,7 +287,10 @@ struct RowsOut<'a> {
     logits: &'a mut [f64],
     kt: &'a [f64],
     ratio: &'a mut [f64],
-    grad: GradientRows<'a>,
+    /// These rows' share of the gradient memory.
+    grad: GradientMemory<'a>,
+    /// Factor applied to the gradient as it is written.
+    grad_out_scale: f64,
 }
 
 fn invalid(reason: String) -> VmfError {
@@ -316,10 +340,7 @@ where
         return Err(invalid(format!("temperature tau = {tau} must be finite and > 0")));
     }
     if let GradientOut::Into { memory, .. } = &gradient {
-        let len = match memory {
-            GradientMemory::F32(m) => m.len(),
-            GradientMemory::F64(m) => m.len(),
-        };
+        let len = memory.len();
         if len != n * p {
             return Err(invalid(format!("gradient memory of {len} elements for N = {n} samples of dimension p = {p}")));
         }
@@ -337,10 +358,9 @@ where
     if owned {
         out.grad.reserve_exact(n * p);
     }
-    let grad_rows = match gradient {
-        GradientOut::Owned => GradientRows::F64(&mut out.grad.spare_capacity_mut()[..n * p], 1.0),
-        GradientOut::Into { memory: GradientMemory::F32(m), scale } => GradientRows::F32(m, scale),
-        GradientOut::Into { memory: GradientMemory::F64(m), scale } => GradientRows::F64(m, scale),
+    let (grad_memory, grad_out_scale) = match gradient {
+        GradientOut::Owned => (GradientMemory::F64(&mut out.grad.spare_capacity_mut()[..n * p]), 1.0),
+        GradientOut::Into { memory, scale } => (memory, scale),
     };
     let batch = Batch {
         features,
@@ -400,17 +420,17 @@ where
         .collect();
     // 3. Logits, ratios, per-sample losses and the gradient, row by row.
     if threads == 1 {
-        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: grad_rows };
+        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: grad_memory, grad_out_scale };
         finish_rows(&batch, &interpolants, 0, all);
     } else {
         std::thread::scope(|scope| {
-            let mut grad_rest = grad_rows;
+            let mut grad_rest = grad_memory;
             let parts = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks(rows * c)).zip(out.ratio.chunks_mut(rows * c));
             for (t, (((per_sample, logits), kt), ratio)) in parts.enumerate() {
-                let (grad, rest) = grad_rest.split(per_sample.len() * p);
+                let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
                 grad_rest = rest;
                 let (batch, interpolants) = (&batch, &interpolants);
-                scope.spawn(move || finish_rows(batch, interpolants, t * rows, RowsOut { per_sample, logits, kt, ratio, grad }));
+                scope.spawn(move || finish_rows(batch, interpolants, t * rows, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
             }
         });
     }
@@ -574,12 +594,12 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     for i in (0..pairs).step_by(2) {
         let w = [z_weight(i), z_weight(i + 1)];
         weighted_sums2(&z[i * p..(i + 2) * p], km, &coef[i * c..(i + 2) * c], w, &mut two_rows);
-        out.grad.put(i * p, &two_rows);
+        out.grad.write_scaled(i * p, &two_rows, out.grad_out_scale);
     }
     if pairs < count {
         let i = pairs;
         weighted_sum(&z[i * p..(i + 1) * p], km, &coef[i * c..(i + 1) * c], z_weight(i), &mut two_rows[..p]);
-        out.grad.put(i * p, &two_rows[..p]);
+        out.grad.write_scaled(i * p, &two_rows[..p], out.grad_out_scale);
     }
 }
 

@@ -380,66 +380,45 @@ mod x86 {
         out
     }
 
-    /// AVX-512F [`super::weighted_sums2`], 16 coordinates of both rows per pass over the classes.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_sums2_avx512(z: &[f64], v: &[f64], c: &[f64], w: [f64; 2], out: &mut [f64]) {
-        let p = out.len() / 2;
-        let classes = c.len() / 2;
-        let whole = p / 16 * 16;
-        let (w0, w1) = (_mm512_set1_pd(w[0]), _mm512_set1_pd(w[1]));
-        let mut k = 0;
-        while k < whole {
-            let mut g00 = _mm512_mul_pd(w0, _mm512_loadu_pd(z.as_ptr().add(k)));
-            let mut g01 = _mm512_mul_pd(w0, _mm512_loadu_pd(z.as_ptr().add(k + 8)));
-            let mut g10 = _mm512_mul_pd(w1, _mm512_loadu_pd(z.as_ptr().add(p + k)));
-            let mut g11 = _mm512_mul_pd(w1, _mm512_loadu_pd(z.as_ptr().add(p + k + 8)));
-            for j in 0..classes {
-                let (v0, v1) = (_mm512_loadu_pd(v.as_ptr().add(j * p + k)), _mm512_loadu_pd(v.as_ptr().add(j * p + k + 8)));
-                let (c0, c1) = (_mm512_set1_pd(*c.get_unchecked(j)), _mm512_set1_pd(*c.get_unchecked(classes + j)));
-                g00 = _mm512_fmadd_pd(c0, v0, g00);
-                g01 = _mm512_fmadd_pd(c0, v1, g01);
-                g10 = _mm512_fmadd_pd(c1, v0, g10);
-                g11 = _mm512_fmadd_pd(c1, v1, g11);
+    /// Generates the SIMD forms of [`super::weighted_sums2`]: two registers of `$lanes`
+    /// coordinates per row, for both rows, per pass over the classes; the coordinates past the
+    /// last multiple of 2 `$lanes` go to the portable form.
+    macro_rules! weighted_sums_simd {
+        ($name:ident, $feat:literal, $lanes:literal, $set1:ident, $load:ident, $store:ident, $mul:ident, $fmadd:ident) => {
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $name(z: &[f64], v: &[f64], c: &[f64], w: [f64; 2], out: &mut [f64]) {
+                let p = out.len() / 2;
+                let classes = c.len() / 2;
+                let whole = p / (2 * $lanes) * (2 * $lanes);
+                let (w0, w1) = ($set1(w[0]), $set1(w[1]));
+                let mut k = 0;
+                while k < whole {
+                    let mut g00 = $mul(w0, $load(z.as_ptr().add(k)));
+                    let mut g01 = $mul(w0, $load(z.as_ptr().add(k + $lanes)));
+                    let mut g10 = $mul(w1, $load(z.as_ptr().add(p + k)));
+                    let mut g11 = $mul(w1, $load(z.as_ptr().add(p + k + $lanes)));
+                    for j in 0..classes {
+                        let (v0, v1) = ($load(v.as_ptr().add(j * p + k)), $load(v.as_ptr().add(j * p + k + $lanes)));
+                        let (c0, c1) = ($set1(*c.get_unchecked(j)), $set1(*c.get_unchecked(classes + j)));
+                        g00 = $fmadd(c0, v0, g00);
+                        g01 = $fmadd(c0, v1, g01);
+                        g10 = $fmadd(c1, v0, g10);
+                        g11 = $fmadd(c1, v1, g11);
+                    }
+                    $store(out.as_mut_ptr().add(k), g00);
+                    $store(out.as_mut_ptr().add(k + $lanes), g01);
+                    $store(out.as_mut_ptr().add(p + k), g10);
+                    $store(out.as_mut_ptr().add(p + k + $lanes), g11);
+                    k += 2 * $lanes;
+                }
+                weighted_sums_portable(z, v, c, &w, out, whole);
             }
-            _mm512_storeu_pd(out.as_mut_ptr().add(k), g00);
-            _mm512_storeu_pd(out.as_mut_ptr().add(k + 8), g01);
-            _mm512_storeu_pd(out.as_mut_ptr().add(p + k), g10);
-            _mm512_storeu_pd(out.as_mut_ptr().add(p + k + 8), g11);
-            k += 16;
-        }
-        weighted_sums_portable(z, v, c, &w, out, whole);
+        };
     }
 
-    /// AVX2 + FMA [`super::weighted_sums2`], 8 coordinates of both rows per pass over the classes.
+    weighted_sums_simd!(weighted_sums2_avx512, "avx512f", 8, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_mul_pd, _mm512_fmadd_pd);
     #[cfg(all(target_feature = "avx2", target_feature = "fma"))]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_sums2_avx2(z: &[f64], v: &[f64], c: &[f64], w: [f64; 2], out: &mut [f64]) {
-        let p = out.len() / 2;
-        let classes = c.len() / 2;
-        let whole = p / 8 * 8;
-        let (w0, w1) = (_mm256_set1_pd(w[0]), _mm256_set1_pd(w[1]));
-        let mut k = 0;
-        while k < whole {
-            let mut g00 = _mm256_mul_pd(w0, _mm256_loadu_pd(z.as_ptr().add(k)));
-            let mut g01 = _mm256_mul_pd(w0, _mm256_loadu_pd(z.as_ptr().add(k + 4)));
-            let mut g10 = _mm256_mul_pd(w1, _mm256_loadu_pd(z.as_ptr().add(p + k)));
-            let mut g11 = _mm256_mul_pd(w1, _mm256_loadu_pd(z.as_ptr().add(p + k + 4)));
-            for j in 0..classes {
-                let (v0, v1) = (_mm256_loadu_pd(v.as_ptr().add(j * p + k)), _mm256_loadu_pd(v.as_ptr().add(j * p + k + 4)));
-                let (c0, c1) = (_mm256_set1_pd(*c.get_unchecked(j)), _mm256_set1_pd(*c.get_unchecked(classes + j)));
-                g00 = _mm256_fmadd_pd(c0, v0, g00);
-                g01 = _mm256_fmadd_pd(c0, v1, g01);
-                g10 = _mm256_fmadd_pd(c1, v0, g10);
-                g11 = _mm256_fmadd_pd(c1, v1, g11);
-            }
-            _mm256_storeu_pd(out.as_mut_ptr().add(k), g00);
-            _mm256_storeu_pd(out.as_mut_ptr().add(k + 4), g01);
-            _mm256_storeu_pd(out.as_mut_ptr().add(p + k), g10);
-            _mm256_storeu_pd(out.as_mut_ptr().add(p + k + 4), g11);
-            k += 8;
-        }
-        weighted_sums_portable(z, v, c, &w, out, whole);
-    }
+    weighted_sums_simd!(weighted_sums2_avx2, "avx2,fma", 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_mul_pd, _mm256_fmadd_pd);
 }
 
 #[cfg(test)]

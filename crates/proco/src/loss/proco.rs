@@ -405,13 +405,20 @@ impl HostGradient {
         self.values.numel()
     }
 
-    /// The gradient tensor's memory (`T` must match its kind: f64 for `Double`, f32 else).
-    fn memory<T>(&mut self) -> Result<&mut [std::mem::MaybeUninit<T>]> {
+    /// The memory of the elements in `range`.
+    fn memory(&mut self, range: std::ops::Range<usize>) -> Result<GradientMemory<'_>> {
         let kind = self.values.kind();
         // SAFETY: `values` was created by `for_features` as a fresh contiguous CPU tensor,
         // is private to this struct and never shared (no view or shallow clone of it exists
         // before `attach` consumes it), so the `&mut self` borrow is the only access.
-        unsafe { cpu_slice_mut::<T>(&mut self.values, kind) }.ok_or_else(not_in_place)
+        let memory = unsafe {
+            if kind == Kind::Double {
+                cpu_slice_mut::<f64>(&mut self.values, kind).map(|m| GradientMemory::F64(&mut m[range]))
+            } else {
+                cpu_slice_mut::<f32>(&mut self.values, kind).map(|m| GradientMemory::F32(&mut m[range]))
+            }
+        };
+        memory.ok_or_else(not_in_place)
     }
 
     fn reserve(&self, count: usize) -> Result<std::ops::Range<usize>> {
@@ -427,17 +434,7 @@ impl HostGradient {
         if grad.is_empty() {
             return Ok(());
         }
-        if self.values.kind() == Kind::Double {
-            let dst = self.memory::<f64>()?;
-            for (d, &g) in dst[range].iter_mut().zip(grad) {
-                d.write(scale * g);
-            }
-        } else {
-            let dst = self.memory::<f32>()?;
-            for (d, &g) in dst[range].iter_mut().zip(grad) {
-                d.write((scale * g) as f32);
-            }
-        }
+        self.memory(range)?.write_scaled(0, grad, scale);
         self.filled += grad.len();
         Ok(())
     }
@@ -446,14 +443,8 @@ impl HostGradient {
     /// side by side. They do not count as written until [`Self::mark_written`].
     fn next_two(&mut self, counts: [usize; 2]) -> Result<[GradientMemory<'_>; 2]> {
         let range = self.reserve(counts[0].saturating_add(counts[1]))?;
-        let kind = self.values.kind();
-        Ok(if kind == Kind::Double {
-            let (a, b) = self.memory::<f64>()?[range].split_at_mut(counts[0]);
-            [GradientMemory::F64(a), GradientMemory::F64(b)]
-        } else {
-            let (a, b) = self.memory::<f32>()?[range].split_at_mut(counts[0]);
-            [GradientMemory::F32(a), GradientMemory::F32(b)]
-        })
+        let (a, b) = self.memory(range)?.split_at(counts[0]);
+        Ok([a, b])
     }
 
     /// Counts the next `count` elements as written (after jobs handed them by
@@ -469,15 +460,7 @@ impl HostGradient {
         if count == 0 {
             return Ok(());
         }
-        if self.values.kind() == Kind::Double {
-            self.memory::<f64>()?[range].iter_mut().for_each(|d| {
-                d.write(0.0);
-            });
-        } else {
-            self.memory::<f32>()?[range].iter_mut().for_each(|d| {
-                d.write(0.0);
-            });
-        }
+        self.memory(range)?.write_zeros();
         self.filled += count;
         Ok(())
     }
