@@ -68,7 +68,7 @@ pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
 /// returned (N x p row-major): for callers that compute on the host anyway, one transfer does
 /// both jobs.
 pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
-    Ok(unit_features_on_host(features, p)?.rows().to_f64().into_owned())
+    Ok(unit_features_on_host(features, p)?.into_f64())
 }
 
 /// Feature rows on the host (N x p row-major), f32 or f64.
@@ -133,6 +133,15 @@ impl HostFeatures<'_> {
         match self {
             Self::InPlace(v) => FeatureRows::F32(v),
             Self::Copied(v) => FeatureRows::F64(v),
+        }
+    }
+
+    /// The values in f64: widened from the tensor's memory, or the copy itself (no second
+    /// copy).
+    pub fn into_f64(self) -> Vec<f64> {
+        match self {
+            Self::InPlace(v) => FeatureRows::F32(v).to_f64().into_owned(),
+            Self::Copied(v) => v,
         }
     }
 }
