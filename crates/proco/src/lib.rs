@@ -21,6 +21,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod estimator;
+mod host_autograd;
 mod host_tensor;
 pub mod loader;
 pub mod loss;

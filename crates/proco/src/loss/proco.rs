@@ -28,6 +28,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
 use crate::estimator::VmfEstimator;
+use crate::host_autograd::scalar_with_gradient;
 use crate::host_tensor::cpu_slice_mut;
 use crate::loss::logit_adjusted::{LogPrior, LogitAdjustedCe};
 use crate::validate;
@@ -381,11 +382,10 @@ pub fn attach_gradient(features: &Tensor, grad: &[f64], value: f64) -> Result<Te
 /// The gradient of a loss computed on the host, written piece by piece straight into the
 /// tensor that carries it back into autograd.
 ///
-/// [`Self::attach`] returns value + <features, G> - <features, G>.detach(): one dot product
-/// whose backward is one scaled copy of G, and two inner products that cancel exactly in the
-/// value. This is how a host loss re-enters autograd without a custom backward node. G is f64
-/// for f64 features and f32 otherwise (f16's range is too small for it); it is built on the
-/// host and moved to the features' device in one transfer.
+/// [`Self::attach`] returns a scalar whose backward hands G itself to autograd (see
+/// [`crate::host_autograd`]): on the CPU, G becomes the features' gradient without a copy.
+/// G is f64 for f64 features and f32 otherwise (f16's range is too small for it); it is
+/// built on the host and moved to the features' device in one transfer.
 #[derive(Debug)]
 pub struct HostGradient {
     values: Tensor,
@@ -397,7 +397,7 @@ impl HostGradient {
     /// [`Self::push_zeros`] in row-major order).
     pub fn for_features(features: &Tensor) -> Result<Self> {
         let kind = if features.kind() == Kind::Double { Kind::Double } else { Kind::Float };
-        let values = Tensor::f_empty([features.numel() as i64], (kind, Device::Cpu))?;
+        let values = Tensor::f_empty(features.size(), (kind, Device::Cpu))?;
         Ok(Self { values, filled: 0 })
     }
 
@@ -466,26 +466,16 @@ impl HostGradient {
     }
 
     /// The scalar loss `value` with this gradient in `features` (the tensor it was made for);
-    /// fails unless every element has been written.
+    /// fails unless every element has been written. The result's backward may run once
+    /// (more often only with `retain_graph`).
     pub fn attach(self, features: &Tensor, value: f64) -> Result<Tensor> {
-        if self.filled != self.numel() || features.numel() != self.numel() {
+        if self.filled != self.numel() || features.size() != self.values.size() {
             return Err(ProcoError::InvalidFeatures {
                 reason: format!("{} of {} gradient values written for features of shape {:?}", self.filled, self.numel(), features.size()),
             });
         }
-        // Conversions only where needed: each no-op call still costs a dispatch.
-        let (out_kind, kind) = (features.kind(), self.values.kind());
-        let converted;
-        let features = if out_kind == kind {
-            features
-        } else {
-            converted = features.f_to_kind(kind)?;
-            &converted
-        };
         let values = if features.device() == Device::Cpu { self.values } else { self.values.f_to_device(features.device())? };
-        let inner = features.f_flatten(0, -1)?.f_dot(&values)?;
-        let loss = inner.f_sub(&inner.detach())?.f_add_scalar(value)?;
-        Ok(if out_kind == kind { loss } else { loss.f_to_kind(out_kind)? })
+        scalar_with_gradient(features, values, value)
     }
 }
 
@@ -510,6 +500,28 @@ mod tests {
         loss.backward();
         assert_eq!(Vec::<f32>::try_from(&z.grad().flatten(0, -1)).unwrap(), vec![0.0, 0.0, 0.5, -1.0, 0.125, 1.5]);
 
+        // Backward hands the written memory itself to z.grad (no copy), once.
+        let z = z.detach().set_requires_grad(true);
+        let mut g = HostGradient::for_features(&z).unwrap();
+        g.push(&[1.0; 6], 2.0).unwrap();
+        let memory = g.values.data_ptr();
+        let loss = g.attach(&z, 0.0).unwrap();
+        loss.f_backward().unwrap();
+        assert_eq!(z.grad().data_ptr(), memory);
+        assert_eq!(Vec::<f32>::try_from(&z.grad().flatten(0, -1)).unwrap(), vec![2.0; 6]);
+        let again = loss.f_backward().unwrap_err().to_string();
+        assert!(again.contains("retain_graph"), "{again}");
+
+        // An upstream factor scales it; a kept graph can be differentiated again.
+        let z = z.detach().set_requires_grad(true);
+        let mut g = HostGradient::for_features(&z).unwrap();
+        g.push(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 1.0).unwrap();
+        let loss = g.attach(&z, 0.0).unwrap().f_mul_scalar(3.0).unwrap();
+        for keep_graph in [true, true, false] {
+            let grads = Tensor::f_run_backward(&[&loss], &[&z], keep_graph, false).unwrap();
+            assert_eq!(Vec::<f32>::try_from(&grads[0].flatten(0, -1)).unwrap(), vec![3.0, 6.0, 9.0, 12.0, 15.0, 18.0]);
+        }
+        assert!(Tensor::f_run_backward(&[&loss], &[&z], false, false).is_err());
         let mut partial = HostGradient::for_features(&z).unwrap();
         partial.push(&[1.0; 4], 1.0).unwrap();
         assert!(partial.attach(&z, 0.0).is_err(), "an unwritten gradient is refused");

@@ -1,0 +1,103 @@
+// An autograd node whose gradient was computed outside LibTorch (ProCo's host pass).
+//
+// Why C++: tch exposes no custom autograd function. Without one, a host-computed gradient G
+// re-enters autograd as value + <z, G> - <z, G>.detach(): a dot product and two scalar
+// operations forward, and backward a fresh tensor of G times the upstream gradient that
+// autograd then stores as z.grad. This node hands G itself to autograd instead: forward
+// creates one scalar, backward scales G in place (not at all when the upstream gradient is 1)
+// and returns it, so LibTorch's gradient accumulation can adopt it without a copy.
+//
+// Called from Rust (crates/proco/src/loss/host_autograd.rs) through a C ABI; every C++
+// exception is caught here and returned as a message.
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/graph_task.h>
+
+#include <cstring>
+#include <exception>
+#include <c10/util/intrusive_ptr.h>
+#include <string>
+#include <utility>
+
+namespace {
+
+using torch::autograd::Node;
+using torch::autograd::variable_list;
+
+// d value / d features = grad_ (the features' shape; owned by this node alone).
+class HostGradientBackward final : public Node {
+ public:
+  explicit HostGradientBackward(at::Tensor grad) : grad_(std::move(grad)) {}
+
+  variable_list apply(variable_list&& grads) override {
+    TORCH_CHECK(grad_.defined(),
+                "the ProCo loss's gradient was already handed to an earlier backward pass; "
+                "run backward with retain_graph = true to differentiate the loss more than once");
+    const at::Tensor& upstream = grads.at(0);
+    if (!upstream.defined()) {
+      return {at::Tensor()};
+    }
+    // A graph kept for another backward pass keeps G; otherwise G is handed over and can be
+    // scaled in place.
+    const bool keep = torch::autograd::get_current_graph_task_keep_graph();
+    at::Tensor g = keep ? grad_ : std::exchange(grad_, at::Tensor());
+    if (upstream.device().is_cpu()) {
+      const double scale = upstream.item<double>();
+      if (scale != 1.0) {
+        g = keep ? g.mul(scale) : g.mul_(scale);
+      }
+    } else {
+      // Reading the scale would synchronise the device.
+      g = keep ? g.mul(upstream) : g.mul_(upstream);
+    }
+    return {std::move(g)};
+  }
+
+  std::string name() const override { return "ProCoHostGradientBackward"; }
+
+  void release_variables() override { grad_.reset(); }
+
+ private:
+  at::Tensor grad_;
+};
+
+void copy_message(const char* what, char* message, size_t capacity) {
+  if (capacity == 0) {
+    return;
+  }
+  std::strncpy(message, what, capacity - 1);
+  message[capacity - 1] = '\0';
+}
+
+}  // namespace
+
+// A 0-dimensional tensor holding `value` in the dtype and on the device of `*features`,
+// whose gradient in `*features` is `*grad` (same shape; this takes a reference to it and
+// may scale it in place during backward, so the caller must not use it afterwards). Without
+// grad mode or when `*features` does not require grad, the tensor is a plain constant.
+// Returns the new tensor (free it as tch frees tensors), or null with `message` filled in.
+extern "C" at::Tensor* proco_attach_host_gradient(const at::Tensor* features, const at::Tensor* grad, double value,
+                                                  char* message, size_t capacity) {
+  try {
+    TORCH_CHECK(features->sizes() == grad->sizes(), "the gradient's shape ", grad->sizes(),
+                " differs from the features' ", features->sizes());
+    TORCH_CHECK(features->device() == grad->device(), "the gradient is on ", grad->device(),
+                " but the features on ", features->device());
+    at::Tensor out = at::scalar_tensor(value, features->options().requires_grad(false));
+    if (at::GradMode::is_enabled() && features->requires_grad()) {
+      auto node = c10::make_intrusive<HostGradientBackward>(*grad);
+      node->set_next_edges(torch::autograd::collect_next_edges(*features));
+      torch::autograd::set_history(out, node);
+    }
+    return new at::Tensor(std::move(out));
+  } catch (const c10::Error& e) {
+    copy_message(e.what_without_backtrace(), message, capacity);
+  } catch (const std::exception& e) {
+    copy_message(e.what(), message, capacity);
+  } catch (...) {
+    copy_message("unknown C++ exception", message, capacity);
+  }
+  return nullptr;
+}
