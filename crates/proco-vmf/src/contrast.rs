@@ -36,7 +36,7 @@ use std::mem::MaybeUninit;
 
 use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
-use crate::kernels::{dot, dots4x2, exp_nonpositive_in_place, norm_of_sum, squared_norms4, weighted_sum, weighted_sums2};
+use crate::kernels::{dot, dots4x2, dots4x4, exp_nonpositive_in_place, norm_of_sum, squared_norms4, weighted_sum, weighted_sums2};
 
 /// Rows processed together, so each class vector is read once per block from cache rather than
 /// once per row from memory (C x p reaches 8 MiB at C = 1000, p = 1024).
@@ -281,11 +281,11 @@ struct Batch<'a, B> {
     exact: &'a B,
 }
 
-/// Output slices of a run of rows (kt is already filled in).
+/// Output slices of a run of rows (row-major).
 struct RowsOut<'a> {
     per_sample: &'a mut [f64],
     logits: &'a mut [f64],
-    kt: &'a [f64],
+    kt: &'a mut [f64],
     ratio: &'a mut [f64],
     /// These rows' share of the gradient memory.
     grad: GradientMemory<'a>,
@@ -374,28 +374,33 @@ where
     let threads = evaluation.max_threads.min(n * c / MIN_PAIRS_PER_THREAD).clamp(1, n);
     let rows = n.div_ceil(threads);
 
+    // Each thread's rows keep their per-pair values class-major (column j of a chunk of
+    // `count` rows is `count` consecutive values), so that the per-class steps run over
+    // contiguous memory; the row-major outputs are written once at the end.
+    let chunks: Vec<(usize, usize)> = (0..n).step_by(rows).map(|first| (first, rows.min(n - first))).collect();
+    let mut columns = vec![0.0; n * c];
+
     // 1. kt for every pair.
     if threads == 1 {
-        fill_kt(&batch, 0, &mut out.kt);
+        fill_kt(&batch, 0, &mut columns);
     } else {
         std::thread::scope(|scope| {
-            for (t, kt) in out.kt.chunks_mut(rows * c).enumerate() {
+            for (&(first, _), kt) in chunks.iter().zip(columns.chunks_mut(rows * c)) {
                 let batch = &batch;
-                scope.spawn(move || fill_kt(batch, t * rows, kt));
+                scope.spawn(move || fill_kt(batch, first, kt));
             }
         });
     }
 
     // 2. Per class, a certified interpolant covering its arguments (and kappa, its anchor)
     //    where one exists: from the cache's lattice, else built for this batch's range.
-    let (mut lo, mut hi) = (classes.kappa.to_vec(), classes.kappa.to_vec());
-    for row in out.kt.chunks_exact(c) {
-        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
-            *l = l.min(x);
-            *h = h.max(x);
+    let mut ranges: Vec<(f64, f64)> = classes.kappa.iter().map(|&k| (k, k)).collect();
+    for (&(_, count), chunk) in chunks.iter().zip(columns.chunks(rows * c)) {
+        for ((lo, hi), column) in ranges.iter_mut().zip(chunk.chunks_exact(count)) {
+            let (l, h) = column.iter().fold((*lo, *hi), |(l, h), &x| (l.min(x), h.max(x)));
+            (*lo, *hi) = (l, h);
         }
     }
-    let ranges: Vec<(f64, f64)> = lo.into_iter().zip(hi).collect();
     let mut local: Vec<Option<PairInterpolant>> = vec![None; c];
     let cache = match interpolants {
         Some(cache) if n >= MIN_ROWS_TO_INTERPOLATE => {
@@ -420,17 +425,17 @@ where
         .collect();
     // 3. Logits, ratios, per-sample losses and the gradient, row by row.
     if threads == 1 {
-        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &out.kt, ratio: &mut out.ratio, grad: grad_memory, grad_out_scale };
-        finish_rows(&batch, &interpolants, 0, all);
+        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &mut out.kt, ratio: &mut out.ratio, grad: grad_memory, grad_out_scale };
+        finish_rows(&batch, &interpolants, 0, &columns, all);
     } else {
         std::thread::scope(|scope| {
             let mut grad_rest = grad_memory;
-            let parts = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks(rows * c)).zip(out.ratio.chunks_mut(rows * c));
-            for (t, (((per_sample, logits), kt), ratio)) in parts.enumerate() {
+            let parts = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks_mut(rows * c)).zip(out.ratio.chunks_mut(rows * c));
+            for ((((per_sample, logits), kt), ratio), (&(first, _), kt_columns)) in parts.zip(chunks.iter().zip(columns.chunks(rows * c))) {
                 let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
                 grad_rest = rest;
                 let (batch, interpolants) = (&batch, &interpolants);
-                scope.spawn(move || finish_rows(batch, interpolants, t * rows, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
+                scope.spawn(move || finish_rows(batch, interpolants, first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
             }
         });
     }
@@ -451,9 +456,10 @@ where
 /// of the sum, so kt keeps a relative error of a few ulps for every pair.
 pub const CANCELLATION_GUARD: f64 = 4.0;
 
-/// kt for the rows starting at `first` (as many as `kt` holds, C per row), in blocks of rows
-/// so that each class vector is read from cache once per block, by dot products of four rows
-/// with two class vectors at a time (see [`CANCELLATION_GUARD`]).
+/// kt for the rows starting at `first` (as many as `kt` holds, C per row), written class by
+/// class (`kt[j * count + r]` for row `first + r`), computed in blocks of rows so that each
+/// class vector is read from cache once per block, by dot products of four rows with two
+/// class vectors at a time (see [`CANCELLATION_GUARD`]).
 fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
     let (p, c) = (batch.p, batch.classes.log_prior.len());
     let count = kt.len() / c;
@@ -477,129 +483,163 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
     zt_sq.iter_mut().for_each(|v| *v *= inv_tau * inv_tau);
     let two_inv_tau = 2.0 * inv_tau;
 
+    // q_ij = kappa_j mu_j . z_i: four rows with four classes at a time, then with two.
+    let quads_of_classes = c / 4 * 4;
     for start in (0..count).step_by(ROW_BLOCK) {
-        let b = ROW_BLOCK.min(count - start);
-        // q_ij = kappa_j mu_j . z_i into kt, then kt from q in one vectorisable pass.
-        let block = &mut kt[start * c..(start + b) * c];
-        for j in (0..c).step_by(2) {
-            let j2 = (j + 1).min(c - 1);
-            let mut r = 0;
-            while r + 4 <= b {
-                let rows = [row(start + r), row(start + r + 1), row(start + r + 2), row(start + r + 3)];
-                for (dr, qr) in dots4x2(rows, [class(j), class(j2)]).iter().enumerate() {
-                    block[(r + dr) * c + j] = qr[0];
-                    block[(r + dr) * c + j2] = qr[1];
-                }
-                r += 4;
-            }
-            for r in r..b {
-                block[r * c + j] = dot(row(start + r), class(j));
-                block[r * c + j2] = dot(row(start + r), class(j2));
-            }
-        }
-        let mut cancelled = false;
-        for ((kt_row, &zsq), &znorm) in block.chunks_exact_mut(c).zip(&zt_sq[start..]).zip(&zt_norm[start..]) {
-            for ((x, &sq_j), &norm_j) in kt_row.iter_mut().zip(&km_sq).zip(&km_norm) {
-                let sq = sq_j + two_inv_tau.mul_add(*x, zsq);
-                let bound = norm_j + znorm;
-                let ok = sq * CANCELLATION_GUARD >= bound * bound;
-                cancelled |= !ok;
-                // A NaN marks a pair to recompute (finite inputs never give one here).
-                *x = if ok { sq.sqrt() } else { f64::NAN };
-            }
-        }
-        if cancelled {
-            let mut zt = vec![0.0; p];
-            for (r, kt_row) in block.chunks_exact_mut(c).enumerate() {
-                for (j, x) in kt_row.iter_mut().enumerate() {
-                    if x.is_nan() {
-                        zt.iter_mut().zip(row(start + r)).for_each(|(t, v)| *t = v * inv_tau);
-                        *x = norm_of_sum(class(j), &zt);
+        let end = start + ROW_BLOCK.min(count - start);
+        let mut r = start;
+        while r + 4 <= end {
+            let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+            for j in (0..quads_of_classes).step_by(4) {
+                let q = dots4x4(rows, [class(j), class(j + 1), class(j + 2), class(j + 3)]);
+                for (dj, column) in kt[j * count..(j + 4) * count].chunks_exact_mut(count).enumerate() {
+                    for dr in 0..4 {
+                        column[r + dr] = q[dr][dj];
                     }
+                }
+            }
+            for j in (quads_of_classes..c).step_by(2) {
+                let j2 = (j + 1).min(c - 1);
+                for (dr, qr) in dots4x2(rows, [class(j), class(j2)]).iter().enumerate() {
+                    kt[j * count + r + dr] = qr[0];
+                    kt[j2 * count + r + dr] = qr[1];
+                }
+            }
+            r += 4;
+        }
+        for r in r..end {
+            for j in 0..c {
+                kt[j * count + r] = dot(row(r), class(j));
+            }
+        }
+    }
+    // kt from q, class by class (a vectorisable pass); a NaN marks a pair whose dot-product
+    // form cancels (finite inputs never give one otherwise).
+    let mut cancelled = false;
+    for ((column, &sq_j), &norm_j) in kt.chunks_exact_mut(count).zip(&km_sq).zip(&km_norm) {
+        for ((x, &zsq), &znorm) in column.iter_mut().zip(&zt_sq).zip(&zt_norm) {
+            let sq = sq_j + two_inv_tau.mul_add(*x, zsq);
+            let bound = norm_j + znorm;
+            let ok = sq * CANCELLATION_GUARD >= bound * bound;
+            cancelled |= !ok;
+            *x = if ok { sq.sqrt() } else { f64::NAN };
+        }
+    }
+    if cancelled {
+        let mut zt = vec![0.0; p];
+        for (j, column) in kt.chunks_exact_mut(count).enumerate() {
+            for (r, x) in column.iter_mut().enumerate() {
+                if x.is_nan() {
+                    zt.iter_mut().zip(row(r)).for_each(|(t, v)| *t = v * inv_tau);
+                    *x = norm_of_sum(class(j), &zt);
                 }
             }
         }
     }
 }
 
-/// Everything after kt for the rows `first..first + out.per_sample.len()`.
-fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<(&PairInterpolant, f64)>], first: usize, mut out: RowsOut<'_>) {
+/// Everything after kt for the rows `first..first + out.per_sample.len()`, from their kt
+/// class by class (`kt_columns`, as [`fill_kt`] writes it).
+fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<(&PairInterpolant, f64)>], first: usize, kt_columns: &[f64], out: RowsOut<'_>) {
     let (p, c) = (batch.p, batch.classes.log_prior.len());
     let count = out.per_sample.len();
+    let log_prior = batch.classes.log_prior;
+    let labels = &batch.labels[first..first + count];
+    let column = |j: usize| j * count..(j + 1) * count;
 
     // s and A class by class: a column of kt shares its interpolant.
-    let (mut column, mut s, mut a) = (vec![0.0; count], vec![0.0; count], vec![0.0; count]);
+    let (mut s, mut a) = (vec![0.0; count * c], vec![0.0; count * c]);
     let mut scratch = Vec::new();
     for (j, interpolant) in interpolants.iter().enumerate() {
-        for (x, kt_row) in column.iter_mut().zip(out.kt.chunks_exact(c)) {
-            *x = kt_row[j];
-        }
+        let (xs, s_j, a_j) = (&kt_columns[column(j)], &mut s[column(j)], &mut a[column(j)]);
         match interpolant {
             Some((ip, anchor)) => {
-                ip.eval_into(&column, *anchor, &mut s, &mut a, &mut scratch);
+                ip.eval_into(xs, *anchor, s_j, a_j, &mut scratch);
                 // The exact ratio is below 1 and non-negative; keep the interpolated one so.
-                a.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0 - f64::EPSILON / 2.0));
+                a_j.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0 - f64::EPSILON / 2.0));
             }
             None => {
-                for ((x, si), ai) in column.iter().zip(s.iter_mut()).zip(a.iter_mut()) {
+                for ((x, si), ai) in xs.iter().zip(s_j.iter_mut()).zip(a_j.iter_mut()) {
                     let (f, r) = (batch.exact)(*x);
                     (*si, *ai) = (f - batch.classes.logc[j], r);
                 }
             }
         }
-        for ((s_row, a_row), (si, ai)) in out.logits.chunks_exact_mut(c).zip(out.ratio.chunks_exact_mut(c)).zip(s.iter().zip(&a)) {
-            s_row[j] = *si;
-            a_row[j] = *ai;
-        }
     }
 
     // Softmax with one exponential per pair, the per-sample loss, and the gradient
-    // coefficients c_ij = (softmax_ij - [j = y_i]) A_ij / (N tau kt_ij).
-    // Each step runs over all rows at once as plain loops, which vectorise.
-    let mut coef = vec![0.0; count * c];
-    let mut max = vec![0.0; count];
-    for (m, s_row) in max.iter_mut().zip(out.logits.chunks_exact(c)) {
-        // A NaN logit is not skipped: it reaches the loss, which the caller checks.
-        *m = s_row.iter().zip(batch.classes.log_prior).fold(f64::NEG_INFINITY, |m, (s, lp)| if s + lp > m || (s + lp).is_nan() { s + lp } else { m });
+    // coefficients c_ij = (softmax_ij - [j = y_i]) A_ij / (N tau kt_ij), each step over all
+    // rows of one class at a time (plain loops over contiguous values, which vectorise).
+    let mut max = vec![f64::NEG_INFINITY; count];
+    for (j, &lp) in log_prior.iter().enumerate() {
+        for (m, &sj) in max.iter_mut().zip(&s[column(j)]) {
+            // A NaN logit is not skipped: it reaches the loss, which the caller checks.
+            let v = sj + lp;
+            *m = if v > *m || v.is_nan() { v } else { *m };
+        }
     }
-    for ((w_row, s_row), m) in coef.chunks_exact_mut(c).zip(out.logits.chunks_exact(c)).zip(&max) {
-        for ((w, s), lp) in w_row.iter_mut().zip(s_row).zip(batch.classes.log_prior) {
-            *w = s + lp - m;
+    let mut coef = vec![0.0; count * c];
+    for (j, &lp) in log_prior.iter().enumerate() {
+        for ((w, &sj), &m) in coef[column(j)].iter_mut().zip(&s[column(j)]).zip(&max) {
+            *w = sj + lp - m;
         }
     }
     exp_nonpositive_in_place(&mut coef);
-    for i in 0..count {
-        let label = batch.labels[first + i];
-        let weights = &mut coef[i * c..(i + 1) * c];
-        let sum_exp: f64 = weights.iter().sum();
-        let lse = max[i] + sum_exp.ln();
-        out.per_sample[i] = lse - out.logits[i * c + label] - batch.classes.log_prior[label];
-        let inv_sum = 1.0 / sum_exp;
-        weights.iter_mut().for_each(|w| *w *= inv_sum);
-        weights[label] -= 1.0;
+    let mut sum_exp = vec![0.0; count];
+    for e_j in coef.chunks_exact(count) {
+        sum_exp.iter_mut().zip(e_j).for_each(|(t, e)| *t += e);
     }
-    for ((w, &kt), &a) in coef.iter_mut().zip(out.kt.iter()).zip(out.ratio.iter()) {
+    for (i, &label) in labels.iter().enumerate() {
+        let lse = max[i] + sum_exp[i].ln();
+        out.per_sample[i] = lse - s[label * count + i] - log_prior[label];
+    }
+    let inv_sum: Vec<f64> = sum_exp.iter().map(|t| 1.0 / t).collect();
+    for w_j in coef.chunks_exact_mut(count) {
+        w_j.iter_mut().zip(&inv_sum).for_each(|(w, q)| *w *= q);
+    }
+    for (i, &label) in labels.iter().enumerate() {
+        coef[label * count + i] -= 1.0;
+    }
+    for ((w, &kt), &a) in coef.iter_mut().zip(kt_columns).zip(&a) {
         // A(0) = 0: a pair with kt = 0 (z = -kappa mu tau exactly) contributes nothing.
         *w = if kt > 0.0 { *w * a / kt * batch.grad_scale } else { 0.0 };
     }
+    let mut z_weight = vec![0.0; count];
+    for w_j in coef.chunks_exact(count) {
+        z_weight.iter_mut().zip(w_j).for_each(|(t, w)| *t += w);
+    }
+    z_weight.iter_mut().for_each(|t| *t *= batch.inv_tau);
 
     // grad_i = (sum_j c_ij) z_i / tau + sum_j c_ij kappa_j mu_j, two rows per pass over the
-    // class vectors.
-    let z_weight = |i: usize| coef[i * c..(i + 1) * c].iter().sum::<f64>() * batch.inv_tau;
+    // class vectors, into a buffer that stays in L1, then to the gradient memory.
     let z = &batch.features[first * p..(first + count) * p];
     let km = batch.classes.kappa_mu;
-    // Two rows at a time into a buffer that stays in L1, then to the gradient memory.
+    let mut grad = out.grad;
     let mut two_rows = vec![0.0; 2 * p];
+    let mut row_coef = vec![0.0; 2 * c];
     let pairs = count / 2 * 2;
     for i in (0..pairs).step_by(2) {
-        let w = [z_weight(i), z_weight(i + 1)];
-        weighted_sums2(&z[i * p..(i + 2) * p], km, &coef[i * c..(i + 2) * c], w, &mut two_rows);
-        out.grad.write_scaled(i * p, &two_rows, out.grad_out_scale);
+        for (j, w_j) in coef.chunks_exact(count).enumerate() {
+            (row_coef[j], row_coef[c + j]) = (w_j[i], w_j[i + 1]);
+        }
+        weighted_sums2(&z[i * p..(i + 2) * p], km, &row_coef, [z_weight[i], z_weight[i + 1]], &mut two_rows);
+        grad.write_scaled(i * p, &two_rows, out.grad_out_scale);
     }
     if pairs < count {
         let i = pairs;
-        weighted_sum(&z[i * p..(i + 1) * p], km, &coef[i * c..(i + 1) * c], z_weight(i), &mut two_rows[..p]);
-        out.grad.write_scaled(i * p, &two_rows[..p], out.grad_out_scale);
+        for (j, w_j) in coef.chunks_exact(count).enumerate() {
+            row_coef[j] = w_j[i];
+        }
+        weighted_sum(&z[i * p..(i + 1) * p], km, &row_coef[..c], z_weight[i], &mut two_rows[..p]);
+        grad.write_scaled(i * p, &two_rows[..p], out.grad_out_scale);
+    }
+
+    // The row-major outputs.
+    for (i, ((kt_row, s_row), a_row)) in out.kt.chunks_exact_mut(c).zip(out.logits.chunks_exact_mut(c)).zip(out.ratio.chunks_exact_mut(c)).enumerate() {
+        for j in 0..c {
+            let at = j * count + i;
+            (kt_row[j], s_row[j], a_row[j]) = (kt_columns[at], s[at], a[at]);
+        }
     }
 }
 

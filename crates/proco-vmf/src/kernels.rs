@@ -87,6 +87,20 @@ pub(crate) fn dots4x2(z: [&[f64]; 4], v: [&[f64]; 2]) -> [[f64; 2]; 4] {
     }
 }
 
+/// [`dot`] of four rows `z_r` with four vectors `v_c` (all of one length): out[r][c] =
+/// z_r . v_c, each vector and row loaded once for all sixteen products.
+pub(crate) fn dots4x4(z: [&[f64]; 4], v: [&[f64]; 4]) -> [[f64; 4]; 4] {
+    let len = v[0].len();
+    assert!(z.iter().chain(&v).all(|r| r.len() == len), "rows and vectors must have one length");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F is present (checked at run time); lengths checked above.
+        return unsafe { x86::dots4x4_avx512(z, v) };
+    }
+    let (a, b) = (dots4x2(z, [v[0], v[1]]), dots4x2(z, [v[2], v[3]]));
+    std::array::from_fn(|r| [a[r][0], a[r][1], b[r][0], b[r][1]])
+}
+
 /// [`dot`] of each of four rows (of one length) with itself: four squared norms at once.
 pub(crate) fn squared_norms4(z: [&[f64]; 4]) -> [f64; 4] {
     let len = z[0].len();
@@ -288,42 +302,66 @@ mod x86 {
     clenshaw_simd!(clenshaw_pair_avx2, "avx2,fma", 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_sub_pd, _mm256_mul_pd);
 
 
-    /// AVX-512F [`super::dots4x2`]: one register of eight partial sums per (row, vector).
+    /// Eight registers of eight partial sums each reduced to one register holding their eight
+    /// sums, in order: neighbouring lanes, then pairs, then halves (the order of `reduce`).
+    #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots4x2_avx512(z: [&[f64]; 4], v: [&[f64]; 2]) -> [[f64; 2]; 4] {
-        let len = v[0].len();
-        let whole = len / 8 * 8;
-        let mut acc = [[_mm512_setzero_pd(); 2]; 4];
-        let mut k = 0;
-        while k < whole {
-            let (v0, v1) = (_mm512_loadu_pd(v[0].as_ptr().add(k)), _mm512_loadu_pd(v[1].as_ptr().add(k)));
-            for r in 0..4 {
-                let zr = _mm512_loadu_pd(z[r].as_ptr().add(k));
-                acc[r][0] = _mm512_fmadd_pd(zr, v0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_pd(zr, v1, acc[r][1]);
-            }
-            k += 8;
-        }
-        // Eight accumulators reduced to one register of eight sums: neighbouring lanes, then
-        // pairs, then halves (the order of `reduce`).
+    fn reduce8_avx512(acc: [__m512d; 8]) -> __m512d {
         let pair = |x: __m512d, y: __m512d| _mm512_add_pd(_mm512_unpacklo_pd(x, y), _mm512_unpackhi_pd(x, y));
-        let (a01, a23) = (pair(acc[0][0], acc[0][1]), pair(acc[1][0], acc[1][1]));
-        let (a45, a67) = (pair(acc[2][0], acc[2][1]), pair(acc[3][0], acc[3][1]));
+        let (a01, a23) = (pair(acc[0], acc[1]), pair(acc[2], acc[3]));
+        let (a45, a67) = (pair(acc[4], acc[5]), pair(acc[6], acc[7]));
         let (even, odd) = (_mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2));
         let quad = |x: __m512d, y: __m512d| _mm512_add_pd(_mm512_permutex2var_pd(x, even, y), _mm512_permutex2var_pd(x, odd, y));
         let (b0, b1) = (quad(a01, a23), quad(a45, a67));
         let (low, high) = (_mm512_set_epi64(11, 10, 9, 8, 3, 2, 1, 0), _mm512_set_epi64(15, 14, 13, 12, 7, 6, 5, 4));
-        let sums = _mm512_add_pd(_mm512_permutex2var_pd(b0, low, b1), _mm512_permutex2var_pd(b0, high, b1));
-        let mut lanes = [0.0; 8];
-        _mm512_storeu_pd(lanes.as_mut_ptr(), sums);
-        let mut out = [[0.0; 2]; 4];
-        for r in 0..4 {
-            for c in 0..2 {
-                out[r][c] = lanes[2 * r + c] + dot_tail(z[r], v[c]);
-            }
-        }
-        out
+        _mm512_add_pd(_mm512_permutex2var_pd(b0, low, b1), _mm512_permutex2var_pd(b0, high, b1))
     }
+
+    /// Generates the AVX-512F dot products of four rows with `$k` vectors: one register of
+    /// eight partial sums per (row, vector), reduced in registers.
+    macro_rules! dots_avx512 {
+        ($name:ident, $k:literal) => {
+            #[target_feature(enable = "avx512f")]
+            pub(super) unsafe fn $name(z: [&[f64]; 4], v: [&[f64]; $k]) -> [[f64; $k]; 4] {
+                let len = v[0].len();
+                let whole = len / 8 * 8;
+                let mut acc = [[_mm512_setzero_pd(); $k]; 4];
+                let mut k = 0;
+                while k < whole {
+                    let mut vc = [_mm512_setzero_pd(); $k];
+                    for c in 0..$k {
+                        vc[c] = _mm512_loadu_pd(v[c].as_ptr().add(k));
+                    }
+                    for r in 0..4 {
+                        let zr = _mm512_loadu_pd(z[r].as_ptr().add(k));
+                        for c in 0..$k {
+                            acc[r][c] = _mm512_fmadd_pd(zr, vc[c], acc[r][c]);
+                        }
+                    }
+                    k += 8;
+                }
+                let mut lanes = [0.0; 4 * $k];
+                // Accumulators (r, c) in row-major order, eight per reduction.
+                for group in 0..$k / 2 {
+                    let regs: [__m512d; 8] = std::array::from_fn(|g| {
+                        let flat = group * 8 + g;
+                        acc[flat / $k][flat % $k]
+                    });
+                    _mm512_storeu_pd(lanes.as_mut_ptr().add(group * 8), reduce8_avx512(regs));
+                }
+                let mut out = [[0.0; $k]; 4];
+                for r in 0..4 {
+                    for c in 0..$k {
+                        out[r][c] = lanes[r * $k + c] + dot_tail(z[r], v[c]);
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    dots_avx512!(dots4x2_avx512, 2);
+    dots_avx512!(dots4x4_avx512, 4);
 
     /// AVX-512F [`super::squared_norms4`]: one register of eight partial sums per row.
     #[target_feature(enable = "avx512f")]
@@ -380,36 +418,40 @@ mod x86 {
         out
     }
 
-    /// Generates the SIMD forms of [`super::weighted_sums2`]: two registers of `$lanes`
-    /// coordinates per row, for both rows, per pass over the classes; the coordinates past the
-    /// last multiple of 2 `$lanes` go to the portable form.
+    /// Generates the SIMD forms of [`super::weighted_sums2`]: four registers of `$lanes`
+    /// coordinates per row, for both rows, per pass over the classes (eight independent
+    /// chains of fused multiply-adds, enough to cover their latency on two FMA units); the
+    /// coordinates past the last multiple of 4 `$lanes` go to the portable form.
     macro_rules! weighted_sums_simd {
         ($name:ident, $feat:literal, $lanes:literal, $set1:ident, $load:ident, $store:ident, $mul:ident, $fmadd:ident) => {
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn $name(z: &[f64], v: &[f64], c: &[f64], w: [f64; 2], out: &mut [f64]) {
+                const REGS: usize = 4;
                 let p = out.len() / 2;
                 let classes = c.len() / 2;
-                let whole = p / (2 * $lanes) * (2 * $lanes);
+                let whole = p / (REGS * $lanes) * (REGS * $lanes);
                 let (w0, w1) = ($set1(w[0]), $set1(w[1]));
                 let mut k = 0;
                 while k < whole {
-                    let mut g00 = $mul(w0, $load(z.as_ptr().add(k)));
-                    let mut g01 = $mul(w0, $load(z.as_ptr().add(k + $lanes)));
-                    let mut g10 = $mul(w1, $load(z.as_ptr().add(p + k)));
-                    let mut g11 = $mul(w1, $load(z.as_ptr().add(p + k + $lanes)));
-                    for j in 0..classes {
-                        let (v0, v1) = ($load(v.as_ptr().add(j * p + k)), $load(v.as_ptr().add(j * p + k + $lanes)));
-                        let (c0, c1) = ($set1(*c.get_unchecked(j)), $set1(*c.get_unchecked(classes + j)));
-                        g00 = $fmadd(c0, v0, g00);
-                        g01 = $fmadd(c0, v1, g01);
-                        g10 = $fmadd(c1, v0, g10);
-                        g11 = $fmadd(c1, v1, g11);
+                    let mut g0 = [$set1(0.0); REGS];
+                    let mut g1 = [$set1(0.0); REGS];
+                    for r in 0..REGS {
+                        g0[r] = $mul(w0, $load(z.as_ptr().add(k + r * $lanes)));
+                        g1[r] = $mul(w1, $load(z.as_ptr().add(p + k + r * $lanes)));
                     }
-                    $store(out.as_mut_ptr().add(k), g00);
-                    $store(out.as_mut_ptr().add(k + $lanes), g01);
-                    $store(out.as_mut_ptr().add(p + k), g10);
-                    $store(out.as_mut_ptr().add(p + k + $lanes), g11);
-                    k += 2 * $lanes;
+                    for j in 0..classes {
+                        let (c0, c1) = ($set1(*c.get_unchecked(j)), $set1(*c.get_unchecked(classes + j)));
+                        for r in 0..REGS {
+                            let vr = $load(v.as_ptr().add(j * p + k + r * $lanes));
+                            g0[r] = $fmadd(c0, vr, g0[r]);
+                            g1[r] = $fmadd(c1, vr, g1[r]);
+                        }
+                    }
+                    for r in 0..REGS {
+                        $store(out.as_mut_ptr().add(k + r * $lanes), g0[r]);
+                        $store(out.as_mut_ptr().add(p + k + r * $lanes), g1[r]);
+                    }
+                    k += REGS * $lanes;
                 }
                 weighted_sums_portable(z, v, c, &w, out, whole);
             }
@@ -483,6 +525,11 @@ mod tests {
             if has_avx512() {
                 // SAFETY: AVX-512F is present.
                 assert_eq!(unsafe { x86::dots4x2_avx512(z, [&v0, &v1]) }, got, "AVX-512 form, p={p}");
+            }
+            let (v2, v3) = (data(p, 0.71), data(p, 0.97));
+            let four = dots4x4(z, [&v0, &v1, &v2, &v3]);
+            for r in 0..4 {
+                assert_eq!(four[r], [dot(z[r], &v0), dot(z[r], &v1), dot(z[r], &v2), dot(z[r], &v3)], "dots4x4, p={p} row {r}");
             }
             let norms = squared_norms4(z);
             for r in 0..4 {
