@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use proco::loss::{HostBatch, HostGradient};
 use proco::tch::{Device, Kind, Tensor};
+use proco::validate::FeatureRows;
 use proco::{validate, BatchStatistics, EstimatorPair, LogPrior, ProCoLoss};
 use rand::SeedableRng;
 
@@ -31,7 +32,7 @@ fn main() -> proco::Result<()> {
     let y = Tensor::f_randint(c as i64, [n], (Kind::Int64, Device::Cpu))?;
 
     let zeros = vec![0.0; 2 * n as usize * p];
-    let names = ["to host + checks", "host pass + gradient", "attach gradient", "backward + grad sum"];
+    let names = ["to host, checks, stats", "host pass + gradient", "attach gradient", "backward + grad sum"];
     let mut full = [0.0f64; 4];
     let mut plumbing = [0.0f64; 4];
     for step in 0..steps + 5 {
@@ -40,17 +41,24 @@ fn main() -> proco::Result<()> {
             let z = base.detach().set_requires_grad(true);
             let t0 = Instant::now();
             let views = z.f_narrow(0, n, 2 * n)?;
-            let host = validate::unit_features_on_host(&views, p)?;
+            let host = validate::features_on_host(&views, p)?;
             let labels = validate::labels(&y, n, c)?;
+            let (first, second) = host.rows().split_at(n as usize * p);
+            let kind = views.kind();
+            let statistics = |rows: FeatureRows<'_>| -> proco::Result<BatchStatistics> {
+                validate::unit_rows(rows, p, kind)?;
+                BatchStatistics::from_rows(rows, &labels, c, p)
+            };
+            let (first_stats, second_stats) = proco::openmp::join(|| statistics(first), || statistics(second));
+            let (first_stats, second_stats) = (first_stats?, second_stats?);
             let t1 = Instant::now();
             let mut grad = HostGradient::for_features(&z)?;
             grad.push_zeros(n as usize * p)?;
             let mut loss = 0.0;
             if with_math {
-                let (first, second) = host.rows().split_at(n as usize * p);
-                estimators.apply(&BatchStatistics::from_rows(first, &labels, c, p)?)?;
+                estimators.apply(&first_stats)?;
                 let after_first = estimators.previous().clone();
-                estimators.apply(&BatchStatistics::from_rows(second, &labels, c, p)?)?;
+                estimators.apply(&second_stats)?;
                 let outs = loss_fn.host_losses(
                     HostBatch { features: first, labels: &labels, estimator: &after_first },
                     HostBatch { features: second, labels: &labels, estimator: estimators.previous() },

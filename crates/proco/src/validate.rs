@@ -149,18 +149,21 @@ impl HostFeatures<'_> {
 /// The checks of [`unit_features`] on the host, without copying a contiguous CPU f32 tensor:
 /// its memory is checked (and later read) in place; any other tensor is copied to f64.
 pub fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
+    let host = features_on_host(features, p)?;
+    unit_rows(host.rows(), p, features.kind())?;
+    Ok(host)
+}
+
+/// [`unit_features_on_host`] without the norm check, for callers that check the rows in
+/// parts ([`unit_rows`], for example on several threads): the shape and dtype are checked,
+/// the values are not.
+pub fn features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
     let n = check_feature_tensor(features, p)? as usize;
     let numel = n * p;
     // SAFETY (both in-place reads): ProCo only reads features; nothing writes to them while
     // the returned view is alive (the training step holds them until its backward pass,
     // which writes only gradients).
     if let Some(src) = unsafe { cpu_slice::<f32>(features, Kind::Float) } {
-        // The norm of each row in f64, exactly as of its widened copy.
-        let mut worst = 0.0_f64;
-        for row in src.chunks_exact(p) {
-            worst = worse(worst, (squared_norm(row).sqrt() - 1.0).abs());
-        }
-        check_worst(worst, features.kind())?;
         return Ok(HostFeatures::InPlace(src));
     }
     let values = if let Some(src) = unsafe { cpu_slice::<f64>(features, Kind::Double) } {
@@ -175,11 +178,24 @@ pub fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures
         features.detach().f_to_kind(Kind::Float)?.f_copy_data(&mut narrow, numel)?;
         narrow.into_iter().map(f64::from).collect()
     };
+    Ok(HostFeatures::Copied(values))
+}
+
+/// Checks that `rows` (p values each, taken from a tensor of dtype `kind`, which sets the
+/// tolerance) are finite unit vectors, each norm computed in f64 exactly as of the row's
+/// widened copy.
+pub fn unit_rows(rows: FeatureRows<'_>, p: usize, kind: Kind) -> Result<()> {
+    if p == 0 || rows.len() % p != 0 {
+        return Err(ProcoError::InvalidFeatures { reason: format!("{} values do not make rows of dimension p = {p}", rows.len()) });
+    }
     // A NaN or infinite entry makes its row's sum of squares NaN or infinite, and the fold
     // keeps a NaN once seen, so one pass checks finiteness and norms together.
-    let worst = values.chunks_exact(p).map(|row| (squared_norm(row).sqrt() - 1.0).abs()).fold(0.0, worse);
-    check_worst(worst, features.kind())?;
-    Ok(HostFeatures::Copied(values))
+    let deviation = |sq: f64| (sq.sqrt() - 1.0).abs();
+    let worst = match rows {
+        FeatureRows::F32(v) => v.chunks_exact(p).map(|row| deviation(squared_norm(row))).fold(0.0, worse),
+        FeatureRows::F64(v) => v.chunks_exact(p).map(|row| deviation(squared_norm(row))).fold(0.0, worse),
+    };
+    check_worst(worst, kind)
 }
 
 /// The larger deviation, NaN winning (so one NaN entry anywhere fails the check).

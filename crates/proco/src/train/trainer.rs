@@ -15,6 +15,7 @@ use crate::estimator::{BatchStatistics, EstimatorPair};
 use crate::loader::{Loader, LoaderConfig, SampleTransform};
 use crate::loss::{HostBatch, HostGradient, LogPrior, LogitAdjustedCe, ProCoLoss};
 use crate::validate;
+use crate::validate::FeatureRows;
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
 use crate::train::checkpoint::{self, BestEpoch, TrainState};
@@ -189,17 +190,24 @@ impl Objective {
             return self.proco_branch_on_device(z, y, estimators);
         }
         let views = z.f_narrow(0, n, 2 * n)?;
-        let host = validate::unit_features_on_host(&views, p)?;
+        let host = validate::features_on_host(&views, p)?;
         let labels = validate::labels(y, n, num_classes)?;
         let prior = self.ce.log_prior();
+        // Each view is checked and summed by class side by side; each view's loss uses the
+        // estimator as updated with that view; the two losses then run side by side.
+        let (first, second) = host.rows().split_at(n as usize * p);
+        let kind = views.kind();
+        let statistics = |rows: FeatureRows<'_>| -> Result<BatchStatistics> {
+            validate::unit_rows(rows, p, kind)?;
+            BatchStatistics::from_rows(rows, &labels, num_classes, p)
+        };
+        let (first_stats, second_stats) = crate::openmp::join(|| statistics(first), || statistics(second));
+        let (first_stats, second_stats) = (first_stats?, second_stats?);
         let mut grad = HostGradient::for_features(z)?;
         grad.push_zeros(n as usize * p)?;
-        // Each view's loss uses the estimator as updated with that view; the two losses then
-        // run side by side.
-        let (first, second) = host.rows().split_at(n as usize * p);
-        estimators.apply(&BatchStatistics::from_rows(first, &labels, num_classes, p)?)?;
+        estimators.apply(&first_stats)?;
         let after_first = estimators.previous().clone();
-        estimators.apply(&BatchStatistics::from_rows(second, &labels, num_classes, p)?)?;
+        estimators.apply(&second_stats)?;
         let outs = self.proco.host_losses(
             HostBatch { features: first, labels: &labels, estimator: &after_first },
             HostBatch { features: second, labels: &labels, estimator: estimators.previous() },
