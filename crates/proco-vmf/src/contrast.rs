@@ -36,6 +36,7 @@ use std::mem::MaybeUninit;
 
 use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
+use crate::rows::FeatureRows;
 use crate::kernels::{dot, dots4x2, dots4x4, exp_nonpositive_in_place, norm_of_sum, squared_norms4, weighted_sum, weighted_sums2};
 
 /// Rows processed together, so each class vector is read once per block from cache rather than
@@ -85,8 +86,9 @@ pub struct ContrastLoss {
 /// A batch for [`contrast_loss`].
 #[derive(Debug, Clone, Copy)]
 pub struct ContrastBatch<'a> {
-    /// N x p row-major unit features (not re-checked here).
-    pub features: &'a [f64],
+    /// N x p row-major unit features (not re-checked here), f32 or f64; f32 rows are
+    /// widened a few at a time where they are used.
+    pub features: FeatureRows<'a>,
     /// N class indices.
     pub labels: &'a [usize],
     /// Feature dimension p.
@@ -269,7 +271,7 @@ impl InterpolantCache {
 
 /// One batch's inputs, shared by every worker.
 struct Batch<'a, B> {
-    features: &'a [f64],
+    features: FeatureRows<'a>,
     labels: &'a [usize],
     p: usize,
     classes: ClassTerms<'a>,
@@ -466,30 +468,22 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
     let inv_tau = batch.inv_tau;
     let km = batch.classes.kappa_mu;
     let class = |j: usize| &km[j * p..(j + 1) * p];
-    let z = &batch.features[first * p..(first + count) * p];
-    let row = |r: usize| &z[r * p..(r + 1) * p];
     let km_sq: Vec<f64> = (0..c).map(|j| dot(class(j), class(j))).collect();
     let km_norm: Vec<f64> = km_sq.iter().map(|v| v.sqrt()).collect();
-    // |z_i / tau|^2 and |z_i / tau| per row.
     let mut zt_sq = vec![0.0; count];
-    let quads = count / 4 * 4;
-    for r in (0..quads).step_by(4) {
-        zt_sq[r..r + 4].copy_from_slice(&squared_norms4([row(r), row(r + 1), row(r + 2), row(r + 3)]));
-    }
-    for r in quads..count {
-        zt_sq[r] = dot(row(r), row(r));
-    }
-    let zt_norm: Vec<f64> = zt_sq.iter().map(|v| v.sqrt() * inv_tau).collect();
-    zt_sq.iter_mut().for_each(|v| *v *= inv_tau * inv_tau);
-    let two_inv_tau = 2.0 * inv_tau;
+    let mut buffer = Vec::with_capacity(ROW_BLOCK * p);
 
-    // q_ij = kappa_j mu_j . z_i: four rows with four classes at a time, then with two.
+    // Per block of rows (in f64): |z_i|^2, and q_ij = kappa_j mu_j . z_i with four rows and
+    // four classes at a time, then two.
     let quads_of_classes = c / 4 * 4;
     for start in (0..count).step_by(ROW_BLOCK) {
         let end = start + ROW_BLOCK.min(count - start);
+        let block = batch.features.f64_range((first + start) * p..(first + end) * p, &mut buffer);
+        let row = |r: usize| &block[(r - start) * p..(r - start + 1) * p];
         let mut r = start;
         while r + 4 <= end {
             let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+            zt_sq[r..r + 4].copy_from_slice(&squared_norms4(rows));
             for j in (0..quads_of_classes).step_by(4) {
                 let q = dots4x4(rows, [class(j), class(j + 1), class(j + 2), class(j + 3)]);
                 for (dj, column) in kt[j * count..(j + 4) * count].chunks_exact_mut(count).enumerate() {
@@ -508,11 +502,17 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
             r += 4;
         }
         for r in r..end {
+            zt_sq[r] = dot(row(r), row(r));
             for j in 0..c {
                 kt[j * count + r] = dot(row(r), class(j));
             }
         }
     }
+    // |z_i / tau| and |z_i / tau|^2 per row.
+    let zt_norm: Vec<f64> = zt_sq.iter().map(|v| v.sqrt() * inv_tau).collect();
+    zt_sq.iter_mut().for_each(|v| *v *= inv_tau * inv_tau);
+    let two_inv_tau = 2.0 * inv_tau;
+
     // kt from q, class by class (a vectorisable pass); a NaN marks a pair whose dot-product
     // form cancels (finite inputs never give one otherwise).
     let mut cancelled = false;
@@ -530,7 +530,8 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
         for (j, column) in kt.chunks_exact_mut(count).enumerate() {
             for (r, x) in column.iter_mut().enumerate() {
                 if x.is_nan() {
-                    zt.iter_mut().zip(row(r)).for_each(|(t, v)| *t = v * inv_tau);
+                    let row = batch.features.f64_range((first + r) * p..(first + r + 1) * p, &mut buffer);
+                    zt.iter_mut().zip(row).for_each(|(t, v)| *t = v * inv_tau);
                     *x = norm_of_sum(class(j), &zt);
                 }
             }
@@ -612,9 +613,9 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
 
     // grad_i = (sum_j c_ij) z_i / tau + sum_j c_ij kappa_j mu_j, two rows per pass over the
     // class vectors, into a buffer that stays in L1, then to the gradient memory.
-    let z = &batch.features[first * p..(first + count) * p];
     let km = batch.classes.kappa_mu;
     let mut grad = out.grad;
+    let mut rows_f64 = Vec::with_capacity(2 * p);
     let mut two_rows = vec![0.0; 2 * p];
     let mut row_coef = vec![0.0; 2 * c];
     let pairs = count / 2 * 2;
@@ -622,7 +623,8 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
         for (j, w_j) in coef.chunks_exact(count).enumerate() {
             (row_coef[j], row_coef[c + j]) = (w_j[i], w_j[i + 1]);
         }
-        weighted_sums2(&z[i * p..(i + 2) * p], km, &row_coef, [z_weight[i], z_weight[i + 1]], &mut two_rows);
+        let z = batch.features.f64_range((first + i) * p..(first + i + 2) * p, &mut rows_f64);
+        weighted_sums2(z, km, &row_coef, [z_weight[i], z_weight[i + 1]], &mut two_rows);
         grad.write_scaled(i * p, &two_rows, out.grad_out_scale);
     }
     if pairs < count {
@@ -630,7 +632,8 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
         for (j, w_j) in coef.chunks_exact(count).enumerate() {
             row_coef[j] = w_j[i];
         }
-        weighted_sum(&z[i * p..(i + 1) * p], km, &row_coef[..c], z_weight[i], &mut two_rows[..p]);
+        let z = batch.features.f64_range((first + i) * p..(first + i + 1) * p, &mut rows_f64);
+        weighted_sum(z, km, &row_coef[..c], z_weight[i], &mut two_rows[..p]);
         grad.write_scaled(i * p, &two_rows[..p], out.grad_out_scale);
     }
 
@@ -678,7 +681,7 @@ mod tests {
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
         let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
         let mut cache = InterpolantCache::new();
-        let input = ContrastBatch { features, labels: &s.labels, p: s.p };
+        let input = ContrastBatch { features: FeatureRows::F64(features), labels: &s.labels, p: s.p };
         contrast_loss(input, classes, 0.1, &evaluation, interpolate.then_some(&mut cache), GradientOut::Owned).unwrap()
     }
 
@@ -757,7 +760,7 @@ mod tests {
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
         for threads in [1, 2] {
             let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
-            let input = ContrastBatch { features: &s.features, labels: &s.labels, p: s.p };
+            let input = ContrastBatch { features: FeatureRows::F64(&s.features), labels: &s.labels, p: s.p };
             let owned = contrast_loss(input, classes, 0.1, &evaluation, None, GradientOut::Owned).unwrap();
             let mut wide = vec![MaybeUninit::<f64>::uninit(); owned.grad.len()];
             let mut narrow = vec![MaybeUninit::<f32>::uninit(); owned.grad.len()];
@@ -771,6 +774,24 @@ mod tests {
                 assert_eq!(w, 0.5 * g, "threads={threads} k={k}");
                 assert_eq!(n, (0.5 * g) as f32, "threads={threads} k={k}");
             }
+        }
+    }
+
+    #[test]
+    fn f32_rows_give_the_results_of_their_widened_copy() {
+        let mut s = setup(203, 10, 128, 12);
+        let narrow: Vec<f32> = s.features.iter().map(|&v| v as f32).collect();
+        s.features = narrow.iter().map(|&v| f64::from(v)).collect();
+        let nu = 63.0;
+        let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
+        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
+        for threads in [1, 3] {
+            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
+            let run = |features| {
+                let input = ContrastBatch { features, labels: &s.labels, p: s.p };
+                contrast_loss(input, classes, 0.1, &evaluation, Some(&mut InterpolantCache::new()), GradientOut::Owned).unwrap()
+            };
+            assert_eq!(run(FeatureRows::F32(&narrow)), run(FeatureRows::F64(&s.features)), "{threads} threads");
         }
     }
 
@@ -813,7 +834,7 @@ mod tests {
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
         let e = PairEvaluation { exact: &bessel, nu: 1.0, max_threads: 1 };
         let mut cache = InterpolantCache::new();
-        let batch = |features, labels| ContrastBatch { features, labels, p: 4 };
+        let batch = |features, labels| ContrastBatch { features: FeatureRows::F64(features), labels, p: 4 };
         let owned = || GradientOut::Owned;
         assert!(contrast_loss(batch(&s.features[..7], &s.labels), classes, 0.1, &e, Some(&mut cache), owned()).is_err());
         assert!(contrast_loss(batch(&s.features, &[0, 3]), classes, 0.1, &e, Some(&mut cache), owned()).is_err());

@@ -8,14 +8,16 @@
 //! - [`sampler`]: Wood's exact vMF sampler.
 //! - [`chebyshev`]: certified per-class interpolants of the pair function, for the loss's inner loop.
 //! - [`contrast`]: the ProCo loss of a batch and its gradient in one host pass.
+//! - [`rows`]: feature rows in f32 or f64, widened where they are used.
 //! - [`compat`]: the authors' Miller recurrence, reproduced for side-by-side comparison only.
 
 pub mod bessel;
 pub mod chebyshev;
 pub mod compat;
 pub mod contrast;
-mod kernels;
 mod error;
+mod kernels;
+pub mod rows;
 pub mod sampler;
 pub mod vmf;
 
@@ -23,5 +25,6 @@ pub use bessel::{
     bessel_ratio, log_bessel_i, log_bessel_i_minus_nu_log_x, log_bessel_i_minus_nu_log_x_and_ratio, FixedOrderBessel,
 };
 pub use error::VmfError;
+pub use rows::FeatureRows;
 pub use sampler::{random_unit_vector, VonMisesFisher};
 pub use vmf::{bessel_order, kappa_banerjee, kappa_newton, kappa_proco, log_normalizer, mean_resultant_length};

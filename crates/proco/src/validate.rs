@@ -1,8 +1,6 @@
 //! Input checks shared by the estimator and the losses: they turn bad tensors into typed
 //! errors before any arithmetic can turn them into silent NaNs.
 
-use std::borrow::Cow;
-
 use tch::{Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
@@ -71,52 +69,7 @@ pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
     Ok(unit_features_on_host(features, p)?.into_f64())
 }
 
-/// Feature rows on the host (N x p row-major), f32 or f64.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FeatureRows<'a> {
-    /// f32 values (widening them to f64 is exact).
-    F32(&'a [f32]),
-    /// f64 values.
-    F64(&'a [f64]),
-}
-
-impl<'a> FeatureRows<'a> {
-    /// Number of values (N x p).
-    pub fn len(&self) -> usize {
-        match self {
-            Self::F32(v) => v.len(),
-            Self::F64(v) => v.len(),
-        }
-    }
-
-    /// Whether there are no values.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The first `mid` values and the rest (`mid` clamped to the length).
-    pub fn split_at(self, mid: usize) -> (Self, Self) {
-        match self {
-            Self::F32(v) => {
-                let (a, b) = v.split_at(mid.min(v.len()));
-                (Self::F32(a), Self::F32(b))
-            }
-            Self::F64(v) => {
-                let (a, b) = v.split_at(mid.min(v.len()));
-                (Self::F64(a), Self::F64(b))
-            }
-        }
-    }
-
-    /// The values in f64: borrowed, or widened (exactly) into a new vector. Widening where
-    /// the values are used keeps the copy in that core's cache.
-    pub fn to_f64(self) -> Cow<'a, [f64]> {
-        match self {
-            Self::F32(v) => Cow::Owned(v.iter().map(|&x| f64::from(x)).collect()),
-            Self::F64(v) => Cow::Borrowed(v),
-        }
-    }
-}
+pub use proco_vmf::FeatureRows;
 
 /// Checked unit features on the host ([`unit_features_on_host`]).
 #[derive(Debug)]

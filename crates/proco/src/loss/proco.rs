@@ -76,7 +76,8 @@ pub struct ContrastLogits {
 /// against.
 #[derive(Debug, Clone, Copy)]
 pub struct HostBatch<'a> {
-    /// N x p row-major unit features; f32 ones are widened by the job that uses them.
+    /// N x p row-major unit features; f32 ones are widened a few rows at a time where the
+    /// pass uses them.
     pub features: FeatureRows<'a>,
     /// N class indices.
     pub labels: &'a [usize],
@@ -232,7 +233,6 @@ impl ProCoLoss {
 
     fn host_loss_with(&self, batch: HostBatch<'_>, log_prior: &LogPrior, max_threads: usize, gradient: GradientOut<'_>) -> Result<ContrastLoss> {
         let HostBatch { features, labels, estimator } = batch;
-        let features = features.to_f64();
         self.check_estimator(estimator, log_prior)?;
         let terms = self.class_terms(estimator);
         let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc, log_prior: log_prior.values() };
@@ -241,7 +241,7 @@ impl ProCoLoss {
         // The authors' numerics are reproduced pair by pair, not smoothed.
         let mut cache = self.interpolants.lock();
         let interpolants = (self.route == BesselRoute::Exact).then_some(&mut *cache);
-        let input = ContrastBatch { features: &features, labels, p: self.p };
+        let input = ContrastBatch { features, labels, p: self.p };
         let out = contrast_loss(input, classes, self.tau, &evaluation, interpolants, gradient)?;
         if !out.loss.is_finite() {
             return Err(ProcoError::NonFiniteLoss { value: out.loss });
