@@ -522,6 +522,18 @@ mod tests {
             assert_eq!(Vec::<f32>::try_from(&grads[0].flatten(0, -1)).unwrap(), vec![3.0, 6.0, 9.0, 12.0, 15.0, 18.0]);
         }
         assert!(Tensor::f_run_backward(&[&loss], &[&z], false, false).is_err());
+        // Features that do not require grad, or no grad mode: a plain constant.
+        let constant = z.detach();
+        let mut g = HostGradient::for_features(&constant).unwrap();
+        g.push(&[1.0; 6], 1.0).unwrap();
+        let loss = g.attach(&constant, 0.5).unwrap();
+        assert!(!loss.requires_grad());
+        assert_eq!(loss.double_value(&[]), 0.5);
+        let mut g = HostGradient::for_features(&z).unwrap();
+        g.push(&[1.0; 6], 1.0).unwrap();
+        let loss = tch::no_grad(|| g.attach(&z, 0.5)).unwrap();
+        assert!(!loss.requires_grad());
+
         let mut partial = HostGradient::for_features(&z).unwrap();
         partial.push(&[1.0; 4], 1.0).unwrap();
         assert!(partial.attach(&z, 0.0).is_err(), "an unwritten gradient is refused");
