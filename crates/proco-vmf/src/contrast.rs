@@ -27,15 +27,17 @@
 //! [`InterpolantCache`] on a fixed lattice of intervals, so they are built once for many
 //! batches and the result never depends on what the cache held before.
 //!
-//! Work is split by rows over up to `max_threads` scoped threads; the interpolants are built
-//! once for the whole batch, each row's results depend on that row alone and the mean is
+//! Work is split by rows over up to `max_threads` jobs, run by the caller's choice of threads
+//! ([`crate::parallel`]); the interpolants are built once for the whole batch, each row's results depend on that row alone and the mean is
 //! summed in row order, so the output is bit-identical for any thread count.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::mem::MaybeUninit;
 
 use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
+use crate::parallel::Parallel;
 use crate::rows::FeatureRows;
 use crate::kernels::{dot, dots4x2, dots4x4, exp_nonpositive_in_place, norm_of_sum, squared_norms4, weighted_sum, weighted_sums2};
 
@@ -185,6 +187,9 @@ pub struct PairEvaluation<'a, B> {
     pub nu: f64,
     /// Most threads to use (see [`MIN_PAIRS_PER_THREAD`]).
     pub max_threads: usize,
+    /// Who runs the jobs when there are several ([`crate::parallel::ScopedThreads`], or the
+    /// caller's own pool).
+    pub parallel: &'a dyn Parallel,
 }
 
 /// Below this batch size building an interpolant (29 exact evaluations) costs more than
@@ -299,6 +304,11 @@ fn invalid(reason: String) -> VmfError {
     VmfError::InvalidBatch { reason }
 }
 
+/// A parallel job's own part of the work (each part is taken by exactly one job).
+fn take<T>(part: &Mutex<Option<T>>) -> Option<T> {
+    part.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
 /// The ProCo loss of a batch and its gradient; see the module notes for the formulas.
 ///
 /// `features` is N x p row-major (unit rows; not re-checked here), `labels` has N entries in
@@ -386,10 +396,10 @@ where
     if threads == 1 {
         fill_kt(&batch, 0, &mut columns);
     } else {
-        std::thread::scope(|scope| {
-            for (&(first, _), kt) in chunks.iter().zip(columns.chunks_mut(rows * c)) {
-                let batch = &batch;
-                scope.spawn(move || fill_kt(batch, first, kt));
+        let parts: Vec<_> = chunks.iter().zip(columns.chunks_mut(rows * c)).map(|(&(first, _), kt)| Mutex::new(Some((first, kt)))).collect();
+        evaluation.parallel.run(parts.len(), &|t| {
+            if let Some((first, kt)) = take(&parts[t]) {
+                fill_kt(&batch, first, kt);
             }
         });
     }
@@ -430,14 +440,17 @@ where
         let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &mut out.kt, ratio: &mut out.ratio, grad: grad_memory, grad_out_scale };
         finish_rows(&batch, &interpolants, 0, &columns, all);
     } else {
-        std::thread::scope(|scope| {
-            let mut grad_rest = grad_memory;
-            let parts = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks_mut(rows * c)).zip(out.ratio.chunks_mut(rows * c));
-            for ((((per_sample, logits), kt), ratio), (&(first, _), kt_columns)) in parts.zip(chunks.iter().zip(columns.chunks(rows * c))) {
-                let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
-                grad_rest = rest;
-                let (batch, interpolants) = (&batch, &interpolants);
-                scope.spawn(move || finish_rows(batch, interpolants, first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
+        let mut grad_rest = grad_memory;
+        let mut parts = Vec::with_capacity(chunks.len());
+        let outputs = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks_mut(rows * c)).zip(out.ratio.chunks_mut(rows * c));
+        for ((((per_sample, logits), kt), ratio), (&(first, _), kt_columns)) in outputs.zip(chunks.iter().zip(columns.chunks(rows * c))) {
+            let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
+            grad_rest = rest;
+            parts.push(Mutex::new(Some((first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }))));
+        }
+        evaluation.parallel.run(parts.len(), &|t| {
+            if let Some((first, kt_columns, rows_out)) = take(&parts[t]) {
+                finish_rows(&batch, &interpolants, first, kt_columns, rows_out);
             }
         });
     }
@@ -460,8 +473,8 @@ pub const CANCELLATION_GUARD: f64 = 4.0;
 
 /// kt for the rows starting at `first` (as many as `kt` holds, C per row), written class by
 /// class (`kt[j * count + r]` for row `first + r`), computed in blocks of rows so that each
-/// class vector is read from cache once per block, by dot products of four rows with two
-/// class vectors at a time (see [`CANCELLATION_GUARD`]).
+/// class vector is read from cache once per block, by dot products of four rows with four
+/// class vectors at a time, then two (see [`CANCELLATION_GUARD`]).
 fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
     let (p, c) = (batch.p, batch.classes.log_prior.len());
     let count = kt.len() / c;
@@ -679,7 +692,7 @@ mod tests {
         let nu = s.p as f64 / 2.0 - 1.0;
         let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
-        let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
+        let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads, parallel: &crate::parallel::ScopedThreads };
         let mut cache = InterpolantCache::new();
         let input = ContrastBatch { features: FeatureRows::F64(features), labels: &s.labels, p: s.p };
         contrast_loss(input, classes, 0.1, &evaluation, interpolate.then_some(&mut cache), GradientOut::Owned).unwrap()
@@ -759,7 +772,7 @@ mod tests {
         let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
         for threads in [1, 2] {
-            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
+            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads, parallel: &crate::parallel::ScopedThreads };
             let input = ContrastBatch { features: FeatureRows::F64(&s.features), labels: &s.labels, p: s.p };
             let owned = contrast_loss(input, classes, 0.1, &evaluation, None, GradientOut::Owned).unwrap();
             let mut wide = vec![MaybeUninit::<f64>::uninit(); owned.grad.len()];
@@ -778,15 +791,29 @@ mod tests {
     }
 
     #[test]
+    fn uneven_chunks_and_odd_class_counts_agree_across_thread_counts() {
+        for (n, c) in [(3001, 7), (3001, 13), (2999, 3)] {
+            let s = setup(n, c, 20, 13);
+            for interpolate in [false, true] {
+                let one = run_with(&s, &s.features, 1, interpolate);
+                for threads in [2, 3, 8] {
+                    assert_eq!(run_with(&s, &s.features, threads, interpolate), one, "N={n} C={c} {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn f32_rows_give_the_results_of_their_widened_copy() {
-        let mut s = setup(203, 10, 128, 12);
+        let mut s = setup(2503, 10, 128, 12);
         let narrow: Vec<f32> = s.features.iter().map(|&v| v as f32).collect();
         s.features = narrow.iter().map(|&v| f64::from(v)).collect();
         let nu = 63.0;
         let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
+        // 2503 x 10 pairs: one job, or three of uneven size.
         for threads in [1, 3] {
-            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads };
+            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads, parallel: &crate::parallel::ScopedThreads };
             let run = |features| {
                 let input = ContrastBatch { features, labels: &s.labels, p: s.p };
                 contrast_loss(input, classes, 0.1, &evaluation, Some(&mut InterpolantCache::new()), GradientOut::Owned).unwrap()
@@ -832,7 +859,7 @@ mod tests {
         let s = setup(2, 3, 4, 4);
         let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(1.0, x);
         let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
-        let e = PairEvaluation { exact: &bessel, nu: 1.0, max_threads: 1 };
+        let e = PairEvaluation { exact: &bessel, nu: 1.0, max_threads: 1, parallel: &crate::parallel::Sequential };
         let mut cache = InterpolantCache::new();
         let batch = |features, labels| ContrastBatch { features: FeatureRows::F64(features), labels, p: 4 };
         let owned = || GradientOut::Owned;

@@ -420,8 +420,9 @@ mod x86 {
 
     /// Generates the SIMD forms of [`super::weighted_sums2`]: four registers of `$lanes`
     /// coordinates per row, for both rows, per pass over the classes (eight independent
-    /// chains of fused multiply-adds, enough to cover their latency on two FMA units); the
-    /// coordinates past the last multiple of 4 `$lanes` go to the portable form.
+    /// chains of fused multiply-adds, enough to cover their latency on two FMA units), then
+    /// one register per row; the coordinates past the last multiple of `$lanes` go to the
+    /// portable form.
     macro_rules! weighted_sums_simd {
         ($name:ident, $feat:literal, $lanes:literal, $set1:ident, $load:ident, $store:ident, $mul:ident, $fmadd:ident) => {
             #[target_feature(enable = $feat)]
@@ -453,7 +454,21 @@ mod x86 {
                     }
                     k += REGS * $lanes;
                 }
-                weighted_sums_portable(z, v, c, &w, out, whole);
+                // Then one register per row for what is left in whole registers.
+                let single = p / $lanes * $lanes;
+                while k < single {
+                    let mut g0 = $mul(w0, $load(z.as_ptr().add(k)));
+                    let mut g1 = $mul(w1, $load(z.as_ptr().add(p + k)));
+                    for j in 0..classes {
+                        let vr = $load(v.as_ptr().add(j * p + k));
+                        g0 = $fmadd($set1(*c.get_unchecked(j)), vr, g0);
+                        g1 = $fmadd($set1(*c.get_unchecked(classes + j)), vr, g1);
+                    }
+                    $store(out.as_mut_ptr().add(k), g0);
+                    $store(out.as_mut_ptr().add(p + k), g1);
+                    k += $lanes;
+                }
+                weighted_sums_portable(z, v, c, &w, out, single);
             }
         };
     }
@@ -562,7 +577,7 @@ mod tests {
 
     #[test]
     fn weighted_sums_equal_the_portable_form_bit_for_bit() {
-        for (p, classes) in [(1usize, 1usize), (7, 3), (16, 10), (128, 10), (130, 100)] {
+        for (p, classes) in [(1usize, 1usize), (7, 3), (16, 10), (24, 4), (48, 5), (128, 10), (130, 100), (1000, 3)] {
             let z = data(2 * p, 0.21);
             let v = data(classes * p, 0.43);
             let c = data(2 * classes, 0.77);

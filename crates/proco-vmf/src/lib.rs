@@ -9,6 +9,7 @@
 //! - [`chebyshev`]: certified per-class interpolants of the pair function, for the loss's inner loop.
 //! - [`contrast`]: the ProCo loss of a batch and its gradient in one host pass.
 //! - [`rows`]: feature rows in f32 or f64, widened where they are used.
+//! - [`parallel`]: who runs the loss pass's parallel jobs (spawned threads or the caller's pool).
 //! - [`compat`]: the authors' Miller recurrence, reproduced for side-by-side comparison only.
 
 pub mod bessel;
@@ -17,6 +18,7 @@ pub mod compat;
 pub mod contrast;
 mod error;
 mod kernels;
+pub mod parallel;
 pub mod rows;
 pub mod sampler;
 pub mod vmf;

@@ -4,11 +4,12 @@
 // re-enters autograd as value + <z, G> - <z, G>.detach(): a dot product and two scalar
 // operations forward, and backward a fresh tensor of G times the upstream gradient that
 // autograd then stores as z.grad. This node hands G itself to autograd instead: forward
-// creates one scalar, backward scales G in place (not at all when the upstream gradient is 1)
-// and returns it, so LibTorch's gradient accumulation can adopt it without a copy.
+// creates one scalar, backward scales G in place (on the CPU not at all when the upstream
+// gradient is 1) and returns it, so LibTorch's gradient accumulation can adopt it without a
+// copy (for a contiguous leaf of G's dtype; otherwise autograd converts it as usual).
 //
-// Called from Rust (crates/proco/src/loss/host_autograd.rs) through a C ABI; every C++
-// exception is caught here and returned as a message.
+// Called from Rust (crates/proco/src/host_autograd.rs) through a C ABI; every C++ exception
+// is caught here and returned as a message.
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
@@ -17,6 +18,7 @@
 
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <c10/util/intrusive_ptr.h>
 #include <string>
 #include <utility>
@@ -32,34 +34,45 @@ class HostGradientBackward final : public Node {
   explicit HostGradientBackward(at::Tensor grad) : grad_(std::move(grad)) {}
 
   variable_list apply(variable_list&& grads) override {
-    TORCH_CHECK(grad_.defined(),
-                "the ProCo loss's gradient was already handed to an earlier backward pass; "
-                "run backward with retain_graph = true to differentiate the loss more than once");
     const at::Tensor& upstream = grads.at(0);
+    // A graph kept for another backward pass keeps G and hands out a copy (the caller may
+    // change what it receives in place); otherwise G itself is handed over.
+    const bool keep = torch::autograd::get_current_graph_task_keep_graph();
+    at::Tensor g;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      TORCH_CHECK(grad_.defined(),
+                  "the ProCo loss's gradient was already handed to an earlier backward pass; "
+                  "run backward with retain_graph = true to differentiate the loss more than once");
+      g = keep ? grad_.clone() : std::exchange(grad_, at::Tensor());
+    }
     if (!upstream.defined()) {
       return {at::Tensor()};
     }
-    // A graph kept for another backward pass keeps G; otherwise G is handed over and can be
-    // scaled in place.
-    const bool keep = torch::autograd::get_current_graph_task_keep_graph();
-    at::Tensor g = keep ? grad_ : std::exchange(grad_, at::Tensor());
-    if (upstream.device().is_cpu()) {
+    if (at::GradMode::is_enabled()) {
+      // create_graph: the product must stay differentiable in the upstream gradient.
+      g = g.mul(upstream);
+    } else if (upstream.device().is_cpu()) {
       const double scale = upstream.item<double>();
       if (scale != 1.0) {
-        g = keep ? g.mul(scale) : g.mul_(scale);
+        g.mul_(scale);
       }
     } else {
       // Reading the scale would synchronise the device.
-      g = keep ? g.mul(upstream) : g.mul_(upstream);
+      g.mul_(upstream);
     }
     return {std::move(g)};
   }
 
   std::string name() const override { return "ProCoHostGradientBackward"; }
 
-  void release_variables() override { grad_.reset(); }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    grad_.reset();
+  }
 
  private:
+  std::mutex mutex_;
   at::Tensor grad_;
 };
 

@@ -1,4 +1,5 @@
-//! Two independent host jobs run side by side on LibTorch's own OpenMP threads.
+//! Independent host jobs run side by side on LibTorch's own OpenMP threads: two of them
+//! ([`join`]), or any number claimed by the threads in turn ([`for_each`], [`OpenMpWorkers`]).
 //!
 //! Why: after each parallel tensor operation, LibTorch's GNU OpenMP worker keeps spinning on
 //! the other core for milliseconds, waiting for the next one. A `std::thread` started in that
@@ -10,8 +11,10 @@
 //! where no such runtime is loaded, where it is limited to one thread, or inside another
 //! parallel region, the two jobs simply run one after the other ([`available`] says which).
 
+use std::any::Any;
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 type ParallelFn = unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint);
@@ -136,6 +139,65 @@ pub fn join<'a, RA: Send, RB: Send>(a: impl FnOnce() -> RA + Send + 'a, b: impl 
     (pair.a.take(), pair.b.take())
 }
 
+/// Context of one [`for_each`] region, shared by its threads.
+struct Shared<'a> {
+    job: &'a (dyn Fn(usize) + Sync),
+    tasks: usize,
+    next: AtomicUsize,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// The body every thread of a [`for_each`] region runs: it claims the next unstarted job until
+/// none is left, so a worker that wakes late simply finds less to do.
+unsafe extern "C" fn for_each_body(data: *mut c_void) {
+    // SAFETY: `data` is the `Shared` that `for_each` passed to GOMP_parallel, alive until
+    // GOMP_parallel returns (its end is a barrier for every thread of the region).
+    let shared = unsafe { &*(data as *const Shared<'_>) };
+    loop {
+        let t = shared.next.fetch_add(1, Ordering::Relaxed);
+        if t >= shared.tasks {
+            break;
+        }
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (shared.job)(t))) {
+            shared.panic.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(panic);
+        }
+    }
+}
+
+/// Runs `job(0)`, ..., `job(tasks - 1)`, each once, on up to `tasks` OpenMP threads where
+/// available (see the module notes), else one after the other; a panic in a job is resumed
+/// here after all have finished.
+pub fn for_each(tasks: usize, job: &(dyn Fn(usize) + Sync)) {
+    let pool = gomp().filter(|_| available() && tasks > 1);
+    let Some(gomp) = pool else {
+        (0..tasks).for_each(job);
+        return;
+    };
+    // SAFETY: a plain libgomp query.
+    let threads = tasks.min(unsafe { (gomp.max_threads)() }.max(1) as usize);
+    let shared = Shared { job, tasks, next: AtomicUsize::new(0), panic: Mutex::new(None) };
+    // SAFETY: `for_each_body` reads `data` as the `Shared` passed here, which outlives the
+    // call (GOMP_parallel returns only after every thread of the region has finished); the
+    // job is `Sync`, so threads may call it concurrently.
+    unsafe { (gomp.parallel)(for_each_body, &shared as *const Shared<'_> as *mut c_void, threads as c_uint, 0) };
+    if let Some(panic) = shared.panic.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        resume_unwind(panic);
+    }
+}
+
+/// LibTorch's OpenMP workers as the runner of the ProCo pass's parallel jobs
+/// ([`proco_vmf::parallel::Parallel`], through [`for_each`]): inside a LibTorch program they
+/// are usually spinning on the other cores already, where freshly spawned threads would have
+/// to compete with them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMpWorkers;
+
+impl proco_vmf::parallel::Parallel for OpenMpWorkers {
+    fn run(&self, tasks: usize, job: &(dyn Fn(usize) + Sync)) {
+        for_each(tasks, job);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +213,20 @@ mod tests {
         }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         assert!(gomp().is_some(), "LibTorch's GNU OpenMP should be found on this Linux build");
+    }
+
+    #[test]
+    fn for_each_runs_every_job_once() {
+        let _ = tch::Tensor::ones([1 << 16], (tch::Kind::Float, tch::Device::Cpu)).sum(tch::Kind::Float);
+        for tasks in [0usize, 1, 2, 3, 7] {
+            let counts: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+            for_each(tasks, &|t| {
+                counts[t].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{tasks} tasks");
+        }
+        let caught = catch_unwind(|| for_each(4, &|t| assert!(t != 2, "job 2 failed")));
+        assert!(caught.is_err());
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
 
 pub use proco_vmf::FeatureRows;
 
-/// Checked unit features on the host ([`unit_features_on_host`]).
+/// Features on the host: checked unit rows from [`unit_features_on_host`], rows still to be
+/// checked (with [`unit_rows`]) from [`features_on_host`].
 #[derive(Debug)]
 pub enum HostFeatures<'a> {
     /// A contiguous CPU f32 tensor's memory, read in place.

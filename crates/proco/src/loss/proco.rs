@@ -237,7 +237,7 @@ impl ProCoLoss {
         let terms = self.class_terms(estimator);
         let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc, log_prior: log_prior.values() };
         let exact = |x: f64| self.f_and_ratio(x);
-        let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads };
+        let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads, parallel: &crate::openmp::OpenMpWorkers };
         // The authors' numerics are reproduced pair by pair, not smoothed.
         let mut cache = self.interpolants.lock();
         let interpolants = (self.route == BesselRoute::Exact).then_some(&mut *cache);
@@ -277,16 +277,17 @@ impl ProCoLoss {
                 ratio[k] = a;
             }
         };
-        // The same threshold as the host pass, for the same reason (a spinning OpenMP worker).
+        // The same threshold as the host pass; the parts run on LibTorch's OpenMP workers.
         let threads = self.threads.min(q.len() / MIN_PAIRS_PER_THREAD).max(1);
         if threads == 1 {
             return work(0, q, kt, s0, ratio);
         }
         let chunk = q.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let parts = q.chunks(chunk).zip(kt.chunks_mut(chunk)).zip(s0.chunks_mut(chunk)).zip(ratio.chunks_mut(chunk));
-            for (i, (((q, kt), s0), ratio)) in parts.enumerate() {
-                scope.spawn(move || work(i * chunk, q, kt, s0, ratio));
+        let parts: Vec<_> = q.chunks(chunk).zip(kt.chunks_mut(chunk)).zip(s0.chunks_mut(chunk)).zip(ratio.chunks_mut(chunk)).map(|part| Mutex::new(Some(part))).collect();
+        crate::openmp::for_each(parts.len(), &|i| {
+            let part = parts[i].lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some((((q, kt), s0), ratio)) = part {
+                work(i * chunk, q, kt, s0, ratio);
             }
         });
     }
@@ -383,7 +384,8 @@ pub fn attach_gradient(features: &Tensor, grad: &[f64], value: f64) -> Result<Te
 /// tensor that carries it back into autograd.
 ///
 /// [`Self::attach`] returns a scalar whose backward hands G itself to autograd (see
-/// [`crate::host_autograd`]): on the CPU, G becomes the features' gradient without a copy.
+/// [`crate::host_autograd`]): on the CPU, G becomes the gradient of contiguous f32 / f64 leaf
+/// features without a copy.
 /// G is f64 for f64 features and f32 otherwise (f16's range is too small for it); it is
 /// built on the host and moved to the features' device in one transfer.
 #[derive(Debug)]
@@ -517,6 +519,18 @@ mod tests {
         let mut g = HostGradient::for_features(&z).unwrap();
         g.push(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 1.0).unwrap();
         let loss = g.attach(&z, 0.0).unwrap().f_mul_scalar(3.0).unwrap();
+        // A kept graph hands out copies: changing what one pass returned never alters what the
+        // next pass gets (here with an upstream factor of 1 and features that view a leaf).
+        let leaf = Tensor::from_slice(&[0.6f32, 0.8, 1.0, 0.0, 0.0, 1.0]).set_requires_grad(true);
+        let view = leaf.view([3, 2]);
+        let mut g = HostGradient::for_features(&view).unwrap();
+        g.push(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 1.0).unwrap();
+        let kept = g.attach(&view, 0.0).unwrap();
+        for _ in 0..2 {
+            let mut grads = Tensor::f_run_backward(&[&kept], &[&view], true, false).unwrap();
+            assert_eq!(Vec::<f32>::try_from(&grads[0].flatten(0, -1)).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+            let _ = grads[0].f_mul_scalar_(10.0).unwrap();
+        }
         for keep_graph in [true, true, false] {
             let grads = Tensor::f_run_backward(&[&loss], &[&z], keep_graph, false).unwrap();
             assert_eq!(Vec::<f32>::try_from(&grads[0].flatten(0, -1)).unwrap(), vec![3.0, 6.0, 9.0, 12.0, 15.0, 18.0]);
