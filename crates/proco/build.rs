@@ -7,7 +7,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/host_gradient.cpp");
-    for var in ["LIBTORCH_USE_PYTORCH", "LIBTORCH", "LIBTORCH_INCLUDE", "LIBTORCH_LIB", "LIBTORCH_CXX11_ABI"] {
+    for var in ["LIBTORCH_USE_PYTORCH", "LIBTORCH", "LIBTORCH_INCLUDE", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {

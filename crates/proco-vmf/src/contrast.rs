@@ -32,6 +32,7 @@
 //! summed in row order, so the output is bit-identical for any thread count.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::mem::MaybeUninit;
 
@@ -304,9 +305,26 @@ fn invalid(reason: String) -> VmfError {
     VmfError::InvalidBatch { reason }
 }
 
-/// A parallel job's own part of the work (each part is taken by exactly one job).
-fn take<T>(part: &Mutex<Option<T>>) -> Option<T> {
-    part.lock().unwrap_or_else(PoisonError::into_inner).take()
+/// Runs `work` once on each of `parts` through `parallel` (job t takes part t); fails unless
+/// every part was completed, so a runner that skips a job or swallows a panic can never leave
+/// outputs unwritten behind a successful result.
+fn run_parts<T: Send>(parallel: &dyn Parallel, parts: Vec<T>, work: impl Fn(T) + Sync) -> Result<(), VmfError> {
+    let jobs = parts.len();
+    let slots: Vec<Mutex<Option<T>>> = parts.into_iter().map(|part| Mutex::new(Some(part))).collect();
+    let completed = AtomicUsize::new(0);
+    parallel.run(jobs, &|t| {
+        let part = slots.get(t).and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+        if let Some(part) = part {
+            work(part);
+            completed.fetch_add(1, Ordering::AcqRel);
+        }
+    });
+    let completed = completed.into_inner();
+    if completed == jobs {
+        Ok(())
+    } else {
+        Err(VmfError::IncompleteJobs { completed, jobs })
+    }
 }
 
 /// The ProCo loss of a batch and its gradient; see the module notes for the formulas.
@@ -396,12 +414,8 @@ where
     if threads == 1 {
         fill_kt(&batch, 0, &mut columns);
     } else {
-        let parts: Vec<_> = chunks.iter().zip(columns.chunks_mut(rows * c)).map(|(&(first, _), kt)| Mutex::new(Some((first, kt)))).collect();
-        evaluation.parallel.run(parts.len(), &|t| {
-            if let Some((first, kt)) = take(&parts[t]) {
-                fill_kt(&batch, first, kt);
-            }
-        });
+        let parts: Vec<_> = chunks.iter().zip(columns.chunks_mut(rows * c)).map(|(&(first, _), kt)| (first, kt)).collect();
+        run_parts(evaluation.parallel, parts, |(first, kt)| fill_kt(&batch, first, kt))?;
     }
 
     // 2. Per class, a certified interpolant covering its arguments (and kappa, its anchor)
@@ -446,13 +460,9 @@ where
         for ((((per_sample, logits), kt), ratio), (&(first, _), kt_columns)) in outputs.zip(chunks.iter().zip(columns.chunks(rows * c))) {
             let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
             grad_rest = rest;
-            parts.push(Mutex::new(Some((first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }))));
+            parts.push((first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
         }
-        evaluation.parallel.run(parts.len(), &|t| {
-            if let Some((first, kt_columns, rows_out)) = take(&parts[t]) {
-                finish_rows(&batch, &interpolants, first, kt_columns, rows_out);
-            }
-        });
+        run_parts(evaluation.parallel, parts, |(first, kt_columns, rows_out)| finish_rows(&batch, &interpolants, first, kt_columns, rows_out))?;
     }
     if owned {
         // SAFETY: the capacity was reserved above and `finish_rows` wrote every one of the
@@ -788,6 +798,44 @@ mod tests {
                 assert_eq!(n, (0.5 * g) as f32, "threads={threads} k={k}");
             }
         }
+    }
+
+    /// Runs the jobs in reverse order, each twice.
+    #[derive(Debug)]
+    struct ReversedTwice;
+    impl Parallel for ReversedTwice {
+        fn run(&self, tasks: usize, job: &(dyn Fn(usize) + Sync)) {
+            for t in (0..tasks).rev() {
+                job(t);
+                job(t);
+            }
+        }
+    }
+
+    /// Forgets the last job.
+    #[derive(Debug)]
+    struct SkipsOne;
+    impl Parallel for SkipsOne {
+        fn run(&self, tasks: usize, job: &(dyn Fn(usize) + Sync)) {
+            (0..tasks.saturating_sub(1)).for_each(job);
+        }
+    }
+
+    #[test]
+    fn any_runner_that_completes_every_job_gives_the_same_result_and_others_fail() {
+        let s = setup(3001, 7, 20, 14);
+        let nu = 9.0;
+        let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
+        let classes = ClassTerms { kappa_mu: &s.kappa_mu, kappa: &s.kappa, logc: &s.logc, log_prior: &s.prior };
+        let input = ContrastBatch { features: FeatureRows::F64(&s.features), labels: &s.labels, p: s.p };
+        let run = |parallel: &dyn Parallel| {
+            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: 3, parallel };
+            contrast_loss(input, classes, 0.1, &evaluation, None, GradientOut::Owned)
+        };
+        let reference = run(&crate::parallel::Sequential).unwrap();
+        assert_eq!(run(&ReversedTwice).unwrap(), reference);
+        assert_eq!(run(&crate::parallel::ScopedThreads).unwrap(), reference);
+        assert!(matches!(run(&SkipsOne), Err(VmfError::IncompleteJobs { completed, jobs }) if completed + 1 == jobs && jobs > 1));
     }
 
     #[test]

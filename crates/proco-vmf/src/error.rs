@@ -33,4 +33,13 @@ pub enum VmfError {
         /// What was wrong with it.
         reason: String,
     },
+    /// A [`crate::parallel::Parallel`] runner returned without completing every job it was
+    /// given (a job skipped, or a panic swallowed); the outputs are incomplete.
+    #[error("the parallel runner completed {completed} of {jobs} jobs of the ProCo pass; it must run every job exactly once and let panics reach the caller")]
+    IncompleteJobs {
+        /// Jobs completed.
+        completed: usize,
+        /// Jobs handed to the runner.
+        jobs: usize,
+    },
 }

@@ -11,7 +11,9 @@
 /// Something that runs a batch of independent jobs, possibly side by side.
 pub trait Parallel: Sync + std::fmt::Debug {
     /// Runs `job(0)`, ..., `job(tasks - 1)`, each exactly once, possibly on several threads,
-    /// and returns when all have finished. A panic in a job reaches the caller's thread.
+    /// and returns when all have finished. A panic in a job must reach the caller's thread.
+    /// [`crate::contrast::contrast_loss`] counts completed jobs and fails with
+    /// [`crate::VmfError::IncompleteJobs`] if a runner breaks this contract.
     fn run(&self, tasks: usize, job: &(dyn Fn(usize) + Sync));
 }
 

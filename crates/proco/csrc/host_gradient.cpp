@@ -6,7 +6,8 @@
 // autograd then stores as z.grad. This node hands G itself to autograd instead: forward
 // creates one scalar, backward scales G in place (on the CPU not at all when the upstream
 // gradient is 1) and returns it, so LibTorch's gradient accumulation can adopt it without a
-// copy (for a contiguous leaf of G's dtype; otherwise autograd converts it as usual).
+// copy (for a contiguous leaf of G's dtype; otherwise autograd converts it as usual). A pass
+// that keeps the graph (retain_graph) or builds one (create_graph) gets a new tensor instead.
 //
 // Called from Rust (crates/proco/src/host_autograd.rs) through a C ABI; every C++ exception
 // is caught here and returned as a message.
@@ -35,31 +36,30 @@ class HostGradientBackward final : public Node {
 
   variable_list apply(variable_list&& grads) override {
     const at::Tensor& upstream = grads.at(0);
-    // A graph kept for another backward pass keeps G and hands out a copy (the caller may
-    // change what it receives in place); otherwise G itself is handed over.
-    const bool keep = torch::autograd::get_current_graph_task_keep_graph();
-    at::Tensor g;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      TORCH_CHECK(grad_.defined(),
-                  "the ProCo loss's gradient was already handed to an earlier backward pass; "
-                  "run backward with retain_graph = true to differentiate the loss more than once");
-      g = keep ? grad_.clone() : std::exchange(grad_, at::Tensor());
-    }
     if (!upstream.defined()) {
       return {at::Tensor()};
     }
-    if (at::GradMode::is_enabled()) {
-      // create_graph: the product must stay differentiable in the upstream gradient.
-      g = g.mul(upstream);
-    } else if (upstream.device().is_cpu()) {
-      const double scale = upstream.item<double>();
-      if (scale != 1.0) {
-        g.mul_(scale);
-      }
-    } else {
-      // Reading the scale would synchronise the device.
-      g.mul_(upstream);
+    // A graph kept for another backward pass keeps G and hands out a new tensor (the caller
+    // may change what it receives in place); otherwise G itself is handed over and scaled in
+    // place. With create_graph the product stays differentiable in the upstream gradient.
+    const bool keep = torch::autograd::get_current_graph_task_keep_graph();
+    const bool differentiable = at::GradMode::is_enabled();
+    std::lock_guard<std::mutex> lock(mutex_);
+    TORCH_CHECK(grad_.defined(),
+                "the ProCo loss's gradient was already handed to an earlier backward pass; "
+                "run backward with retain_graph = true to differentiate the loss more than once");
+    if (differentiable || !upstream.device().is_cpu()) {
+      // On a device, reading the scale would synchronise it.
+      at::Tensor g = keep ? grad_ : std::exchange(grad_, at::Tensor());
+      return {differentiable || keep ? g.mul(upstream) : g.mul_(upstream)};
+    }
+    const double scale = upstream.item<double>();
+    if (keep) {
+      return {scale == 1.0 ? grad_.clone() : grad_.mul(scale)};
+    }
+    at::Tensor g = std::exchange(grad_, at::Tensor());
+    if (scale != 1.0) {
+      g.mul_(scale);
     }
     return {std::move(g)};
   }

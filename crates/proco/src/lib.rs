@@ -11,7 +11,7 @@
 //! - [`validate`]: typed errors for bad feature / label tensors.
 //! - [`bench`]: the measurements behind `proco bench`.
 //! - [`allocator`]: malloc settings that keep a training step free of page faults.
-//! - [`openmp`]: two host jobs side by side on LibTorch's OpenMP threads.
+//! - [`openmp`]: host jobs side by side on LibTorch's OpenMP threads.
 //!
 //! The mathematics lives in `proco-vmf` (no tensors); this crate knows nothing of the terminal.
 

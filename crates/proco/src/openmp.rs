@@ -9,7 +9,7 @@
 //! (measured: 0.74x of one thread). The entry points are looked up at run time, so nothing is
 //! linked (Intel's OpenMP runtime exports the same GNU entry points and serves them too):
 //! where no such runtime is loaded, where it is limited to one thread, or inside another
-//! parallel region, the two jobs simply run one after the other ([`available`] says which).
+//! parallel region, the jobs simply run one after the other ([`available`] says which).
 
 use std::any::Any;
 use std::ffi::{c_char, c_int, c_uint, c_void};
@@ -25,6 +25,7 @@ struct Gomp {
     parallel: ParallelFn,
     thread_num: IntFn,
     max_threads: IntFn,
+    in_parallel: IntFn,
 }
 
 fn gomp() -> Option<&'static Gomp> {
@@ -42,14 +43,16 @@ fn gomp() -> Option<&'static Gomp> {
                 (!ptr.is_null()).then_some(ptr)
             };
             let (parallel, thread_num, max_threads) = (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_max_threads")?);
+            let in_parallel = find(c"omp_in_parallel")?;
             // SAFETY: these are libgomp's exported functions, whose C signatures are
             // void GOMP_parallel(void (*)(void *), void *, unsigned, unsigned) and
-            // int omp_get_{thread_num,max_threads}(void).
+            // int omp_get_{thread_num,max_threads}(void) and int omp_in_parallel(void).
             unsafe {
                 Some(Gomp {
                     parallel: std::mem::transmute::<*mut c_void, ParallelFn>(parallel),
                     thread_num: std::mem::transmute::<*mut c_void, IntFn>(thread_num),
                     max_threads: std::mem::transmute::<*mut c_void, IntFn>(max_threads),
+                    in_parallel: std::mem::transmute::<*mut c_void, IntFn>(in_parallel),
                 })
             }
         }
@@ -61,11 +64,12 @@ fn gomp() -> Option<&'static Gomp> {
     .as_ref()
 }
 
-/// Whether [`join`] can run its two jobs side by side: an OpenMP runtime with the GNU entry
-/// points is loaded and allows at least two threads.
+/// Whether [`join`] and [`for_each`] can run jobs side by side: an OpenMP runtime with the GNU
+/// entry points is loaded, allows at least two threads, and the caller is not already inside
+/// one of its parallel regions (nested regions would oversubscribe the cores).
 pub fn available() -> bool {
-    // SAFETY: a plain libgomp query.
-    gomp().is_some_and(|g| unsafe { (g.max_threads)() } >= 2)
+    // SAFETY: plain libgomp queries.
+    gomp().is_some_and(|g| unsafe { (g.max_threads)() >= 2 && (g.in_parallel)() == 0 })
 }
 
 /// A job and the slot for its outcome.
@@ -188,13 +192,21 @@ pub fn for_each(tasks: usize, job: &(dyn Fn(usize) + Sync)) {
 /// LibTorch's OpenMP workers as the runner of the ProCo pass's parallel jobs
 /// ([`proco_vmf::parallel::Parallel`], through [`for_each`]): inside a LibTorch program they
 /// are usually spinning on the other cores already, where freshly spawned threads would have
-/// to compete with them.
+/// to compete with them. Where no GNU OpenMP runtime is found, the jobs go to spawned threads
+/// ([`proco_vmf::parallel::ScopedThreads`]); where OpenMP is limited to one thread (for
+/// example `tch::set_num_threads(1)`) or the caller is inside a parallel region, they run one
+/// after the other. Called from a thread of the caller's own (not the one that runs
+/// LibTorch's operations), libgomp starts a second team of workers for that thread.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenMpWorkers;
 
 impl proco_vmf::parallel::Parallel for OpenMpWorkers {
     fn run(&self, tasks: usize, job: &(dyn Fn(usize) + Sync)) {
-        for_each(tasks, job);
+        if gomp().is_some() {
+            for_each(tasks, job);
+        } else {
+            proco_vmf::parallel::ScopedThreads.run(tasks, job);
+        }
     }
 }
 
@@ -225,8 +237,26 @@ mod tests {
             });
             assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{tasks} tasks");
         }
-        let caught = catch_unwind(|| for_each(4, &|t| assert!(t != 2, "job 2 failed")));
-        assert!(caught.is_err());
+        let caught = catch_unwind(|| for_each(4, &|t| assert!(t < 2, "job {t} failed")));
+        assert!(caught.is_err(), "two failing jobs: one panic resumed");
+
+        // Nested inside a region: every job still runs once (one after the other).
+        let counts: Vec<AtomicUsize> = (0..6).map(|_| AtomicUsize::new(0)).collect();
+        let (inner_a, inner_b) = join(
+            || {
+                let nested = !available();
+                for_each(3, &|t| {
+                    counts[t].fetch_add(1, Ordering::Relaxed);
+                });
+                nested
+            },
+            || for_each(3, &|t| {
+                counts[3 + t].fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        assert!(inner_a, "inside a region, available() is false");
+        let _ = inner_b;
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
     }
 
     #[test]

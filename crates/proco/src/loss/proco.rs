@@ -201,7 +201,8 @@ impl ProCoLoss {
     /// The loss of a batch already on the host, with its gradient: `features` is N x p
     /// row-major f64 (unit rows, as [`validate::unit_features_to_host`] returns them),
     /// `labels` N class indices below the estimator's class count. One pass over the N x C
-    /// pairs ([`proco_vmf::contrast::contrast_loss`]), split over the machine's cores.
+    /// pairs ([`proco_vmf::contrast::contrast_loss`]), split over LibTorch's OpenMP workers
+    /// ([`crate::openmp::OpenMpWorkers`]).
     pub fn host_loss(&self, features: &[f64], labels: &[usize], estimator: &VmfEstimator, log_prior: &LogPrior) -> Result<ContrastLoss> {
         let batch = HostBatch { features: FeatureRows::F64(features), labels, estimator };
         self.host_loss_with(batch, log_prior, self.threads, GradientOut::Owned)
@@ -221,7 +222,8 @@ impl ProCoLoss {
             let run = |b: HostBatch<'_>, memory| self.host_loss_with(b, log_prior, 1, GradientOut::Into { memory, scale });
             crate::openmp::join(|| run(first, mem_a), || run(second, mem_b))
         } else {
-            // No OpenMP pool to borrow: one view after the other, each on all cores.
+            // No OpenMP pool to borrow (or a single thread): one view after the other, each
+            // split as `host_loss` splits it.
             let run = |b: HostBatch<'_>, memory| self.host_loss_with(b, log_prior, self.threads, GradientOut::Into { memory, scale });
             (run(first, mem_a), run(second, mem_b))
         };
@@ -264,7 +266,8 @@ impl ProCoLoss {
     }
 
     /// kt = sqrt(kappa_j^2 + q_ij), s0 = F(kt) - logc_j and A(kt) for every pair (row-major
-    /// N x C), split over the machine's cores: this is the only per-pair scalar work of the loss.
+    /// N x C), split over LibTorch's OpenMP workers: this is the only per-pair scalar work of
+    /// the loss.
     fn host_bessel_pass(&self, q: &[f64], kappa_sq: &[f64], logc: &[f64], kt: &mut [f64], s0: &mut [f64], ratio: &mut [f64]) {
         let c = kappa_sq.len();
         let work = |start: usize, q: &[f64], kt: &mut [f64], s0: &mut [f64], ratio: &mut [f64]| {
@@ -531,6 +534,17 @@ mod tests {
             assert_eq!(Vec::<f32>::try_from(&grads[0].flatten(0, -1)).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
             let _ = grads[0].f_mul_scalar_(10.0).unwrap();
         }
+        // create_graph: the gradient stays differentiable in the upstream factor.
+        let weight = Tensor::from_slice(&[2.0f32]).set_requires_grad(true);
+        let z2 = z.detach().set_requires_grad(true);
+        let mut g = HostGradient::for_features(&z2).unwrap();
+        g.push(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 1.0).unwrap();
+        let weighted = g.attach(&z2, 0.0).unwrap().f_mul(&weight.f_squeeze().unwrap()).unwrap();
+        let dz = Tensor::f_run_backward(&[&weighted], &[&z2], true, true).unwrap().remove(0);
+        assert_eq!(Vec::<f32>::try_from(&dz.flatten(0, -1)).unwrap(), vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        dz.sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(&weight.grad()).unwrap(), vec![21.0]);
+
         for keep_graph in [true, true, false] {
             let grads = Tensor::f_run_backward(&[&loss], &[&z], keep_graph, false).unwrap();
             assert_eq!(Vec::<f32>::try_from(&grads[0].flatten(0, -1)).unwrap(), vec![3.0, 6.0, 9.0, 12.0, 15.0, 18.0]);
