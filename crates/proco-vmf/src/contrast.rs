@@ -28,17 +28,16 @@
 //! batches and the result never depends on what the cache held before.
 //!
 //! Work is split by rows over up to `max_threads` jobs, run by the caller's choice of threads
-//! ([`crate::parallel`]); the interpolants are built once for the whole batch, each row's results depend on that row alone and the mean is
-//! summed in row order, so the output is bit-identical for any thread count.
+//! ([`crate::parallel`]); the interpolants are built once for the whole batch, each row's
+//! results depend on that row alone and the mean is summed in row order, so the output is
+//! bit-identical for any thread count.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::mem::MaybeUninit;
 
 use crate::chebyshev::{pair_error_scale, PairInterpolant};
 use crate::error::VmfError;
-use crate::parallel::Parallel;
+use crate::parallel::{run_parts, Parallel};
 use crate::rows::FeatureRows;
 use crate::kernels::{dot, dots4x2, dots4x4, exp_nonpositive_in_place, norm_of_sum, squared_norms4, weighted_sum, weighted_sums2};
 
@@ -305,28 +304,6 @@ fn invalid(reason: String) -> VmfError {
     VmfError::InvalidBatch { reason }
 }
 
-/// Runs `work` once on each of `parts` through `parallel` (job t takes part t); fails unless
-/// every part was completed, so a runner that skips a job or swallows a panic can never leave
-/// outputs unwritten behind a successful result.
-fn run_parts<T: Send>(parallel: &dyn Parallel, parts: Vec<T>, work: impl Fn(T) + Sync) -> Result<(), VmfError> {
-    let jobs = parts.len();
-    let slots: Vec<Mutex<Option<T>>> = parts.into_iter().map(|part| Mutex::new(Some(part))).collect();
-    let completed = AtomicUsize::new(0);
-    parallel.run(jobs, &|t| {
-        let part = slots.get(t).and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take());
-        if let Some(part) = part {
-            work(part);
-            completed.fetch_add(1, Ordering::AcqRel);
-        }
-    });
-    let completed = completed.into_inner();
-    if completed == jobs {
-        Ok(())
-    } else {
-        Err(VmfError::IncompleteJobs { completed, jobs })
-    }
-}
-
 /// The ProCo loss of a batch and its gradient; see the module notes for the formulas.
 ///
 /// `features` is N x p row-major (unit rows; not re-checked here), `labels` has N entries in
@@ -411,12 +388,8 @@ where
     let mut columns = vec![0.0; n * c];
 
     // 1. kt for every pair.
-    if threads == 1 {
-        fill_kt(&batch, 0, &mut columns);
-    } else {
-        let parts: Vec<_> = chunks.iter().zip(columns.chunks_mut(rows * c)).map(|(&(first, _), kt)| (first, kt)).collect();
-        run_parts(evaluation.parallel, parts, |(first, kt)| fill_kt(&batch, first, kt))?;
-    }
+    let parts: Vec<_> = chunks.iter().zip(columns.chunks_mut(rows * c)).map(|(&(first, _), kt)| (first, kt)).collect();
+    run_parts(evaluation.parallel, parts, |(first, kt)| fill_kt(&batch, first, kt))?;
 
     // 2. Per class, a certified interpolant covering its arguments (and kappa, its anchor)
     //    where one exists: from the cache's lattice, else built for this batch's range.
@@ -450,20 +423,15 @@ where
         })
         .collect();
     // 3. Logits, ratios, per-sample losses and the gradient, row by row.
-    if threads == 1 {
-        let all = RowsOut { per_sample: &mut out.per_sample, logits: &mut out.logits, kt: &mut out.kt, ratio: &mut out.ratio, grad: grad_memory, grad_out_scale };
-        finish_rows(&batch, &interpolants, 0, &columns, all);
-    } else {
-        let mut grad_rest = grad_memory;
-        let mut parts = Vec::with_capacity(chunks.len());
-        let outputs = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks_mut(rows * c)).zip(out.ratio.chunks_mut(rows * c));
-        for ((((per_sample, logits), kt), ratio), (&(first, _), kt_columns)) in outputs.zip(chunks.iter().zip(columns.chunks(rows * c))) {
-            let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
-            grad_rest = rest;
-            parts.push((first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
-        }
-        run_parts(evaluation.parallel, parts, |(first, kt_columns, rows_out)| finish_rows(&batch, &interpolants, first, kt_columns, rows_out))?;
+    let mut grad_rest = grad_memory;
+    let mut parts = Vec::with_capacity(chunks.len());
+    let outputs = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks_mut(rows * c)).zip(out.ratio.chunks_mut(rows * c));
+    for ((((per_sample, logits), kt), ratio), (&(first, _), kt_columns)) in outputs.zip(chunks.iter().zip(columns.chunks(rows * c))) {
+        let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
+        grad_rest = rest;
+        parts.push((first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
     }
+    run_parts(evaluation.parallel, parts, |(first, kt_columns, rows_out)| finish_rows(&batch, &interpolants, first, kt_columns, rows_out))?;
     if owned {
         // SAFETY: the capacity was reserved above and `finish_rows` wrote every one of the
         // N x p gradient values through the spare capacity (each row is written whole).

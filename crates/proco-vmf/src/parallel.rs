@@ -8,13 +8,41 @@
 //! chooses the threads: [`ScopedThreads`] here, or a pool of its own (the `proco` library
 //! passes LibTorch's OpenMP workers).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::error::VmfError;
+
 /// Something that runs a batch of independent jobs, possibly side by side.
 pub trait Parallel: Sync + std::fmt::Debug {
     /// Runs `job(0)`, ..., `job(tasks - 1)`, each exactly once, possibly on several threads,
     /// and returns when all have finished. A panic in a job must reach the caller's thread.
-    /// [`crate::contrast::contrast_loss`] counts completed jobs and fails with
-    /// [`crate::VmfError::IncompleteJobs`] if a runner breaks this contract.
+    /// [`run_parts`] counts completed jobs and fails with [`VmfError::IncompleteJobs`] if a
+    /// runner breaks this contract.
     fn run(&self, tasks: usize, job: &(dyn Fn(usize) + Sync));
+}
+
+/// Runs `work` once on each of `parts` through `parallel` (job t takes part t, so each job
+/// owns its share of the outputs); fails with [`VmfError::IncompleteJobs`] unless every part
+/// was completed, so a runner that skips a job or swallows a panic can never leave outputs
+/// unwritten behind a successful result.
+pub fn run_parts<T: Send>(parallel: &dyn Parallel, parts: Vec<T>, work: impl Fn(T) + Sync) -> Result<(), VmfError> {
+    let jobs = parts.len();
+    let slots: Vec<Mutex<Option<T>>> = parts.into_iter().map(|part| Mutex::new(Some(part))).collect();
+    let completed = AtomicUsize::new(0);
+    parallel.run(jobs, &|t| {
+        let part = slots.get(t).and_then(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+        if let Some(part) = part {
+            work(part);
+            completed.fetch_add(1, Ordering::AcqRel);
+        }
+    });
+    let completed = completed.into_inner();
+    if completed == jobs {
+        Ok(())
+    } else {
+        Err(VmfError::IncompleteJobs { completed, jobs })
+    }
 }
 
 /// Jobs on freshly spawned scoped threads (the caller's thread runs job 0). The right choice
@@ -50,7 +78,6 @@ impl Parallel for Sequential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn every_job_runs_once() {

@@ -4,9 +4,10 @@
 //! gradient G in one host pass; the node in `csrc/host_gradient.cpp` makes that value a
 //! differentiable scalar whose backward returns G itself (scaled in place by the upstream
 //! gradient; on the CPU not at all when that is 1), which LibTorch then keeps as the gradient
-//! of a contiguous leaf of G's dtype without copying. The alternative built from stock operations, value + <z, G> - <z, G>
-//! detached, costs a dot product forward and a fresh N x p product backward (measured: ~35 us
-//! of a ~165 us ProCo branch at batch 256 on two cores).
+//! of a contiguous leaf of G's dtype without copying. The alternative built from stock
+//! operations, value + <z, G> - <z, G> detached, costs a dot product forward and a fresh
+//! N x p product backward (measured: ~35 us of a ~165 us ProCo branch at batch 256 on two
+//! cores).
 
 use std::ffi::{c_char, CStr};
 
@@ -23,8 +24,8 @@ extern "C" {
 /// whose gradient in `features` is `grad`: same shape and device, any floating dtype
 /// (autograd casts it to the features' dtype). `grad` is consumed: backward may scale it in
 /// place. A second backward pass through the result fails with a LibTorch error unless the
-/// first kept the graph (`retain_graph`; each kept pass then hands out a copy of G). Without grad mode, or for features that do not
-/// require grad, the result is a plain constant.
+/// first kept the graph (`retain_graph`; each kept pass then hands out a copy of G). Without
+/// grad mode, or for features that do not require grad, the result is a plain constant.
 pub(crate) fn scalar_with_gradient(features: &Tensor, grad: Tensor, value: f64) -> Result<Tensor> {
     let mut message = [0 as c_char; 1024];
     // SAFETY: both pointers are live tch tensors (tch's C_tensor is a heap `at::Tensor*`);

@@ -23,7 +23,6 @@ type IntFn = unsafe extern "C" fn() -> c_int;
 /// The GNU OpenMP entry points, if this process has them loaded.
 struct Gomp {
     parallel: ParallelFn,
-    thread_num: IntFn,
     max_threads: IntFn,
     in_parallel: IntFn,
 }
@@ -42,15 +41,13 @@ fn gomp() -> Option<&'static Gomp> {
                 let ptr = unsafe { dlsym(std::ptr::null_mut(), name.as_ptr()) };
                 (!ptr.is_null()).then_some(ptr)
             };
-            let (parallel, thread_num, max_threads) = (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_max_threads")?);
-            let in_parallel = find(c"omp_in_parallel")?;
+            let (parallel, max_threads, in_parallel) = (find(c"GOMP_parallel")?, find(c"omp_get_max_threads")?, find(c"omp_in_parallel")?);
             // SAFETY: these are libgomp's exported functions, whose C signatures are
             // void GOMP_parallel(void (*)(void *), void *, unsigned, unsigned) and
-            // int omp_get_{thread_num,max_threads}(void) and int omp_in_parallel(void).
+            // int omp_get_max_threads(void) and int omp_in_parallel(void).
             unsafe {
                 Some(Gomp {
                     parallel: std::mem::transmute::<*mut c_void, ParallelFn>(parallel),
-                    thread_num: std::mem::transmute::<*mut c_void, IntFn>(thread_num),
                     max_threads: std::mem::transmute::<*mut c_void, IntFn>(max_threads),
                     in_parallel: std::mem::transmute::<*mut c_void, IntFn>(in_parallel),
                 })
@@ -102,45 +99,14 @@ impl<'a, R> Job<'a, R> {
     }
 }
 
-struct Pair<'a, RA, RB> {
-    a: Job<'a, RA>,
-    b: Job<'a, RB>,
-    gomp: &'static Gomp,
-}
-
-/// The body every thread of the parallel region runs: thread 0 takes `a` and then `b` if no
-/// one has started it, thread 1 takes `b` and then `a` likewise. A worker that wakes late (on
-/// a busy or slowed core) thus costs nothing: the first thread simply runs both jobs.
-unsafe extern "C" fn pair_body<RA, RB>(data: *mut c_void) {
-    // SAFETY: `data` is the `Pair` that `join` passed to GOMP_parallel, alive until
-    // GOMP_parallel returns (its end is a barrier for every thread of the region).
-    let pair = unsafe { &*(data as *const Pair<'_, RA, RB>) };
-    // SAFETY: a plain libgomp query, valid inside a parallel region.
-    match unsafe { (pair.gomp.thread_num)() } {
-        0 => {
-            pair.a.run();
-            pair.b.run();
-        }
-        1 => {
-            pair.b.run();
-            pair.a.run();
-        }
-        _ => {}
-    }
-}
-
 /// Runs `a` and `b`, on two OpenMP threads where available (see the module notes), and
-/// returns both results; a panic in either is resumed here after both have finished.
+/// returns both results; a panic in either is resumed here after both have finished. The jobs
+/// go through [`for_each`], whose threads claim them in turn: a worker that wakes late (on a
+/// busy or slowed core) costs nothing, the caller's thread simply runs both.
 pub fn join<'a, RA: Send, RB: Send>(a: impl FnOnce() -> RA + Send + 'a, b: impl FnOnce() -> RB + Send + 'a) -> (RA, RB) {
-    let Some(gomp) = gomp().filter(|_| available()) else {
-        return (a(), b());
-    };
-    let pair = Pair { a: Job::new(a), b: Job::new(b), gomp };
-    // SAFETY: `pair_body::<RA, RB>` matches the `Pair<RA, RB>` passed as its data; the jobs
-    // are `Send` (they may run on the worker) and `pair` outlives the call, which returns only
-    // after every thread of the region has finished.
-    unsafe { (gomp.parallel)(pair_body::<RA, RB>, &pair as *const Pair<'_, RA, RB> as *mut c_void, 2, 0) };
-    (pair.a.take(), pair.b.take())
+    let (a, b) = (Job::new(a), Job::new(b));
+    for_each(2, &|t| if t == 0 { a.run() } else { b.run() });
+    (a.take(), b.take())
 }
 
 /// Context of one [`for_each`] region, shared by its threads.

@@ -22,6 +22,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use proco_vmf::parallel::run_parts;
 use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastBatch, ContrastLoss, GradientMemory, GradientOut, InterpolantCache, PairEvaluation, MIN_PAIRS_PER_THREAD};
 use proco_vmf::{bessel_order, compat, FixedOrderBessel};
 use tch::{Device, Kind, Tensor};
@@ -268,7 +269,7 @@ impl ProCoLoss {
     /// kt = sqrt(kappa_j^2 + q_ij), s0 = F(kt) - logc_j and A(kt) for every pair (row-major
     /// N x C), split over LibTorch's OpenMP workers: this is the only per-pair scalar work of
     /// the loss.
-    fn host_bessel_pass(&self, q: &[f64], kappa_sq: &[f64], logc: &[f64], kt: &mut [f64], s0: &mut [f64], ratio: &mut [f64]) {
+    fn host_bessel_pass(&self, q: &[f64], kappa_sq: &[f64], logc: &[f64], kt: &mut [f64], s0: &mut [f64], ratio: &mut [f64]) -> Result<()> {
         let c = kappa_sq.len();
         let work = |start: usize, q: &[f64], kt: &mut [f64], s0: &mut [f64], ratio: &mut [f64]| {
             for (k, &qij) in q.iter().enumerate() {
@@ -282,17 +283,10 @@ impl ProCoLoss {
         };
         // The same threshold as the host pass; the parts run on LibTorch's OpenMP workers.
         let threads = self.threads.min(q.len() / MIN_PAIRS_PER_THREAD).max(1);
-        if threads == 1 {
-            return work(0, q, kt, s0, ratio);
-        }
-        let chunk = q.len().div_ceil(threads);
-        let parts: Vec<_> = q.chunks(chunk).zip(kt.chunks_mut(chunk)).zip(s0.chunks_mut(chunk)).zip(ratio.chunks_mut(chunk)).map(|part| Mutex::new(Some(part))).collect();
-        crate::openmp::for_each(parts.len(), &|i| {
-            let part = parts[i].lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some((((q, kt), s0), ratio)) = part {
-                work(i * chunk, q, kt, s0, ratio);
-            }
-        });
+        let chunk = q.len().div_ceil(threads).max(1);
+        let parts: Vec<_> = q.chunks(chunk).zip(kt.chunks_mut(chunk)).zip(s0.chunks_mut(chunk)).zip(ratio.chunks_mut(chunk)).enumerate().collect();
+        run_parts(&crate::openmp::OpenMpWorkers, parts, |(i, (((q, kt), s0), ratio))| work(i * chunk, q, kt, s0, ratio))?;
+        Ok(())
     }
 
     /// The contrast logits s (N x C) of unit features against the estimator's classes.
@@ -332,7 +326,7 @@ impl ProCoLoss {
         let mut kt = vec![0.0; n * c];
         let mut s0 = vec![0.0; n * c];
         let mut ratio = vec![0.0; n * c];
-        self.host_bessel_pass(&q_host, &kappa_sq, &logc, &mut kt, &mut s0, &mut ratio);
+        self.host_bessel_pass(&q_host, &kappa_sq, &logc, &mut kt, &mut s0, &mut ratio)?;
         let to_dev = |v: &[f64]| -> Result<Tensor> {
             Ok(Tensor::f_from_slice(v)?.f_view([n as i64, c as i64])?.f_to_kind(kind)?.f_to_device(device)?)
         };
@@ -388,9 +382,8 @@ pub fn attach_gradient(features: &Tensor, grad: &[f64], value: f64) -> Result<Te
 ///
 /// [`Self::attach`] returns a scalar whose backward hands G itself to autograd (see
 /// [`crate::host_autograd`]): on the CPU, G becomes the gradient of contiguous f32 / f64 leaf
-/// features without a copy.
-/// G is f64 for f64 features and f32 otherwise (f16's range is too small for it); it is
-/// built on the host and moved to the features' device in one transfer.
+/// features without a copy. G is f64 for f64 features and f32 otherwise (f16's range is too
+/// small for it); it is built on the host and moved to the features' device in one transfer.
 #[derive(Debug)]
 pub struct HostGradient {
     values: Tensor,
