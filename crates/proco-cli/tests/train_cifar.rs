@@ -27,14 +27,20 @@ fn learns_on_a_real_cifar10_lt_slice() {
     assert!(data.join("cifar-10-batches-bin").is_dir(), "CIFAR-10 is needed under {} (run scripts/fetch-cifar10.sh)", data.display());
     let dir = run_dir("learn");
     // About 2000 long-tailed training images, batch 32: 62 steps per epoch, 5 epochs = 310 steps.
+    // The size and batch come from a --config file (`limit` is an optional recipe field).
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "limit = 2000\nbatch_size = 32\n").unwrap();
     let out = proco(&[
-        "train", "--preset", "cifar10-lt-if100", "--epochs", "5", "--limit", "2000",
-        "--set", "batch_size=32", "--set", "lr=0.1", "--run-dir", dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap(),
+        "train", "--preset", "cifar10-lt-if100", "--epochs", "5", "--config", config.to_str().unwrap(),
+        "--set", "lr=0.1", "--run-dir", dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "train failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("{stdout}");
 
+    let saved: toml::Table = std::fs::read_to_string(dir.join("recipe.toml")).unwrap().parse().unwrap();
+    assert_eq!((saved["limit"].as_integer(), saved["batch_size"].as_integer()), (Some(2000), Some(32)), "{saved}");
     let records: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -55,6 +61,51 @@ fn learns_on_a_real_cifar10_lt_slice() {
     let text = String::from_utf8_lossy(&eval.stdout);
     assert!(eval.status.success() && text.contains("top-1") && text.contains("many"), "{text}\n{}", String::from_utf8_lossy(&eval.stderr));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&config);
+}
+
+/// A class with no test image (the first 20 CIFAR-10 test images miss some classes) has no
+/// per-class accuracy: it is written as an explicit "no sample", no file holds a NaN, and the
+/// run resumes and evaluates. `limit` is set with `--set`.
+#[test]
+fn a_class_without_test_images_survives_resume_and_eval() {
+    let data = data_dir();
+    let dir = run_dir("emptyclass");
+    let (d, dd) = (dir.to_str().unwrap(), data.to_str().unwrap());
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--preset", "cifar10-lt-if100", "--epochs", "2", "--set", "limit=20", "--run-dir", d, "--data-dir", dd];
+        args.extend_from_slice(extra);
+        let out = proco(&args);
+        assert!(out.status.success(), "train {extra:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    };
+    train(&["--stop-after", "1"]);
+    let first: serde_json::Value = serde_json::from_str(std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    let per_class = first["val"]["per_class"].as_array().expect("per-class accuracies");
+    assert_eq!(per_class.len(), 10);
+    assert!(per_class.iter().any(|a| a.is_null()), "some class has no test image among the first 20: {per_class:?}");
+    assert!(per_class.iter().all(|a| a.is_null() || a.as_f64().is_some_and(|v| (0.0..=100.0).contains(&v))), "{per_class:?}");
+    train(&["--resume"]);
+    let eval = proco(&["eval", "--checkpoint", d, "--data-dir", dd]);
+    assert!(eval.status.success(), "eval failed: {}", String::from_utf8_lossy(&eval.stderr));
+    for entry in walk(&dir) {
+        if let Ok(text) = std::fs::read_to_string(&entry) {
+            assert!(!text.contains("NaN") && !text.contains("nan"), "{} holds a NaN", entry.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 #[test]
@@ -68,6 +119,10 @@ fn wrong_data_directory_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cifar10-lt-if100"));
     let out = proco(&["train", "--set", "learning_rate=0.1", "--data-dir", "/nonexistent"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("learning_rate"));
+    // `limit` is a recipe field like any other: accepted, so the run gets as far as the data.
+    let out = proco(&["train", "--set", "limit=100", "--data-dir", "/nonexistent/proco-data", "--run-dir", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/nonexistent/proco-data") && !err.contains("unknown"), "{err}");
     let out = proco(&["train", "--device", "cuda:7", "--data-dir", "/nonexistent"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("CUDA"));
 }

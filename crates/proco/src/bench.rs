@@ -211,7 +211,7 @@ pub fn inference_throughput(batch_size: usize, device: Device, budget: TimingBud
     let x = Tensor::f_randn([batch_size as i64, 3, 32, 32], (Kind::Float, device))?;
     let _guard = tch::no_grad_guard();
     let (reps, secs) = timed(budget, device, || {
-        let _ = std::hint::black_box(net.logits(&x));
+        let _ = std::hint::black_box(net.logits(&x)?);
         Ok(())
     })?;
     Ok((reps * batch_size) as f64 / secs)

@@ -17,6 +17,12 @@ pub enum ProcoError {
         /// What was wrong.
         reason: String,
     },
+    /// Images given to a network are of the wrong shape, dtype or device.
+    #[error("invalid images: {reason}; pass an N x 3 x H x W floating-point tensor on the network's device")]
+    InvalidImages {
+        /// What was wrong.
+        reason: String,
+    },
     /// A hyper-parameter is outside its domain.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {

@@ -66,7 +66,9 @@ pub fn unit_features(features: &Tensor, p: usize) -> Result<i64> {
 /// returned (N x p row-major): for callers that compute on the host anyway, one transfer does
 /// both jobs.
 pub fn unit_features_to_host(features: &Tensor, p: usize) -> Result<Vec<f64>> {
-    Ok(unit_features_on_host(features, p)?.into_f64())
+    // SAFETY: the in-place view (if any) is copied out before this function returns, and no
+    // code runs meanwhile that could write to the features.
+    Ok(unsafe { unit_features_on_host(features, p) }?.into_f64())
 }
 
 pub use proco_vmf::FeatureRows;
@@ -102,8 +104,14 @@ impl HostFeatures<'_> {
 
 /// The checks of [`unit_features`] on the host, without copying a contiguous CPU f32 tensor:
 /// its memory is checked (and later read) in place; any other tensor is copied to f64.
-pub fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
-    let host = features_on_host(features, p)?;
+/// [`unit_features_to_host`] is the safe, always-copying form.
+///
+/// # Safety
+/// As [`features_on_host`]: nothing may write to the storage of `features` while the result
+/// is alive.
+pub unsafe fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
+    // SAFETY: the caller's contract is this function's.
+    let host = unsafe { features_on_host(features, p) }?;
     unit_rows(host.rows(), p, features.kind())?;
     Ok(host)
 }
@@ -111,15 +119,26 @@ pub fn unit_features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures
 /// [`unit_features_on_host`] without the norm check, for callers that check the rows in
 /// parts ([`unit_rows`], for example on several threads): the shape and dtype are checked,
 /// the values are not.
-pub fn features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
+///
+/// # Safety
+/// A contiguous CPU f32 tensor is lent in place ([`HostFeatures::InPlace`]): nothing may
+/// write to its storage, through `features` or any tensor sharing it (a `shallow_clone`, a
+/// view, an in-place op, another thread), while the result is alive. The borrow of
+/// `features` alone cannot ensure that, since tch lets shared handles mutate the storage.
+/// Safe code cannot call it:
+///
+/// ```compile_fail,E0133
+/// let t = proco::tch::Tensor::from_slice(&[0.6f32, 0.8]).view([1, 2]);
+/// let host = proco::validate::features_on_host(&t, 2);
+/// ```
+pub unsafe fn features_on_host(features: &Tensor, p: usize) -> Result<HostFeatures<'_>> {
     let n = check_feature_tensor(features, p)? as usize;
     let numel = n * p;
-    // SAFETY (both in-place reads): ProCo only reads features; nothing writes to them while
-    // the returned view is alive (the training step holds them until its backward pass,
-    // which writes only gradients).
+    // SAFETY: the caller guarantees that nothing writes to the storage while the view lives.
     if let Some(src) = unsafe { cpu_slice::<f32>(features, Kind::Float) } {
         return Ok(HostFeatures::InPlace(src));
     }
+    // SAFETY: the f64 slice is copied before this function returns.
     let values = if let Some(src) = unsafe { cpu_slice::<f64>(features, Kind::Double) } {
         src.to_vec()
     } else if features.kind() == Kind::Double {
@@ -223,7 +242,8 @@ mod tests {
     fn cpu_f32_features_are_checked_in_place_and_others_copied() {
         let values = [0.6f32, 0.8, 0.0, 1.0, -1.0, 0.0];
         let unit = Tensor::from_slice(&values).view([3, 2]);
-        let host = unit_features_on_host(&unit, 2).unwrap();
+        // SAFETY: nothing writes to the test's tensors.
+        let host = unsafe { unit_features_on_host(&unit, 2) }.unwrap();
         assert!(matches!(host, HostFeatures::InPlace(_)));
         assert_eq!(host.rows(), FeatureRows::F32(&values));
         assert_eq!(host.rows().to_f64().into_owned(), unit_features_to_host(&unit, 2).unwrap());
@@ -231,11 +251,11 @@ mod tests {
         assert_eq!((a.len(), b.len()), (2, 4));
         // Not contiguous: copied, same values.
         let strided = Tensor::from_slice(&[0.6f32, 0.0, 0.8, 1.0]).view([2, 2]).tr();
-        assert!(matches!(unit_features_on_host(&strided, 2).unwrap(), HostFeatures::Copied(_)));
+        assert!(matches!(unsafe { unit_features_on_host(&strided, 2) }.unwrap(), HostFeatures::Copied(_)));
         // The in-place path refuses what the copying one refuses.
         for bad in [[0.6f32, 0.8, 2.0, 0.0], [f32::NAN, 1.0, 1.0, 0.0], [f32::INFINITY, 0.0, 1.0, 0.0]] {
             let t = Tensor::from_slice(&bad).view([2, 2]);
-            assert!(matches!(unit_features_on_host(&t, 2), Err(ProcoError::InvalidFeatures { .. })), "{bad:?}");
+            assert!(matches!(unsafe { unit_features_on_host(&t, 2) }, Err(ProcoError::InvalidFeatures { .. })), "{bad:?}");
         }
     }
 }

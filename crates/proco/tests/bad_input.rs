@@ -101,3 +101,34 @@ fn half_precision_features_with_clamped_kappa() {
         assert!(g.isfinite().all().int64_value(&[]) == 1, "{kind:?}: non-finite gradient");
     }
 }
+
+/// Shapes, dtypes and batch sizes a user can hand the network come back as typed errors
+/// instead of panics inside tch.
+#[test]
+fn network_input_of_the_wrong_shape_is_a_typed_error() {
+    use proco::model::TwoBranchNet;
+    use proco::tch::Device;
+    use proco::train::Recipe;
+    let recipe = Recipe::preset("cifar10-lt-if100").unwrap();
+    let net = TwoBranchNet::new(&recipe, 10, Device::Cpu).unwrap();
+    let images = |shape: &[i64], kind: Kind| Tensor::zeros(shape, (kind, Device::Cpu));
+    let _guard = proco::tch::no_grad_guard();
+    for (shape, kind, train, what) in [
+        (&[2, 3, 32][..], Kind::Float, false, "[N, 3, H, W]"),
+        (&[2, 1, 32, 32][..], Kind::Float, false, "[N, 3, H, W]"),
+        (&[2, 32, 32, 3][..], Kind::Float, true, "[N, 3, H, W]"),
+        (&[2, 3, 0, 32][..], Kind::Float, false, "empty"),
+        (&[0, 3, 32, 32][..], Kind::Float, false, "empty"),
+        (&[2, 3, 32, 32][..], Kind::Double, false, "Double"),
+        (&[2, 3, 32, 32][..], Kind::Uint8, true, "Uint8"),
+        (&[1, 3, 32, 32][..], Kind::Float, true, "at least 2"),
+    ] {
+        let x = images(shape, kind);
+        let err = if train { net.forward_t(&x, true).map(|_| ()) } else { net.logits(&x).map(|_| ()) }.unwrap_err();
+        assert!(matches!(err, ProcoError::InvalidImages { .. }) && err.to_string().contains(what), "{shape:?} {kind:?}: {err}");
+    }
+    // What the checks let through runs: any image size (global pooling), one image at inference.
+    let (z, logits) = net.forward_t(&images(&[2, 3, 20, 24], Kind::Float), true).unwrap();
+    assert_eq!((z.size(), logits.size()), (vec![2, 128], vec![2, 10]));
+    assert_eq!(net.logits(&images(&[1, 3, 32, 32], Kind::Float)).unwrap().size(), [1, 10]);
+}

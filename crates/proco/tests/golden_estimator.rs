@@ -7,19 +7,18 @@ mod support;
 use proco::tch::Tensor;
 use proco::{BatchStatistics, EstimatorPair, VmfEstimator};
 use rand::SeedableRng;
-use support::{load, vec1, vec2};
+use support::{load, zip_exact, At};
 
-fn flat(m: &[Vec<f64>]) -> Vec<f64> {
-    m.iter().flatten().copied().collect()
+fn state(v: &At, c: usize, p: usize) -> VmfEstimator {
+    VmfEstimator::from_state(c, p, v.get("means").matrix(c, p), v.get("counts").vec(c))
+        .unwrap_or_else(|e| panic!("{}: state refused: {e}", v.here()))
 }
 
-fn state(v: &serde_json::Value, c: usize, p: usize) -> VmfEstimator {
-    VmfEstimator::from_state(c, p, flat(&vec2(&v["means"])), vec1(&v["counts"])).expect("valid golden state")
-}
-
-fn check_derived(est: &VmfEstimator, want: &serde_json::Value, what: &str, informational_flags: &[usize]) {
+fn check_derived(est: &VmfEstimator, want: &At, what: &str, informational_flags: &[usize]) {
+    let c = est.counts().len();
     let conc = est.concentrations();
-    let (r, kappa, logc) = (vec1(&want["R"]), vec1(&want["kappa"]), vec1(&want["logc"]));
+    let (r, kappa, logc) = (want.get("R").vec(c), want.get("kappa").vec(c), want.get("logc").vec(c));
+    let flags = want.get("kappa_flag").strs(c);
     for (j, cj) in conc.iter().enumerate() {
         assert!((cj.r - r[j]).abs() <= 2e-15 * r[j].max(1e-300), "{what} class {j}: R {} vs {}", cj.r, r[j]);
         let cond = 2.0 / (1.0 - r[j] * r[j]).abs().max(1e-300);
@@ -33,7 +32,7 @@ fn check_derived(est: &VmfEstimator, want: &serde_json::Value, what: &str, infor
         }
         // README: for a class seen once, R = 1 up to rounding and the flag depends on how |z| rounds.
         if !informational_flags.contains(&j) {
-            assert_eq!(cj.flag.as_str(), want["kappa_flag"][j].as_str().unwrap(), "{what} class {j}: flag");
+            assert_eq!(cj.flag.as_str(), flags[j], "{what} class {j}: flag");
         }
     }
 }
@@ -41,40 +40,43 @@ fn check_derived(est: &VmfEstimator, want: &serde_json::Value, what: &str, infor
 #[test]
 fn every_step_of_every_sequence() {
     let golden = load("estimator_cases.json");
-    let seqs = golden["sequences"].as_array().expect("sequences");
-    assert_eq!(seqs.len(), 2);
     let mut steps_checked = 0;
-    for seq in seqs {
-        let name = seq["name"].as_str().unwrap();
-        let (p, c) = (seq["p"].as_u64().unwrap() as usize, seq["num_classes"].as_u64().unwrap() as usize);
-        check_derived(&state(&seq["initial_state"], c, p), &seq["initial_state"], &format!("{name} initial"), &[]);
-        let mut prev = seq["initial_state"].clone();
-        for (k, step) in seq["steps"].as_array().unwrap().iter().enumerate() {
+    for seq in golden.at().get("sequences").items() {
+        let name = seq.get("name").str();
+        let (p, c) = (seq.get("p").usize(), seq.get("num_classes").usize());
+        let initial = seq.get("initial_state");
+        check_derived(&state(&initial, c, p), &initial, &format!("{name} initial"), &[]);
+        let mut prev = initial;
+        for (k, step) in seq.get("steps").items().into_iter().enumerate() {
             let what = format!("{name} step {k}");
             let mut est = state(&prev, c, p);
-            let feats = flat(&vec2(&step["batch_features"]));
-            let labels: Vec<i64> = step["batch_labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            let labels = step.get("batch_labels").ints_any();
+            let feats = step.get("batch_features").matrix(labels.len(), p);
             let z = Tensor::from_slice(&feats).view([labels.len() as i64, p as i64]);
             let y = Tensor::from_slice(&labels);
             let stats = BatchStatistics::from_batch(&z, &y, c, p).unwrap();
-            let want = &step["expected"];
-            assert_eq!(stats.counts(), vec1(&want["batch_class_counts"]).as_slice(), "{what}: batch counts");
-            for (j, (a, b)) in est.update_weights(&stats).iter().zip(vec1(&want["update_weight"])).enumerate() {
+            let want = step.get("expected");
+            assert_eq!(stats.counts(), want.get("batch_class_counts").vec(c).as_slice(), "{what}: batch counts");
+            let weights = est.update_weights(&stats);
+            let want_weights = want.get("update_weight").vec(c);
+            for (j, (a, b)) in zip_exact(&weights, &want_weights, &what).enumerate() {
                 assert!((a - b).abs() <= 1e-16 * b.max(1.0), "{what} class {j}: weight {a} vs {b}");
             }
             est.apply(&stats).unwrap();
-            assert_eq!(est.counts(), vec1(&want["counts"]).as_slice(), "{what}: counts");
-            for (i, (a, b)) in est.means().iter().zip(flat(&vec2(&want["means"]))).enumerate() {
+            let counts = want.get("counts").vec(c);
+            assert_eq!(est.counts(), counts.as_slice(), "{what}: counts");
+            let means = want.get("means").matrix(c, p);
+            for (i, (a, b)) in zip_exact(est.means(), &means, &what).enumerate() {
                 assert!((a - b).abs() <= 1e-15, "{what} mean entry {i}: {a} vs {b}");
             }
             // A class seen exactly once has R = 1 up to rounding: its flag is informational.
-            let seen_once: Vec<usize> = vec1(&want["counts"]).iter().enumerate().filter(|(_, &n)| n == 1.0).map(|(j, _)| j).collect();
-            check_derived(&est, want, &what, &seen_once);
-            prev = want.clone();
+            let seen_once: Vec<usize> = counts.iter().enumerate().filter(|(_, &n)| n == 1.0).map(|(j, _)| j).collect();
+            check_derived(&est, &want, &what, &seen_once);
+            prev = want;
             steps_checked += 1;
         }
     }
-    assert_eq!(steps_checked, 6);
+    eprintln!("estimator_cases.json: {steps_checked} steps checked");
 }
 
 #[test]
@@ -93,7 +95,7 @@ fn statistics_merge_like_one_big_batch() {
     a.merge(&b).unwrap();
     split.apply(&a).unwrap();
     assert_eq!(whole.counts(), split.counts());
-    for (x, w) in whole.means().iter().zip(split.means()) {
+    for (x, w) in zip_exact(whole.means(), split.means(), "means") {
         assert!((x - w).abs() < 1e-15);
     }
 }

@@ -7,18 +7,10 @@ mod support;
 
 use proco::tch::{Kind, Tensor};
 use proco::{LogPrior, ProCoLoss, VmfEstimator};
-use serde_json::Value;
-use support::{f, load, vec1, vec2};
+use support::{load, zip_exact, At};
 
-fn flat(m: &[Vec<f64>]) -> Vec<f64> {
-    m.iter().flatten().copied().collect()
-}
-
-fn labels_of(case: &Value) -> Vec<i64> {
-    case["labels"].as_array().expect("labels").iter().map(|v| v.as_i64().expect("integer label")).collect()
-}
-
-struct Case {
+/// One case's inputs, and where its expected values are.
+struct Case<'a> {
     name: String,
     p: usize,
     tau: f64,
@@ -28,31 +20,44 @@ struct Case {
     prior: LogPrior,
     features: Vec<f64>,
     labels: Vec<i64>,
-    expected: Value,
+    expected: At<'a>,
 }
 
-fn cases() -> Vec<Case> {
-    let golden = load("proco_loss_cases.json");
-    let cases = golden["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 8, "the golden README lists 8 cases");
-    cases
-        .iter()
+impl Case<'_> {
+    /// An N x C matrix of the expected values, flattened.
+    fn nc(&self, key: &str) -> Vec<f64> {
+        self.expected.get(key).matrix(self.n, self.c)
+    }
+
+    /// A C-vector of the expected values.
+    fn per_class(&self, key: &str) -> Vec<f64> {
+        self.expected.get(key).vec(self.c)
+    }
+}
+
+/// Every case of the file (at least one), with every input checked against the case's sizes.
+fn cases(golden: &support::Golden) -> Vec<Case<'_>> {
+    golden
+        .at()
+        .get("cases")
+        .items()
+        .into_iter()
         .map(|case| {
-            let p = case["p"].as_u64().unwrap() as usize;
-            let c = case["num_classes"].as_u64().unwrap() as usize;
-            let state = &case["estimator_state"];
-            let estimator = VmfEstimator::from_state(c, p, flat(&vec2(&state["means"])), vec1(&state["counts"])).expect("state");
+            let (p, c, n) = (case.get("p").usize(), case.get("num_classes").usize(), case.get("batch_size").usize());
+            let state = case.get("estimator_state");
+            let estimator = VmfEstimator::from_state(c, p, state.get("means").matrix(c, p), state.get("counts").vec(c))
+                .unwrap_or_else(|e| panic!("{}: estimator state refused: {e}", case.here()));
             Case {
-                name: case["name"].as_str().unwrap().to_string(),
+                name: case.get("name").str().to_string(),
                 p,
-                tau: f(&case["tau"]),
+                tau: case.get("tau").f64(),
                 c,
-                n: case["batch_size"].as_u64().unwrap() as usize,
+                n,
                 estimator,
-                prior: LogPrior::from_counts(&vec1(&case["class_counts_train"])).expect("prior"),
-                features: flat(&vec2(&case["features"])),
-                labels: labels_of(case),
-                expected: case["expected"].clone(),
+                prior: LogPrior::from_counts(&case.get("class_counts_train").vec(c)).expect("prior"),
+                features: case.get("features").matrix(n, p),
+                labels: case.get("labels").ints(n),
+                expected: case.get("expected"),
             }
         })
         .collect()
@@ -64,11 +69,12 @@ fn max_abs(v: &[f64]) -> f64 {
 
 #[test]
 fn estimator_derived_parameters() {
-    for case in cases() {
-        let e = &case.expected;
+    let golden = load("proco_loss_cases.json");
+    for case in cases(&golden) {
         let conc = case.estimator.concentrations();
-        let (r, kappa, logc) = (vec1(&e["R"]), vec1(&e["kappa"]), vec1(&e["logc"]));
-        let prior = vec1(&e["log_prior"]);
+        let (r, kappa, logc) = (case.per_class("R"), case.per_class("kappa"), case.per_class("logc"));
+        let prior = case.per_class("log_prior");
+        let flags = case.expected.get("kappa_flag").strs(case.c);
         for j in 0..case.c {
             let cj = conc[j];
             // |m| sums p squares: a few ulps.
@@ -76,7 +82,7 @@ fn estimator_derived_parameters() {
             // README: kappa is good to about 1e-16 * 2 / (1 - R^2) relative (ill-conditioned near the clamp).
             let tol = 1e-15 + 4e-16 * 2.0 / (1.0 - r[j] * r[j]).abs();
             assert!((cj.kappa - kappa[j]).abs() <= tol * kappa[j], "{} class {j}: kappa {} vs {}", case.name, cj.kappa, kappa[j]);
-            assert_eq!(cj.flag.as_str(), e["kappa_flag"][j].as_str().unwrap(), "{} class {j}", case.name);
+            assert_eq!(cj.flag.as_str(), flags[j], "{} class {j}", case.name);
             assert!((cj.logc - logc[j]).abs() <= 1e-13 * logc[j].abs().max(1.0) + 2e-16 * kappa[j] * tol / 1e-15,
                 "{} class {j}: logc {} vs {}", case.name, cj.logc, logc[j]);
             assert!((case.prior.values()[j] - prior[j]).abs() <= 1e-15 * prior[j].abs().max(1.0));
@@ -96,7 +102,6 @@ enum Route {
 /// max |grad - grad*| / max |grad*|), asserting the host-side quantities on the way.
 fn run_case(case: &Case, kind: Kind, route: Route) -> (f64, f64, f64) {
     let (n, p, c) = (case.n as i64, case.p as i64, case.c as i64);
-    let e = &case.expected;
     let z = Tensor::from_slice(&case.features).view([n, p]).to_kind(kind).set_requires_grad(true);
     let y = Tensor::from_slice(&case.labels);
     let max_work = match route {
@@ -109,11 +114,14 @@ fn run_case(case: &Case, kind: Kind, route: Route) -> (f64, f64, f64) {
     assert_eq!(s.logits.size(), [n, c]);
     assert_eq!(s.logits.kind(), kind);
 
-    let (kt, ratio, logits) = (flat(&vec2(&e["kt"])), flat(&vec2(&e["bessel_ratio"])), flat(&vec2(&e["contrast_logits"])));
+    let (kt, ratio, logits) = (case.nc("kt"), case.nc("bessel_ratio"), case.nc("contrast_logits"));
     // kt inherits kappa's own conditioning, 2 / (1 - R^2) (README), on top of its rounding.
-    let (r, kappa) = (vec1(&e["R"]), vec1(&e["kappa"]));
+    let (r, kappa) = (case.per_class("R"), case.per_class("kappa"));
     let kappa_err: Vec<f64> = (0..case.c).map(|j| kappa[j] * (1e-15 + 4e-16 * 2.0 / (1.0 - r[j] * r[j]).abs())).collect();
     let got_s = Vec::<f64>::try_from(&s.logits.detach().to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    for (what, got) in [("logits", got_s.len()), ("kt", s.kt.len()), ("ratio", s.ratio.len())] {
+        assert_eq!(got, kt.len(), "{}: {what} has {got} values for N x C = {}", case.name, kt.len());
+    }
     let mut worst_s: f64 = 0.0;
     for i in 0..kt.len() {
         // README: kt and s good to "about 1e-16 * kt" in f64. kt^2 = kappa^2 + q is formed from
@@ -138,16 +146,16 @@ fn run_case(case: &Case, kind: Kind, route: Route) -> (f64, f64, f64) {
     }
 
     let loss = loss_fn.loss(&z, &y, &case.estimator, &case.prior).unwrap();
-    let want_loss = f(&e["loss"]);
+    let want_loss = case.expected.get("loss").f64();
     let loss_err = (loss.double_value(&[]) - want_loss).abs() / want_loss.abs();
     let tol_loss = if kind == Kind::Double { 1e-10 } else { 1e-5 };
     assert!(loss_err <= tol_loss, "{} {kind:?} {route:?} loss {} vs {want_loss} (rel {loss_err:e})", case.name, loss.double_value(&[]));
 
     loss.backward();
     let grad = Vec::<f64>::try_from(&z.grad().to_kind(Kind::Double).flatten(0, -1)).unwrap();
-    let want_grad = flat(&vec2(&e["grad_features"]));
+    let want_grad = case.expected.get("grad_features").matrix(case.n, case.p);
     let scale = max_abs(&want_grad);
-    let grad_err = grad.iter().zip(&want_grad).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
+    let grad_err = zip_exact(&grad, &want_grad, &format!("{} gradient", case.name)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
     let tol_grad = if kind == Kind::Double { 1e-10 } else { 1e-4 };
     assert!(grad_err <= tol_grad, "{} {kind:?} {route:?} grad error {grad_err:e} of max |grad| {scale:e}", case.name);
     (worst_s, loss_err, grad_err)
@@ -155,7 +163,8 @@ fn run_case(case: &Case, kind: Kind, route: Route) -> (f64, f64, f64) {
 
 #[test]
 fn logits_loss_and_gradient_in_f64() {
-    for case in cases() {
+    let golden = load("proco_loss_cases.json");
+    for case in cases(&golden) {
         for route in [Route::Host, Route::Device] {
             let (s, l, g) = run_case(&case, Kind::Double, route);
             eprintln!("{:<32} f64 {route:?}: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
@@ -165,7 +174,8 @@ fn logits_loss_and_gradient_in_f64() {
 
 #[test]
 fn logits_loss_and_gradient_in_f32() {
-    for case in cases() {
+    let golden = load("proco_loss_cases.json");
+    for case in cases(&golden) {
         for route in [Route::Host, Route::Device] {
             let (s, l, g) = run_case(&case, Kind::Float, route);
             eprintln!("{:<32} f32 {route:?}: s {s:.1e}  loss {l:.1e}  grad {g:.1e}", case.name);
@@ -175,21 +185,23 @@ fn logits_loss_and_gradient_in_f32() {
 
 #[test]
 fn softmax_and_per_sample_loss() {
-    for case in cases() {
+    let golden = load("proco_loss_cases.json");
+    for case in cases(&golden) {
         let (n, p) = (case.n as i64, case.p as i64);
         let z = Tensor::from_slice(&case.features).view([n, p]);
         let s = ProCoLoss::new(case.p, case.tau).unwrap().contrast_logits(&z, &case.estimator).unwrap();
         let prior = case.prior.to_tensor(Kind::Double, z.device()).unwrap();
         let softmax = (&s.logits + prior).softmax(-1, Kind::Double);
         let got = Vec::<f64>::try_from(&softmax.flatten(0, -1)).unwrap();
-        let want = flat(&vec2(&case.expected["softmax_prob"]));
-        for (a, b) in got.iter().zip(&want) {
+        let want = case.nc("softmax_prob");
+        for (a, b) in zip_exact(&got, &want, &format!("{} softmax", case.name)) {
             assert!((a - b).abs() <= 1e-10 * b.max(1e-3), "{}: softmax {a} vs {b}", case.name);
         }
         let y = Tensor::from_slice(&case.labels);
         let per = proco::LogitAdjustedCe::new(case.prior.clone()).per_sample(&s.logits, &y).unwrap();
         let got = Vec::<f64>::try_from(&per).unwrap();
-        for (a, b) in got.iter().zip(vec1(&case.expected["per_sample_loss"])) {
+        let want = case.expected.get("per_sample_loss").vec(case.n);
+        for (a, b) in zip_exact(&got, &want, &format!("{} per-sample loss", case.name)) {
             assert!((a - b).abs() <= 1e-10 * b.abs().max(1.0), "{}: per-sample loss {a} vs {b}", case.name);
         }
     }
@@ -199,13 +211,16 @@ fn softmax_and_per_sample_loss() {
 /// where N >= 32, from exact evaluation otherwise) against the golden values, in f64.
 #[test]
 fn host_pass_logits_kt_and_ratio() {
-    for case in cases() {
+    let golden = load("proco_loss_cases.json");
+    for case in cases(&golden) {
         let loss_fn = ProCoLoss::new(case.p, case.tau).unwrap();
         let labels: Vec<usize> = case.labels.iter().map(|&l| l as usize).collect();
         let out = loss_fn.host_loss(&case.features, &labels, &case.estimator, &case.prior).unwrap();
-        let e = &case.expected;
-        let (kt, ratio, logits) = (flat(&vec2(&e["kt"])), flat(&vec2(&e["bessel_ratio"])), flat(&vec2(&e["contrast_logits"])));
-        let (r, kappa) = (vec1(&e["R"]), vec1(&e["kappa"]));
+        let (kt, ratio, logits) = (case.nc("kt"), case.nc("bessel_ratio"), case.nc("contrast_logits"));
+        let (r, kappa) = (case.per_class("R"), case.per_class("kappa"));
+        for (what, got) in [("logits", out.logits.len()), ("kt", out.kt.len()), ("ratio", out.ratio.len())] {
+            assert_eq!(got, kt.len(), "{}: host pass {what} has {got} values for N x C = {}", case.name, kt.len());
+        }
         let nu = case.p as f64 / 2.0 - 1.0;
         for i in 0..kt.len() {
             let j = i % case.c;
@@ -219,7 +234,7 @@ fn host_pass_logits_kt_and_ratio() {
             let tol_s = 1e-15 * kt[i] + 8.0 * f64::EPSILON * f_scale + 1e-14 + kappa_err;
             assert!((out.logits[i] - logits[i]).abs() <= tol_s, "{} s[{i}] {} vs {}", case.name, out.logits[i], logits[i]);
         }
-        let want_loss = f(&e["loss"]);
+        let want_loss = case.expected.get("loss").f64();
         assert!((out.loss - want_loss).abs() <= 1e-10 * want_loss.abs(), "{} loss {} vs {want_loss}", case.name, out.loss);
     }
 }

@@ -8,57 +8,59 @@ use proco::tch::Tensor;
 use proco::{LogPrior, ProCoLoss, VmfEstimator};
 use proco_vmf::{bessel_ratio, VonMisesFisher};
 use rand::SeedableRng;
-use support::{f, load, vec1, vec2};
+use support::load;
 
 /// Means with |m| = R such that p R / (1 - R^2) = kappa, i.e. the estimator reproduces kappa.
-fn estimator_for(mu: &[Vec<f64>], kappa: &[f64], p: usize) -> VmfEstimator {
+/// `mu` holds C unit rows of p values (row-major), `kappa` C values.
+fn estimator_for(mu: &[f64], kappa: &[f64], p: usize) -> VmfEstimator {
+    assert_eq!(mu.len(), kappa.len() * p, "one mean direction of p = {p} values per kappa");
+    let pf = p as f64;
     let means = mu
-        .iter()
+        .chunks_exact(p)
         .zip(kappa)
         .flat_map(|(m, &k)| {
-            let pf = p as f64;
             let r = 2.0 * k / (pf + (pf * pf + 4.0 * k * k).sqrt());
-            m.iter().map(move |v| v * r).collect::<Vec<_>>()
+            m.iter().map(move |v| v * r)
         })
         .collect();
-    VmfEstimator::from_state(mu.len(), p, means, vec![1.0; mu.len()]).unwrap()
+    VmfEstimator::from_state(kappa.len(), p, means, vec![1.0; kappa.len()]).unwrap()
 }
 
 #[test]
 fn closed_form_matches_golden_and_our_monte_carlo() {
     let golden = load("mc_check.json");
-    let configs = golden["configs"].as_array().expect("configs");
-    assert_eq!(configs.len(), 2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
     let m_samples = 20_000;
     let (mut compared, mut worst_z): (usize, f64) = (0, 0.0);
-    for cfg in configs {
-        let p = cfg["p"].as_u64().unwrap() as usize;
-        let mu = vec2(&cfg["mu"]);
-        let kappa = vec1(&cfg["kappa"]);
+    for cfg in golden.at().get("configs").items() {
+        let (p, c) = (cfg.get("p").usize(), cfg.get("num_classes").usize());
+        let mu = cfg.get("mu").matrix(c, p);
+        let kappa = cfg.get("kappa").vec(c);
         let est = estimator_for(&mu, &kappa, p);
         for (j, cj) in est.concentrations().iter().enumerate() {
             assert!((cj.kappa - kappa[j]).abs() < 1e-12 * kappa[j], "kappa {} vs {}", cj.kappa, kappa[j]);
         }
-        let prior = LogPrior::from_counts(&vec1(&cfg["class_counts"])).unwrap();
-        for check in cfg["sampler_checks"].as_array().unwrap() {
-            let k = f(&check["kappa"]);
-            let want = f(&check["mean_cos_exact_bessel_ratio"]);
-            assert!((bessel_ratio(p as f64 / 2.0 - 1.0, k) - want).abs() <= 1e-13 * want);
+        let prior = LogPrior::from_counts(&cfg.get("class_counts").vec(c)).unwrap();
+        for check in cfg.get("sampler_checks").items() {
+            let k = check.get("kappa").f64();
+            let want = check.get("mean_cos_exact_bessel_ratio").f64();
+            assert!((bessel_ratio(p as f64 / 2.0 - 1.0, k) - want).abs() <= 1e-13 * want, "{}", check.here());
         }
-        let samplers: Vec<VonMisesFisher> = mu.iter().zip(&kappa).map(|(m, &k)| VonMisesFisher::new(m, k).unwrap()).collect();
-        for result in cfg["results"].as_array().unwrap() {
-            let tau = f(&result["tau"]);
+        let samplers: Vec<VonMisesFisher> = mu.chunks_exact(p).zip(&kappa).map(|(m, &k)| VonMisesFisher::new(m, k).unwrap()).collect();
+        for result in cfg.get("results").items() {
+            let tau = result.get("tau").f64();
             let loss_fn = ProCoLoss::new(p, tau).unwrap();
-            for anchor in result["anchors"].as_array().unwrap() {
-                let z = vec1(&anchor["anchor"]);
-                let label = anchor["label"].as_i64().unwrap();
+            for anchor in result.get("anchors").items() {
+                let z = anchor.get("anchor").vec(p);
+                let label = anchor.get("label").i64();
                 let zt = Tensor::from_slice(&z).view([1, p as i64]);
                 let s = loss_fn.contrast_logits(&zt, &est).unwrap();
                 let got = Vec::<f64>::try_from(&s.logits.flatten(0, -1)).unwrap();
-                for class in anchor["classes"].as_array().unwrap() {
-                    let j = class["cls"].as_u64().unwrap() as usize;
-                    let want = f(&class["closed_form_s"]);
+                assert_eq!(got.len(), c, "{}: one logit per class", anchor.here());
+                for class in anchor.get("classes").items() {
+                    let j = class.get("cls").usize();
+                    assert!(j < c, "{}: class {j} of {c}", class.here());
+                    let want = class.get("closed_form_s").f64();
                     assert!((got[j] - want).abs() <= 1e-11 * want.abs().max(1.0), "p={p} tau={tau} class {j}: s {} vs {want}", got[j]);
                     // Our own Monte Carlo: log mean exp(z.z'/tau), standard error by the delta method.
                     let vals: Vec<f64> = (0..m_samples)
@@ -76,11 +78,10 @@ fn closed_form_matches_golden_and_our_monte_carlo() {
                     compared += 1;
                 }
                 let loss = loss_fn.loss(&zt, &Tensor::from_slice(&[label]), &est, &prior).unwrap().double_value(&[]);
-                let want = f(&anchor["loss_closed_form"]);
+                let want = anchor.get("loss_closed_form").f64();
                 assert!((loss - want).abs() <= 1e-10 * want.abs(), "p={p} tau={tau}: loss {loss} vs {want}");
             }
         }
     }
-    assert_eq!(compared, 48);
     eprintln!("{compared} closed-form logits checked against our Monte Carlo, max |z| = {worst_z:.2}");
 }

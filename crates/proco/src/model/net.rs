@@ -67,14 +67,49 @@ impl TwoBranchNet {
         self.num_classes
     }
 
-    /// Training forward: (unit projection features, classifier logits) for a batch of images.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
+    /// Training forward: (unit projection features, classifier logits) for a batch of images
+    /// `x` ([N, 3, H, W], the weights' dtype and device; N >= 2 when `train`, since the
+    /// projection head's BatchNorm needs two samples).
+    ///
+    /// # Errors
+    /// [`ProcoError::InvalidImages`] for any other input, before LibTorch sees it.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        self.check_images(x, train)?;
         let h = self.backbone.forward_t(x, train);
-        (self.head.forward_t(&h, train), self.classifier.forward(&h))
+        Ok((self.head.forward_t(&h, train), self.classifier.forward(&h)))
     }
 
     /// Inference: classifier logits only (the projection head costs nothing at test time).
-    pub fn logits(&self, x: &Tensor) -> Tensor {
-        self.classifier.forward(&self.backbone.forward_t(x, false))
+    ///
+    /// # Errors
+    /// As [`TwoBranchNet::forward_t`].
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_images(x, false)?;
+        Ok(self.classifier.forward(&self.backbone.forward_t(x, false)))
+    }
+
+    /// What the backbone and heads would otherwise panic on inside tch: the rank, the three
+    /// colour channels, empty dimensions, the dtype and device of the weights, and a single
+    /// sample in training mode (BatchNorm needs two values per channel).
+    fn check_images(&self, x: &Tensor, train: bool) -> Result<()> {
+        let bad = |reason: String| Err(ProcoError::InvalidImages { reason });
+        let size = x.size();
+        if size.len() != 4 || size[1] != 3 {
+            return bad(format!("expected shape [N, 3, H, W], got {size:?}"));
+        }
+        if size.iter().any(|&d| d == 0) {
+            return bad(format!("shape {size:?} has an empty dimension"));
+        }
+        if train && size[0] < 2 {
+            return bad("a training batch needs at least 2 images (BatchNorm statistics)".into());
+        }
+        let want = self.vs.trainable_variables().first().map_or(tch::Kind::Float, Tensor::kind);
+        if x.kind() != want {
+            return bad(format!("dtype {:?} does not match the weights' {want:?}", x.kind()));
+        }
+        if x.device() != self.vs.device() {
+            return bad(format!("images on {:?}, the network on {:?}", x.device(), self.vs.device()));
+        }
+        Ok(())
     }
 }

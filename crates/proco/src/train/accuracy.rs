@@ -16,8 +16,9 @@ pub struct ShotAccuracy {
     pub medium: Option<f64>,
     /// Mean per-class accuracy of few-shot classes.
     pub few: Option<f64>,
-    /// Accuracy of every class (NaN for a class with no test sample).
-    pub per_class: Vec<f64>,
+    /// Accuracy of every class; `None` for a class with no test sample (written as `null`
+    /// in JSON, and read back as `None`).
+    pub per_class: Vec<Option<f64>>,
 }
 
 /// Computes [`ShotAccuracy`] from predictions and labels, grouping classes by their number of
@@ -31,9 +32,9 @@ pub fn shot_accuracy(predictions: &[usize], labels: &[usize], train_counts: &[us
             hit[y] += usize::from(p == y);
         }
     }
-    let per_class: Vec<f64> = hit.iter().zip(&total).map(|(&h, &t)| if t > 0 { 100.0 * h as f64 / t as f64 } else { f64::NAN }).collect();
+    let per_class: Vec<Option<f64>> = hit.iter().zip(&total).map(|(&h, &t)| (t > 0).then(|| 100.0 * h as f64 / t as f64)).collect();
     let group = |shot: Shot| {
-        let accs: Vec<f64> = (0..c).filter(|&j| Shot::of(train_counts[j]) == shot && total[j] > 0).map(|j| per_class[j]).collect();
+        let accs: Vec<f64> = (0..c).filter(|&j| Shot::of(train_counts[j]) == shot).filter_map(|j| per_class[j]).collect();
         (!accs.is_empty()).then(|| accs.iter().sum::<f64>() / accs.len() as f64)
     };
     let n = labels.len().max(1);
@@ -61,6 +62,11 @@ mod tests {
         assert_eq!((a.many, a.medium, a.few), (Some(50.0), Some(100.0), Some(25.0)));
         let none_few = shot_accuracy(&[0], &[0], &[500, 50]);
         assert_eq!(none_few.few, None);
-        assert!(none_few.per_class[1].is_nan());
+        assert_eq!(none_few.per_class, [Some(100.0), None]);
+        // A class without test samples survives a JSON round trip (NaN would not: serde_json
+        // writes it as null and then refuses to read it as a number).
+        let text = serde_json::to_string(&none_few).unwrap();
+        assert!(!text.contains("NaN"), "{text}");
+        assert_eq!(serde_json::from_str::<ShotAccuracy>(&text).unwrap(), none_few);
     }
 }

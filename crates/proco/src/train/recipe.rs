@@ -170,13 +170,11 @@ impl Recipe {
     /// Overrides this recipe's fields with those present in a TOML document.
     pub fn merge_toml(&self, text: &str) -> Result<Self> {
         let overrides: toml::Table = toml::from_str(text).map_err(|e| ProcoError::InvalidConfig { reason: format!("recipe TOML: {e}") })?;
+        // Optional fields that are unset (`limit`) are absent from the serialised base, so
+        // the field names are checked by deserialising (`deny_unknown_fields`), not against
+        // the base's keys.
         let mut base = toml::Table::try_from(self).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
-        for (k, v) in overrides {
-            if !base.contains_key(&k) {
-                return Err(ProcoError::InvalidConfig { reason: format!("unknown recipe field `{k}`") });
-            }
-            base.insert(k, v);
-        }
+        base.extend(overrides);
         let r: Recipe = base.try_into().map_err(|e: toml::de::Error| ProcoError::InvalidConfig { reason: format!("recipe TOML: {e}") })?;
         r.validate()?;
         Ok(r)
@@ -273,6 +271,10 @@ mod tests {
         let o = r.merge_toml("lr = 0.1\nbatch_size = 128\nlr_decay = \"cosine\"").unwrap();
         assert_eq!((o.lr, o.batch_size, o.lr_decay), (0.1, 128, LrDecay::Cosine));
         assert!(r.merge_toml("learning_rate = 0.1").unwrap_err().to_string().contains("learning_rate"));
+        // An optional field that the base leaves unset is still a known field.
+        assert_eq!(r.merge_toml("limit = 500").unwrap().limit, Some(500));
+        assert_eq!(Recipe { limit: Some(9), ..r.clone() }.merge_toml("seed = 3").unwrap().limit, Some(9));
+        assert!(r.merge_toml("limit = 0").is_err());
         assert!(r.merge_toml("milestones = [500]").is_err());
         assert!(r.merge_toml("lr = -1.0").is_err());
     }

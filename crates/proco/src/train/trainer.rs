@@ -140,7 +140,7 @@ pub fn evaluate<E: Dataset + 'static, V: SampleTransform + 'static>(
         let batch = batch?;
         let x = batch.views.f_select(0, 0)?.f_to_device(device)?;
         let y = batch.labels.f_to_device(device)?;
-        let logits = net.logits(&x);
+        let logits = net.logits(&x)?;
         let k = batch.indices.len();
         loss_sum += ce.loss(&logits, &y)?.f_double_value(&[])? * k as f64;
         n += k;
@@ -190,7 +190,9 @@ impl Objective {
             return self.proco_branch_on_device(z, y, estimators);
         }
         let views = z.f_narrow(0, n, 2 * n)?;
-        let host = validate::features_on_host(&views, p)?;
+        // SAFETY: `host` lives only inside this call, which writes no tensor but the gradient
+        // (a tensor of its own) and runs no caller code while the view is alive.
+        let host = unsafe { validate::features_on_host(&views, p) }?;
         let labels = validate::labels(y, n, num_classes)?;
         let prior = self.ce.log_prior();
         // Each view is checked and summed by class side by side; each view's loss uses the
@@ -297,7 +299,7 @@ pub fn train_step(
 ) -> Result<StepOutcome> {
     let StepPosition { epoch, step, lr } = at;
     let n = y.size().first().copied().unwrap_or(0);
-    let (z, logits) = net.forward_t(x, true);
+    let (z, logits) = net.forward_t(x, true)?;
     let finite = logits.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1 && z.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1;
     if !finite {
         return Err(ProcoError::Diverged { epoch, step, what: "the network output".into() });
@@ -540,7 +542,7 @@ fn write_plots(dir: &Path, log: &JsonlLog, class_counts: &[usize], best: Option<
         let mut order: Vec<usize> = (0..class_counts.len()).collect();
         order.sort_by_key(|&j| std::cmp::Reverse(class_counts[j]));
         let title = format!("PER-CLASS TEST ACCURACY (%), BEST EPOCH {}, LARGEST CLASS FIRST", b.epoch);
-        let acc: Vec<f64> = order.iter().map(|&j| b.accuracy.per_class.get(j).copied().filter(|a| a.is_finite()).unwrap_or(0.0)).collect();
+        let acc: Vec<f64> = order.iter().map(|&j| b.accuracy.per_class.get(j).copied().flatten().unwrap_or(0.0)).collect();
         let groups: Vec<usize> = order.iter().map(|&j| groups[j]).collect();
         crate::plot::bar_chart(&plots.join("per_class_accuracy.png"), &title, &acc, &groups, &["MANY", "MEDIUM", "FEW"], crate::plot::Axis::Linear(100.0))?;
     }
