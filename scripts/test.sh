@@ -1,15 +1,50 @@
 #!/usr/bin/env bash
 # The project's test command: sets up what is missing, runs every test of the workspace in
 # release mode, and fails if any test fails or if no test ran at all.
-# Golden vectors are read from $PROCO_GOLDEN_DIR (default: ../shared/golden beside the checkout).
+#
+#   ./scripts/test.sh           the whole suite (golden tests on the repository's golden/)
+#   ./scripts/test.sh --golden  only the golden-vector tests (with PROCO_GOLDEN_DIR, another set)
+#   ./scripts/test.sh --fuzz    the whole suite with 10,000 cases per parser property
+#                               (PROCO_FUZZ_CASES, default 300, sets any other number)
+#
+# Golden vectors are read from $PROCO_GOLDEN_DIR when it is set (a relative path is taken
+# from the directory this script is started in), else from golden/ in the repository.
 set -euo pipefail
+mode=all
+for arg in "$@"; do
+    case "$arg" in
+        --golden) mode=golden ;;
+        --fuzz) export PROCO_FUZZ_CASES="${PROCO_FUZZ_CASES:-10000}" ;;
+        -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "test.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+    esac
+done
+if [ -n "${PROCO_GOLDEN_DIR:-}" ]; then
+    # Resolved here, before the cd below and before cargo runs each test in its crate directory.
+    PROCO_GOLDEN_DIR="$(cd "$PROCO_GOLDEN_DIR" 2>/dev/null && pwd)" || {
+        echo "test.sh: PROCO_GOLDEN_DIR=$PROCO_GOLDEN_DIR is not a directory" >&2
+        exit 2
+    }
+    export PROCO_GOLDEN_DIR
+    echo "test.sh: golden vectors from $PROCO_GOLDEN_DIR"
+fi
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PROCO_ROOT"
 "$PROCO_ROOT/scripts/setup.sh"
+# What the tests need beyond the build: TensorBoard's own event reader (the TensorBoard test)
+# and mpmath (the golden generator, scripts/golden.sh).
+if ! .venv/bin/python -c "import tensorboard, mpmath" 2>/dev/null; then
+    echo "setup: installing the test requirements into .venv (scripts/test-requirements.txt)"
+    .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+fi
+targets=(--workspace)
+if [ "$mode" = golden ]; then
+    targets=(--workspace --test golden_bessel --test golden_loss --test golden_estimator --test mc_check --test long_tail_golden)
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --release --workspace 2>&1 | tee "$log"
+cargo test --release "${targets[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$( (grep -Eo 'test result: ok\. [0-9]+ passed' "$log" || true) | awk '{s += $4} END {print s + 0}')

@@ -119,7 +119,10 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
 }
 
 /// Plot area margins: left, right, top, bottom.
-const MARGIN: (i64, i64, i64, i64) = (70, 20, 40, 40);
+/// Plot-area margins in pixels (left, right, top, bottom) of every chart.
+pub const MARGIN: (i64, i64, i64, i64) = (70, 20, 40, 40);
+/// Width and height in pixels of every chart.
+pub const SIZE: (i64, i64) = (900, 420);
 
 /// The y axis of a bar chart.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,7 +141,7 @@ pub fn log_bar_chart(path: &Path, title: &str, values: &[f64], group: &[usize], 
 
 /// A bar per value on the given y axis, coloured by `group[i]`, with a title and a legend.
 pub fn bar_chart(path: &Path, title: &str, values: &[f64], group: &[usize], legend: &[&str], axis: Axis) -> Result<()> {
-    let (w, h) = (900i64, 420i64);
+    let (w, h) = SIZE;
     let mut img = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
     let (l, r, t, b) = MARGIN;
     let (pw, ph) = (w - l - r, h - t - b);
@@ -185,7 +188,7 @@ pub fn bar_chart(path: &Path, title: &str, values: &[f64], group: &[usize], lege
 
 /// Line chart of one or more series over a shared x (epochs), with a title and legend.
 pub fn line_chart(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
-    let (w, h) = (900i64, 420i64);
+    let (w, h) = SIZE;
     let mut img = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
     let (l, r, t, b) = MARGIN;
     let (pw, ph) = (w - l - r, h - t - b);
@@ -257,12 +260,48 @@ mod tests {
         assert_ne!(img.get_pixel((l as f64 + 2.4 * slot) as u32, mid), &PALETTE[2]);
     }
 
+    /// The plot area's rows of column `x` holding `colour` (legend and title excluded), as
+    /// their mean (None when absent).
+    fn mean_row(img: &RgbImage, x: u32, colour: &Rgb<u8>) -> Option<f64> {
+        let (_, _, t, b) = MARGIN;
+        let rows: Vec<u32> = (t as u32..(SIZE.1 - b) as u32).filter(|&y| img.get_pixel(x, y) == colour).collect();
+        (!rows.is_empty()).then(|| rows.iter().sum::<u32>() as f64 / rows.len() as f64)
+    }
+
+    #[test]
+    fn line_chart_draws_each_series_through_its_points() {
+        let path = std::env::temp_dir().join(format!("proco-line-{}.png", std::process::id()));
+        // A rises 0 -> 10 over epochs 0..10, B falls 10 -> 0; the axes span exactly [0, 10].
+        let rising: Vec<(f64, f64)> = (0..=10).map(|e| (e as f64, e as f64)).collect();
+        let falling: Vec<(f64, f64)> = (0..=10).map(|e| (e as f64, 10.0 - e as f64)).collect();
+        line_chart(&path, "TWO SERIES", &[("A", rising), ("B", falling)]).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((img.width() as i64, img.height() as i64), SIZE);
+        let (l, r, t, b) = MARGIN;
+        let (pw, ph) = ((SIZE.0 - l - r) as f64, (SIZE.1 - t - b) as f64);
+        for e in [1.5, 3.0, 7.0, 8.5] {
+            let x = (l as f64 + pw * e / 10.0).round() as u32;
+            for (k, want) in [(0, e), (1, 10.0 - e)] {
+                let row = mean_row(&img, x, &PALETTE[k]).unwrap_or_else(|| panic!("series {k} absent at epoch {e}"));
+                let expected = t as f64 + ph * (1.0 - want / 10.0);
+                assert!((row - expected).abs() <= 2.0, "series {k} at epoch {e}: row {row}, expected {expected}");
+            }
+        }
+    }
+
     #[test]
     fn line_chart_handles_empty_and_flat_series() {
-        let path = std::env::temp_dir().join(format!("proco-line-{}.png", std::process::id()));
+        let path = std::env::temp_dir().join(format!("proco-line-flat-{}.png", std::process::id()));
         line_chart(&path, "EMPTY", &[("A", vec![])]).unwrap();
+        let empty = image::open(&path).unwrap().to_rgb8();
+        let (l, r, _, _) = MARGIN;
+        assert!((l as u32..(SIZE.0 - r) as u32).all(|x| mean_row(&empty, x, &PALETTE[0]).is_none()), "an empty series draws nothing");
         line_chart(&path, "FLAT", &[("A", vec![(0.0, 1.0), (1.0, 1.0)]), ("B", vec![(0.5, f64::NAN)])]).unwrap();
-        assert!(image::open(&path).is_ok());
+        let flat = image::open(&path).unwrap().to_rgb8();
         std::fs::remove_file(&path).unwrap();
+        // A flat series is a horizontal line: the same row across the plot.
+        let rows: Vec<f64> = [0.1, 0.5, 0.9].iter().map(|f| mean_row(&flat, (l as f64 + (SIZE.0 - l - r) as f64 * f) as u32, &PALETTE[0]).expect("flat line")).collect();
+        assert!(rows.windows(2).all(|w| (w[0] - w[1]).abs() < 1.0), "{rows:?}");
     }
 }

@@ -547,10 +547,22 @@ fn real_cifar10_binary_release() {
         "the real CIFAR-10 is not in {}: run scripts/fetch-cifar10.sh (or set PROCO_DATA_DIR)",
         data_dir.join("cifar-10-batches-bin").display()
     );
-    for (split, n, first) in [(Split::Train, 50_000, [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]), (Split::Test, 10_000, [3, 8, 8, 0, 6, 6, 1, 6, 3, 1])] {
+    let batches = |names: &[&str]| -> Vec<u8> { names.iter().flat_map(|f| fs::read(data_dir.join("cifar-10-batches-bin").join(f)).unwrap()).collect() };
+    let train_files = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+    for (split, n, raw) in [(Split::Train, 50_000, batches(&train_files)), (Split::Test, 10_000, batches(&["test_batch.bin"]))] {
         let ds = load_cifar(&data_dir, Cifar10, split, Checksum::Official).unwrap();
         assert_eq!(ds.len(), n);
-        assert_eq!(&ds.labels()[..10], &first);
+        // Every label and, for a spread of images, every pixel, against the records as the
+        // format defines them (1 label byte, then the R, G and B planes of 32 x 32 bytes).
+        assert_eq!(raw.len(), n * 3073);
+        let labels: Vec<i64> = raw.chunks_exact(3073).map(|r| i64::from(r[0])).collect();
+        assert_eq!(ds.labels().iter().map(|&l| l as i64).collect::<Vec<_>>(), labels);
+        for i in (0..n).step_by(997) {
+            let (record, img) = (&raw[i * 3073 + 1..(i + 1) * 3073], ds.image(i).unwrap());
+            for (k, p) in img.pixels().enumerate() {
+                assert_eq!(p.0, [record[k], record[1024 + k], record[2048 + k]], "image {i} pixel {k}");
+            }
+        }
         let mut counts = [0usize; 10];
         ds.labels().iter().for_each(|&l| counts[l as usize] += 1);
         assert_eq!(counts, [n / 10; 10]);

@@ -250,6 +250,22 @@ pub fn load_cifar(root: &Path, variant: CifarVariant, split: Split, checksum: Ch
     InMemoryDataset::new(SIDE, SIDE, samples.pixels, samples.labels, variant.num_classes())?.with_class_names(names)
 }
 
+/// Decodes the bytes of one CIFAR batch file of `layout` (a binary batch, or a python
+/// pickle) into a dataset of its images, checking its structure as [`load_cifar`] does under
+/// [`Checksum::SizeOnly`]. `path` only names the file in errors.
+///
+/// # Errors
+/// [`ProcoError::Data`] naming `path` for anything that is not a well-formed batch of
+/// `variant`: never a panic, whatever the bytes.
+pub fn decode_batch(bytes: &[u8], path: &Path, variant: CifarVariant, layout: Layout) -> Result<InMemoryDataset> {
+    let mut samples = Samples::default();
+    match layout {
+        Layout::Binary => samples.append_records(path, bytes, variant)?,
+        Layout::Python => samples.append_pickle(path, bytes, variant)?,
+    }
+    InMemoryDataset::new(SIDE, SIDE, samples.pixels, samples.labels, variant.num_classes())
+}
+
 /// The MD5 of a file, lower-case hex, read in 1 MiB blocks (constant memory).
 pub fn md5_file(path: &Path) -> Result<String> {
     let io = |source| ProcoError::Io { path: path.to_path_buf(), source };

@@ -50,9 +50,14 @@ impl ListFileDataset {
     /// list without entries; and with [`ProcoError::Io`] when the list or the root cannot be
     /// read. Image files are not opened here: see [`Self::resolve`].
     pub fn open(list: &Path, root: &Path) -> Result<Self> {
-        let root = fs::canonicalize(root).map_err(|source| ProcoError::Io { path: root.to_path_buf(), source })?;
         let bytes = fs::read(list).map_err(|source| ProcoError::Io { path: list.to_path_buf(), source })?;
-        let text = String::from_utf8(bytes).map_err(|_| ProcoError::Data { path: list.to_path_buf(), reason: "the list is not UTF-8 text".into() })?;
+        Self::from_bytes(&bytes, list, root)
+    }
+
+    /// [`Self::open`] on the list's contents `bytes` already read; `list` names it in errors.
+    pub fn from_bytes(bytes: &[u8], list: &Path, root: &Path) -> Result<Self> {
+        let root = fs::canonicalize(root).map_err(|source| ProcoError::Io { path: root.to_path_buf(), source })?;
+        let text = std::str::from_utf8(bytes).map_err(|_| ProcoError::Data { path: list.to_path_buf(), reason: "the list is not UTF-8 text".into() })?;
         let mut samples = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if !line.trim().is_empty() {
