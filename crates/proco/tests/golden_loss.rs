@@ -44,6 +44,7 @@ fn cases(golden: &support::Golden) -> Vec<Case<'_>> {
         .into_iter()
         .map(|case| {
             let (p, c, n) = (case.get("p").usize(), case.get("num_classes").usize(), case.get("batch_size").usize());
+            assert_eq!(case.get("bessel_order").f64(), p as f64 / 2.0 - 1.0, "{}: the order is p/2 - 1", case.here());
             let state = case.get("estimator_state");
             let estimator = VmfEstimator::from_state(c, p, state.get("means").matrix(c, p), state.get("counts").vec(c))
                 .unwrap_or_else(|e| panic!("{}: estimator state refused: {e}", case.here()));
@@ -196,6 +197,13 @@ fn softmax_and_per_sample_loss() {
         let want = case.nc("softmax_prob");
         for (a, b) in zip_exact(&got, &want, &format!("{} softmax", case.name)) {
             assert!((a - b).abs() <= 1e-10 * b.max(1e-3), "{}: softmax {a} vs {b}", case.name);
+        }
+        // d loss / d s = (softmax - onehot) / N, from our softmax.
+        let want_grad = case.nc("grad_contrast_logits");
+        for (k, (a, b)) in zip_exact(&got, &want_grad, &format!("{} grad_contrast_logits", case.name)).enumerate() {
+            let onehot = f64::from(u8::from(case.labels[k / case.c] == (k % case.c) as i64));
+            let g = (a - onehot) / case.n as f64;
+            assert!((g - b).abs() <= 1e-10 * b.abs().max(1e-3 / case.n as f64), "{}: d loss/d s[{k}] {g} vs {b}", case.name);
         }
         let y = Tensor::from_slice(&case.labels);
         let per = proco::LogitAdjustedCe::new(case.prior.clone()).per_sample(&s.logits, &y).unwrap();
