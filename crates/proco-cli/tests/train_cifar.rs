@@ -73,7 +73,7 @@ fn a_class_without_test_images_survives_resume_and_eval() {
     let dir = run_dir("emptyclass");
     let (d, dd) = (dir.to_str().unwrap(), data.to_str().unwrap());
     let train = |extra: &[&str]| {
-        let mut args = vec!["train", "--preset", "cifar10-lt-if100", "--epochs", "2", "--set", "limit=20", "--run-dir", d, "--data-dir", dd];
+        let mut args = vec!["train", "--preset", "cifar10-lt-if100", "--epochs", "2", "--set", "limit=20", "--set", "batch_size=8", "--run-dir", d, "--data-dir", dd];
         args.extend_from_slice(extra);
         let out = proco(&args);
         assert!(out.status.success(), "train {extra:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

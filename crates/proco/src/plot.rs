@@ -204,7 +204,8 @@ pub fn line_chart(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) 
         x_max = x_min + 1.0;
     }
     if y_max == y_min {
-        y_max = y_min + 1.0;
+        // A flat series sits in the middle of the plot, not under the x axis.
+        (y_min, y_max) = (y_min - 0.5, y_max + 0.5);
     }
     let px = |x: f64| l as f64 + pw as f64 * (x - x_min) / (x_max - x_min);
     let py = |y: f64| t as f64 + ph as f64 * (1.0 - (y - y_min) / (y_max - y_min));
@@ -300,8 +301,10 @@ mod tests {
         line_chart(&path, "FLAT", &[("A", vec![(0.0, 1.0), (1.0, 1.0)]), ("B", vec![(0.5, f64::NAN)])]).unwrap();
         let flat = image::open(&path).unwrap().to_rgb8();
         std::fs::remove_file(&path).unwrap();
-        // A flat series is a horizontal line: the same row across the plot.
+        // A flat series is a horizontal line in the middle of the plot, not hidden under the axis.
         let rows: Vec<f64> = [0.1, 0.5, 0.9].iter().map(|f| mean_row(&flat, (l as f64 + (SIZE.0 - l - r) as f64 * f) as u32, &PALETTE[0]).expect("flat line")).collect();
         assert!(rows.windows(2).all(|w| (w[0] - w[1]).abs() < 1.0), "{rows:?}");
+        let (_, _, t, b) = MARGIN;
+        assert!((rows[0] - (t + (SIZE.1 - t - b) / 2) as f64).abs() <= 1.0, "{rows:?}");
     }
 }
