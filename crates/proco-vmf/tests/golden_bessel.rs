@@ -73,3 +73,20 @@ fn golden_accessors_refuse_missing_and_short_fields() {
     assert!(fails(&|| { support::zip_exact(&[1, 2], &[1], "lengths").count(); }), "unequal lengths must fail");
     assert_eq!(at.get("row").vec(2), [1.0, 2.0]);
 }
+
+/// PROCO_GOLDEN_DIR: absolute as given, relative from the caller's directory (PWD), unset or
+/// empty the repository's golden/.
+#[test]
+fn golden_dir_is_resolved_from_the_callers_directory() {
+    use support::resolve_golden_dir;
+    let tmp = std::env::temp_dir();
+    let os = |s: &str| Some(std::ffi::OsString::from(s));
+    assert_eq!(resolve_golden_dir(os("/some/set"), os(tmp.to_str().unwrap())), std::path::PathBuf::from("/some/set"));
+    assert_eq!(resolve_golden_dir(os("../shared/golden"), os(tmp.to_str().unwrap())), tmp.join("../shared/golden"));
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../golden");
+    assert_eq!(resolve_golden_dir(None, os("/")), repo);
+    assert_eq!(resolve_golden_dir(os(""), os("/")), repo);
+    // A PWD that is not an absolute directory falls back to the working directory.
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(resolve_golden_dir(os("set"), os("relative/pwd")), cwd.join("set"));
+}

@@ -4,36 +4,38 @@
 //! reported, never silently skipped or truncated.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 /// The golden directory: `PROCO_GOLDEN_DIR` if set (a relative path is taken from the
-/// directory the test command was started in, see [`caller_dir`]), else the repository's own
-/// set in `golden/` at the workspace root.
+/// directory the test command was started in, see [`resolve_golden_dir`]), else the
+/// repository's own set in `golden/` at the workspace root.
 pub fn golden_dir() -> PathBuf {
-    match std::env::var_os("PROCO_GOLDEN_DIR") {
+    resolve_golden_dir(std::env::var_os("PROCO_GOLDEN_DIR"), std::env::var_os("PWD"))
+}
+
+/// [`golden_dir`] from the values of `PROCO_GOLDEN_DIR` and `PWD`. Cargo runs each test
+/// binary in its crate's directory but leaves the caller's `PWD` as it was, so a relative
+/// path is joined to `PWD` when that is an absolute path naming a directory (else to the
+/// process's working directory).
+pub fn resolve_golden_dir(var: Option<OsString>, pwd: Option<OsString>) -> PathBuf {
+    match var {
         Some(dir) if !dir.is_empty() => {
             let dir = PathBuf::from(dir);
             if dir.is_absolute() {
-                dir
-            } else {
-                caller_dir().join(dir)
+                return dir;
             }
+            let caller = pwd
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute() && p.is_dir())
+                .or_else(|| std::env::current_dir().ok())
+                .unwrap_or_else(|| PathBuf::from("."));
+            caller.join(dir)
         }
         _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../golden"),
     }
-}
-
-/// The directory the caller started the test command in. Cargo runs each test binary in its
-/// crate's directory but leaves the caller's `PWD` untouched, so `PWD` (when it is an absolute
-/// path naming an existing directory) is the caller's directory; otherwise the process's own.
-pub fn caller_dir() -> PathBuf {
-    std::env::var_os("PWD")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute() && p.is_dir())
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// One parsed golden file, with its name for messages.
