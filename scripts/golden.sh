@@ -13,9 +13,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "golden: creating virtual environment .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import mpmath, sys; sys.exit(0 if mpmath.__version__ == '1.3.0' else 1)" 2>/dev/null; then
-    echo "golden: installing mpmath==1.3.0 into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check "mpmath==1.3.0"
+# mpmath's version is pinned in scripts/test-requirements.txt (the same file the tests install).
+mpmath_pin=$(sed -n 's/^mpmath==//p' scripts/test-requirements.txt)
+if ! .venv/bin/python -c "import mpmath, sys; sys.exit(0 if mpmath.__version__ == '$mpmath_pin' else 1)" 2>/dev/null; then
+    echo "golden: installing mpmath==$mpmath_pin into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "mpmath==$mpmath_pin"
 fi
 if ! .venv/bin/python -c "import numpy" 2>/dev/null; then
     echo "golden: installing numpy into .venv"

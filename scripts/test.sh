@@ -21,7 +21,7 @@ for arg in "$@"; do
 done
 if [ -n "${PROCO_GOLDEN_DIR:-}" ]; then
     # Resolved here, before the cd below and before cargo runs each test in its crate directory.
-    PROCO_GOLDEN_DIR="$(cd "$PROCO_GOLDEN_DIR" 2>/dev/null && pwd)" || {
+    PROCO_GOLDEN_DIR="$(CDPATH='' cd -- "$PROCO_GOLDEN_DIR" 2>/dev/null && pwd)" || {
         echo "test.sh: PROCO_GOLDEN_DIR=$PROCO_GOLDEN_DIR is not a directory" >&2
         exit 2
     }
@@ -33,7 +33,7 @@ cd "$PROCO_ROOT"
 "$PROCO_ROOT/scripts/setup.sh"
 # What the tests need beyond the build: TensorBoard's own event reader (the TensorBoard test)
 # and mpmath (the golden generator, scripts/golden.sh).
-if ! .venv/bin/python -c "import tensorboard, mpmath" 2>/dev/null; then
+if ! .venv/bin/python -c "import tensorboard, mpmath, sys; sys.exit(0 if (tensorboard.__version__, mpmath.__version__) == ('2.21.0', '1.3.0') else 1)" 2>/dev/null; then
     echo "setup: installing the test requirements into .venv (scripts/test-requirements.txt)"
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi

@@ -18,7 +18,7 @@ pub enum ProcoError {
         reason: String,
     },
     /// Images given to a network are of the wrong shape, dtype or device.
-    #[error("invalid images: {reason}; pass an N x 3 x H x W floating-point tensor on the network's device")]
+    #[error("invalid images: {reason}; pass an N x 3 x H x W tensor of the weights' dtype (f32 unless converted) on the network's device")]
     InvalidImages {
         /// What was wrong.
         reason: String,

@@ -118,7 +118,6 @@ fn save(img: &RgbImage, path: &Path) -> Result<()> {
     img.save(path).map_err(|e| ProcoError::Data { path: path.to_path_buf(), reason: format!("could not write the PNG: {e}") })
 }
 
-/// Plot area margins: left, right, top, bottom.
 /// Plot-area margins in pixels (left, right, top, bottom) of every chart.
 pub const MARGIN: (i64, i64, i64, i64) = (70, 20, 40, 40);
 /// Width and height in pixels of every chart.

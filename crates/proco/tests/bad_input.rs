@@ -127,6 +127,8 @@ fn network_input_of_the_wrong_shape_is_a_typed_error() {
         let err = if train { net.forward_t(&x, true).map(|_| ()) } else { net.logits(&x).map(|_| ()) }.unwrap_err();
         assert!(matches!(err, ProcoError::InvalidImages { .. }) && err.to_string().contains(what), "{shape:?} {kind:?}: {err}");
     }
+    let err = net.logits(&Tensor::new()).unwrap_err();
+    assert!(matches!(err, ProcoError::InvalidImages { .. }) && err.to_string().contains("undefined"), "{err}");
     // What the checks let through runs: any image size (global pooling), one image at inference.
     let (z, logits) = net.forward_t(&images(&[2, 3, 20, 24], Kind::Float), true).unwrap();
     assert_eq!((z.size(), logits.size()), (vec![2, 128], vec![2, 10]));

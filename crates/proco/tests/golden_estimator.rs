@@ -29,6 +29,7 @@ fn check_derived(est: &VmfEstimator, want: &At, what: &str, informational_flags:
                 "{what} class {j}: logc {} vs {}", cj.logc, logc[j]);
         } else {
             assert_eq!(cj.kappa, 1e5, "{what} class {j}: clamped kappa");
+            assert!((cj.logc - logc[j]).abs() <= 1e-13 * logc[j].abs().max(1.0), "{what} class {j}: logc {} vs {}", cj.logc, logc[j]);
         }
         // README: for a class seen once, R = 1 up to rounding and the flag depends on how |z| rounds.
         if !informational_flags.contains(&j) {

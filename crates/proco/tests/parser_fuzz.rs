@@ -16,9 +16,13 @@ use proco::ProcoError;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-/// Cases per property: `PROCO_FUZZ_CASES`, default 300.
+/// Cases per property: `PROCO_FUZZ_CASES`, default 300; a value that is not a positive
+/// integer fails the tests rather than silently running the default.
 fn cases() -> u32 {
-    std::env::var("PROCO_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+    match std::env::var("PROCO_FUZZ_CASES") {
+        Ok(v) => v.trim().parse().ok().filter(|&n| n > 0).unwrap_or_else(|| panic!("PROCO_FUZZ_CASES={v:?} is not a positive integer")),
+        Err(_) => 300,
+    }
 }
 
 fn config() -> ProptestConfig {

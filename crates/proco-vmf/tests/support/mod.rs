@@ -102,11 +102,9 @@ impl<'a> At<'a> {
         arr.iter().enumerate().map(|(i, value)| At { file: self.file, value, path: format!("{}[{i}]", self.path) }).collect()
     }
 
-    /// A number (`null`, the schema's non-finite value, becomes NaN).
+    /// A number. `null` (the schema's non-finite value, allowed only in columns no test reads)
+    /// fails like any other non-number.
     pub fn f64(&self) -> f64 {
-        if self.value.is_null() {
-            return f64::NAN;
-        }
         self.value.as_f64().unwrap_or_else(|| panic!("{} is not a number: {}", self.here(), self.value))
     }
 

@@ -93,6 +93,9 @@ impl TwoBranchNet {
     /// sample in training mode (BatchNorm needs two values per channel).
     fn check_images(&self, x: &Tensor, train: bool) -> Result<()> {
         let bad = |reason: String| Err(ProcoError::InvalidImages { reason });
+        if !x.defined() {
+            return bad("the tensor is undefined".into());
+        }
         let size = x.size();
         if size.len() != 4 || size[1] != 3 {
             return bad(format!("expected shape [N, 3, H, W], got {size:?}"));
