@@ -191,10 +191,10 @@ impl Recipe {
         if self.epochs == 0 || self.batch_size == 0 || self.loader_threads == 0 {
             return bad("epochs, batch_size and loader_threads must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(0.0..1.0).contains(&self.momentum) || !(self.weight_decay >= 0.0) {
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(0.0..1.0).contains(&self.momentum) || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad(format!("lr {} must be > 0, momentum {} in [0, 1), weight_decay {} >= 0", self.lr, self.momentum, self.weight_decay));
         }
-        if !(self.temperature > 0.0) || !(self.alpha >= 0.0) || self.feature_dim < 2 {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) || !(self.alpha >= 0.0 && self.alpha.is_finite()) || self.feature_dim < 2 {
             return bad(format!("temperature {} must be > 0, alpha {} >= 0, feature_dim {} >= 2", self.temperature, self.alpha, self.feature_dim));
         }
         if self.warmup_epochs >= self.epochs {
@@ -209,7 +209,7 @@ impl Recipe {
         if self.limit == Some(0) {
             return bad("limit must be at least 1 image".into());
         }
-        if !(self.imbalance_ratio >= 1.0) {
+        if !(self.imbalance_ratio >= 1.0 && self.imbalance_ratio.is_finite()) {
             return bad(format!("imbalance_ratio {} must be >= 1", self.imbalance_ratio));
         }
         Ok(())
@@ -277,5 +277,9 @@ mod tests {
         assert!(r.merge_toml("limit = 0").is_err());
         assert!(r.merge_toml("milestones = [500]").is_err());
         assert!(r.merge_toml("lr = -1.0").is_err());
+        for field in ["lr", "temperature", "alpha", "weight_decay", "imbalance_ratio"] {
+            assert!(r.merge_toml(&format!("{field} = inf")).is_err(), "{field} = inf");
+            assert!(r.merge_toml(&format!("{field} = nan")).is_err(), "{field} = nan");
+        }
     }
 }
