@@ -133,4 +133,9 @@ fn network_input_of_the_wrong_shape_is_a_typed_error() {
     let (z, logits) = net.forward_t(&images(&[2, 3, 20, 24], Kind::Float), true).unwrap();
     assert_eq!((z.size(), logits.size()), (vec![2, 128], vec![2, 10]));
     assert_eq!(net.logits(&images(&[1, 3, 32, 32], Kind::Float)).unwrap().size(), [1, 10]);
+    // The dtype check follows the weights when the store is converted.
+    let mut net = net;
+    net.vs.double();
+    assert!(net.logits(&images(&[1, 3, 32, 32], Kind::Float)).is_err());
+    assert_eq!(net.logits(&images(&[1, 3, 32, 32], Kind::Double)).unwrap().kind(), Kind::Double);
 }

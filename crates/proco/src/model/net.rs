@@ -35,6 +35,9 @@ pub struct TwoBranchNet {
     classifier: Classifier,
     head: ProjectionHead,
     num_classes: usize,
+    /// A handle to one parameter, whose dtype the images must have: it shares the parameter's
+    /// tensor, so it follows `vs.set_kind` without a look-up of the store on every forward.
+    dtype_probe: Tensor,
 }
 
 impl TwoBranchNet {
@@ -59,7 +62,8 @@ impl TwoBranchNet {
         };
         let head = ProjectionHead::new(&(&root / "head"), f, recipe.hidden_dim as i64, recipe.feature_dim as i64);
         memory_format::convert_var_store(&vs)?;
-        Ok(Self { vs, backbone, classifier, head, num_classes })
+        let dtype_probe = vs.trainable_variables().into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the network has no parameters".into() })?;
+        Ok(Self { vs, backbone, classifier, head, num_classes, dtype_probe })
     }
 
     /// Number of classes of the classifier.
@@ -106,7 +110,7 @@ impl TwoBranchNet {
         if train && size[0] < 2 {
             return bad("a training batch needs at least 2 images (BatchNorm statistics)".into());
         }
-        let want = self.vs.trainable_variables().first().map_or(tch::Kind::Float, Tensor::kind);
+        let want = self.dtype_probe.kind();
         if x.kind() != want {
             return bad(format!("dtype {:?} does not match the weights' {want:?}", x.kind()));
         }
