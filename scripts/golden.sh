@@ -13,16 +13,8 @@ if [ ! -x .venv/bin/python ]; then
     echo "golden: creating virtual environment .venv"
     python3 -m venv .venv
 fi
-# mpmath's version is pinned in scripts/test-requirements.txt (the same file the tests install).
-mpmath_pin=$(sed -n 's/^mpmath==//p' scripts/test-requirements.txt)
-if ! .venv/bin/python -c "import mpmath, sys; sys.exit(0 if mpmath.__version__ == '$mpmath_pin' else 1)" 2>/dev/null; then
-    echo "golden: installing mpmath==$mpmath_pin into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check "mpmath==$mpmath_pin"
-fi
-if ! .venv/bin/python -c "import numpy" 2>/dev/null; then
-    echo "golden: installing numpy into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check numpy
-fi
+# mpmath (pinned) and numpy, from scripts/test-requirements.txt as for the tests.
+ensure_test_requirements
 if [ "${1:-}" = "--check" ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT

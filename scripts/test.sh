@@ -31,12 +31,7 @@ fi
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PROCO_ROOT"
 "$PROCO_ROOT/scripts/setup.sh"
-# What the tests need beyond the build: TensorBoard's own event reader (the TensorBoard test)
-# and mpmath (the golden generator, scripts/golden.sh).
-if ! .venv/bin/python -c "import tensorboard, mpmath, sys; sys.exit(0 if (tensorboard.__version__, mpmath.__version__) == ('2.21.0', '1.3.0') else 1)" 2>/dev/null; then
-    echo "setup: installing the test requirements into .venv (scripts/test-requirements.txt)"
-    .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
-fi
+ensure_test_requirements
 targets=(--workspace)
 if [ "$mode" = golden ]; then
     targets=(--workspace --test golden_bessel --test golden_loss --test golden_estimator --test mc_check --test long_tail_golden)
