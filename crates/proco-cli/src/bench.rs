@@ -107,7 +107,7 @@ fn training(args: &BenchArgs) -> Result<()> {
 fn epoch(args: &BenchArgs, device: proco::tch::Device) -> Result<()> {
     let recipe = Recipe::preset(TRAIN_BENCH_PRESET)?;
     let dir = crate::data::data_dir(args.data_dir.clone());
-    let data = crate::train::cifar_data(&recipe, &dir)
+    let data = proco::train::load_run_data(&recipe, &dir)
         .with_context(|| format!("the full-epoch benchmark needs CIFAR-10 under {} (scripts/fetch-cifar10.sh)", dir.display()))?;
     let run_dir = std::env::temp_dir().join(format!("proco-bench-epoch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -121,7 +121,7 @@ fn epoch(args: &BenchArgs, device: proco::tch::Device) -> Result<()> {
         recipe.batch_size,
         recipe.loader_threads,
         r.lr,
-        data.test.len(),
+        data.eval.first().map_or(0, |s| s.dataset.len()),
         r.val.top1,
         r.images_per_sec
     );

@@ -1,18 +1,13 @@
-//! `proco train` and `proco eval`: resolve the recipe, build the CIFAR-LT data, run, print.
+//! `proco train` and `proco eval`: resolve the recipe, load the run's data, run, print.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use proco::data::cifar::{load_cifar, Checksum, CifarVariant, Split};
-use proco::data::long_tail::{long_tailed, LongTailProfile};
-use proco::data::{Dataset, InMemoryDataset, Subset};
-use proco::pipeline::{CifarTestView, CifarTrainViews};
-use proco::train::recipe::{DatasetKind, PRESETS};
-use proco::train::{evaluate_run, train, Progress, Recipe, RunOptions, ShotAccuracy, TrainData};
+use proco::train::recipe::{Precision, PRESETS};
+use proco::train::{evaluate_run, load_run_data, train, Progress, Recipe, RunData, RunOptions, ShotAccuracy};
 
 use crate::data::data_dir;
 use crate::parse_device;
@@ -44,12 +39,19 @@ pub struct TrainArgs {
     /// Run directory (default: runs/<preset>-seed<seed>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Data directory (default: $PROCO_DATA_DIR, else ~/.cache/proco/data).
+    /// Data directory (default: $PROCO_DATA_DIR, else ~/.cache/proco/data). CIFAR: the
+    /// official files; ImageNet-LT: ImageNet_LT_{train,val,test}.txt; iNaturalist 2018:
+    /// iNaturalist18_{train,val}.txt (image paths relative to it); own data (`--preset
+    /// own-data`): train/<class>/ with val/ and/or test/, or train.txt with val.txt and/or test.txt.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Arithmetic of the network: fp32, or bf16 autocast (convolutions and matrix products in
+    /// bfloat16; weights, losses and the optimiser in f32). Saved in the recipe.
+    #[arg(long, value_parser = ["fp32", "bf16"])]
+    precision: Option<String>,
     /// Use only about N training images (the same fraction of every class, at least one each)
     /// and the first N test images: quick checks on a slice of the real data.
     #[arg(long)]
@@ -79,8 +81,7 @@ pub struct EvalArgs {
 fn resolve_recipe(args: &TrainArgs) -> Result<Recipe> {
     let mut recipe = Recipe::preset(&args.preset)?;
     if let Some(e) = args.epochs {
-        let base = Recipe::cifar(recipe.dataset, recipe.imbalance_ratio, e);
-        recipe = Recipe { epochs: e, warmup_epochs: base.warmup_epochs, milestones: base.milestones, ..recipe };
+        recipe = recipe.with_epochs(e);
     }
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -102,68 +103,18 @@ fn resolve_recipe(args: &TrainArgs) -> Result<Recipe> {
     if args.limit.is_some() {
         recipe.limit = args.limit;
     }
+    match args.precision.as_deref() {
+        Some("bf16") => recipe.precision = Precision::Bf16,
+        Some(_) => recipe.precision = Precision::Fp32,
+        None => {}
+    }
     recipe.validate()?;
     Ok(recipe)
 }
 
-fn variant(recipe: &Recipe) -> Result<CifarVariant> {
-    Ok(match recipe.dataset {
-        DatasetKind::Cifar10 => CifarVariant::Cifar10,
-        DatasetKind::Cifar100 => CifarVariant::Cifar100,
-        other => bail!("{other:?} training is not available from the command line yet; CIFAR-10/100-LT are"),
-    })
-}
-
-/// A prefix of a dataset (for --limit on the test set).
-fn head<D: Dataset>(d: Arc<D>, limit: Option<usize>) -> Result<Subset<D>> {
-    let n = limit.map_or(d.len(), |l| l.min(d.len()));
-    Ok(Subset::new(d, (0..n).collect())?)
-}
-
-/// About `limit` samples keeping the class proportions: the first ceil(n_c * limit / N) of
-/// every class (so the long tail keeps its shape and no class disappears).
-fn stratified<D: Dataset>(d: Arc<D>, limit: Option<usize>) -> Result<Subset<D>> {
-    let Some(limit) = limit.filter(|&l| l < d.len()) else {
-        let n = d.len();
-        return Ok(Subset::new(d, (0..n).collect())?);
-    };
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); d.num_classes()];
-    (0..d.len()).for_each(|i| by_class[d.label(i)].push(i));
-    let keep = by_class
-        .iter()
-        .flat_map(|idx| {
-            let k = (idx.len() * limit).div_ceil(d.len()).max(1).min(idx.len());
-            idx[..k].to_vec()
-        })
-        .collect();
-    Ok(Subset::new(d, keep)?)
-}
-
-type Cifar = Subset<Subset<InMemoryDataset>>;
-
-/// The CIFAR-LT data of `recipe` from `dir`: the long-tailed training set (cut down by the
-/// recipe's `limit`), the test set, the three training views and the test view.
-pub(crate) fn cifar_data(recipe: &Recipe, dir: &Path) -> Result<TrainData<Cifar, Subset<InMemoryDataset>, CifarTrainViews, CifarTestView>> {
-    let v = variant(recipe)?;
-    let limit = recipe.limit;
-    let train_set = Arc::new(load_cifar(dir, v, Split::Train, Checksum::Official)?);
-    let test_set = Arc::new(load_cifar(dir, v, Split::Test, Checksum::Official)?);
-    let (lt, counts) = long_tailed(train_set, LongTailProfile::Exponential, recipe.imbalance_ratio, 0)?;
-    let train = Arc::new(stratified(Arc::new(lt), limit)?);
-    let class_counts = if limit.is_some() {
-        let mut c = vec![0usize; counts.len()];
-        (0..train.len()).for_each(|i| c[train.label(i)] += 1);
-        c
-    } else {
-        counts
-    };
-    Ok(TrainData {
-        train,
-        test: Arc::new(head(test_set, limit)?),
-        train_transform: Arc::new(CifarTrainViews::new()),
-        test_transform: Arc::new(CifarTestView),
-        class_counts,
-    })
+/// The run's data from `dir`, with the data directory named on failure.
+pub(crate) fn run_data(recipe: &Recipe, dir: &std::path::Path) -> Result<RunData> {
+    load_run_data(recipe, dir).with_context(|| format!("loading the {:?} data of the recipe from {} (set --data-dir)", recipe.dataset, dir.display()))
 }
 
 fn pct(a: Option<f64>) -> String {
@@ -180,14 +131,16 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", args.preset, recipe.seed)));
     let dir = data_dir(args.data_dir.clone());
-    let data = cifar_data(&recipe, &dir)?;
+    let data = run_data(&recipe, &dir)?;
+    let splits: Vec<String> = data.eval.iter().map(|s| format!("{} {}", s.dataset.len(), s.name)).collect();
     println!(
-        "proco train: {} on {:?} (IF {}), {} training / {} test images, {} epochs{}, run dir {}",
+        "proco train: {} on {:?}{}, {} classes, {} training / {} images, {} epochs{}, run dir {}",
         args.preset,
         recipe.dataset,
-        recipe.imbalance_ratio,
+        if recipe.dataset.is_cifar() { format!(" (IF {})", recipe.imbalance_ratio) } else { String::new() },
+        data.class_counts.len(),
         data.train.len(),
-        data.test.len(),
+        splits.join(" / "),
         recipe.epochs,
         args.stop_after.map_or(String::new(), |k| format!(" (stopping after {k})")),
         run_dir.display()
@@ -214,9 +167,10 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         Progress::EpochEnd(r) => {
             bar.finish_and_clear();
             println!(
-                "epoch {:>3}  {}  | train ce {:.3} proco {:.3} acc {:.1}%  {:.0} img/s  {:.0}s (total {:.0}s)",
+                "epoch {:>3}  {}{}  | train ce {:.3} proco {:.3} acc {:.1}%  {:.0} img/s  {:.0}s (total {:.0}s)",
                 r.epoch,
                 summary(&r.val),
+                r.test.as_ref().map(|t| format!("  | test {}", summary(t))).unwrap_or_default(),
                 r.ce_loss_train,
                 r.proco_loss_train,
                 r.train_top1,
@@ -226,21 +180,37 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             );
         }
     };
-    let out = train(&recipe, &data, &options, &mut on_progress)?;
+    let out = train(&recipe, &data, &options, &mut on_progress).map_err(resume_hint)?;
     if let Some(b) = out.best {
-        println!("best epoch {}: {}", b.epoch, summary(&b.accuracy));
+        let selection = data.eval.first().map_or("val", |s| s.name);
+        println!("best epoch {} (by {selection}): {}{}", b.epoch, summary(&b.accuracy), b.test.as_ref().map(|t| format!("  | test {}", summary(t))).unwrap_or_default());
     }
     println!("metrics: {0}/metrics.jsonl, plots: {0}/plots/, TensorBoard: tensorboard --logdir {0}", run_dir.display());
     Ok(())
 }
 
-/// Runs `proco eval`.
+/// Adds the flags that act on a run-directory error.
+fn resume_hint(e: proco::ProcoError) -> anyhow::Error {
+    let text = e.to_string();
+    let hint = if text.contains("already holds a run") {
+        "pass --resume to continue it, or --run-dir for a new run"
+    } else if text.contains("differs from the one saved") {
+        "resume with the same --preset, --config and --set flags"
+    } else {
+        return e.into();
+    };
+    anyhow::Error::new(e).context(hint)
+}
+
+/// Runs `proco eval`: every evaluation split of the run's data (val and test where both exist).
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let recipe = proco::train::trainer::load_recipe(&args.checkpoint)?;
     let device = parse_device(&args.device)?;
-    let data = cifar_data(&recipe, &data_dir(args.data_dir))?;
-    let (acc, loss) = evaluate_run(&args.checkpoint, args.latest, data.test.clone(), data.test_transform.clone(), &data.class_counts, device)?;
-    println!("{}: {}  (logit-adjusted CE {loss:.4})", args.checkpoint.display(), summary(&acc));
+    let data = run_data(&recipe, &data_dir(args.data_dir))?;
+    for split in &data.eval {
+        let (acc, loss) = evaluate_run(&args.checkpoint, args.latest, split.dataset.clone(), data.test_transform.clone(), &data.class_counts, device)?;
+        println!("{} {} ({} images): {}  (logit-adjusted CE {loss:.4})", args.checkpoint.display(), split.name, split.dataset.len(), summary(&acc));
+    }
     if args.plots {
         proco::train::trainer::redraw_plots(&args.checkpoint, &data.class_counts)?;
         println!("plots redrawn in {}", args.checkpoint.join("plots").display());

@@ -10,15 +10,13 @@ use proco_vmf::{bessel_ratio, compat, log_bessel_i};
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
 use crate::estimator::{EstimatorPair, VmfEstimator};
-use crate::loader::SampleTransform;
 use crate::loss::{BesselRoute, LogPrior, ProCoLoss};
 use crate::model::TwoBranchNet;
 use crate::train::recipe::Recipe;
 use crate::train::sgd::Sgd;
-use crate::train::{train, train_step, EpochRecord, Objective, Progress, RunOptions, StepPosition, TrainData};
+use crate::train::{train, train_step, EpochRecord, Objective, Progress, RunData, RunOptions, StepPosition};
 
 /// `count` arguments spread log-uniformly over [lo, hi], the range ProCo's kt covers.
 pub fn log_spaced(lo: f64, hi: f64, count: usize) -> Vec<f64> {
@@ -186,7 +184,7 @@ fn unit_rows(n: i64, p: i64, device: Device) -> Result<Tensor> {
 pub fn train_step_throughput(batch_size: usize, device: Device, budget: TimingBudget) -> Result<f64> {
     let recipe = bench_recipe(batch_size)?;
     let counts = cifar10_lt_counts();
-    let net = TwoBranchNet::new(&recipe, counts.len(), device)?;
+    let net = TwoBranchNet::new(&recipe.model(), counts.len(), device)?;
     let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
     let mut rng = rand::rngs::StdRng::seed_from_u64(recipe.seed);
     let mut estimators = EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rng)?;
@@ -207,7 +205,7 @@ pub fn train_step_throughput(batch_size: usize, device: Device, budget: TimingBu
 /// gradient, classifier logits only) on a fixed synthetic batch.
 pub fn inference_throughput(batch_size: usize, device: Device, budget: TimingBudget) -> Result<f64> {
     let recipe = bench_recipe(batch_size)?;
-    let net = TwoBranchNet::new(&recipe, cifar10_lt_counts().len(), device)?;
+    let net = TwoBranchNet::new(&recipe.model(), cifar10_lt_counts().len(), device)?;
     let x = Tensor::f_randn([batch_size as i64, 3, 32, 32], (Kind::Float, device))?;
     let _guard = tch::no_grad_guard();
     let (reps, secs) = timed(budget, device, || {
@@ -218,7 +216,7 @@ pub fn inference_throughput(batch_size: usize, device: Device, budget: TimingBud
 }
 
 /// Mean seconds per training step spent in the ProCo branch alone at `batch_size`: for views
-/// 2 and 3, the estimator updates, contrast logits and their CE ([`Objective::proco_branch`]),
+/// 2 and 3, the estimator updates, contrast logits and their CE ([`crate::loss::ProCoBranch::forward`]),
 /// then the backward pass to the features. Synthetic unit features (p = 128) and labels over
 /// CIFAR-10's classes; the backbone is not involved.
 pub fn proco_step_time(batch_size: usize, device: Device, budget: TimingBudget) -> Result<f64> {
@@ -232,8 +230,8 @@ pub fn proco_step_time(batch_size: usize, device: Device, budget: TimingBudget) 
     let y = Tensor::f_randint(counts.len() as i64, [n], (Kind::Int64, device))?;
     let (reps, secs) = timed(budget, device, || {
         let z = base.detach().set_requires_grad(true);
-        let (loss, _) = objective.proco_branch(&z, &y, &mut estimators)?;
-        loss.f_backward()?;
+        let out = objective.branch().forward(&z, &y, &mut estimators)?;
+        out.loss.f_backward()?;
         std::hint::black_box(z.grad().f_sum(z.kind())?.f_double_value(&[])?);
         Ok(())
     })?;
@@ -267,13 +265,7 @@ pub struct FullEpoch {
 
 /// Runs the first epoch of `recipe` on `data` with [`train`] (`stop_after = 1`) into
 /// `run_dir`, which must not hold a run, and times it.
-pub fn full_epoch<D, E, T, V>(recipe: &Recipe, data: &TrainData<D, E, T, V>, device: Device, run_dir: &Path) -> Result<FullEpoch>
-where
-    D: Dataset + 'static,
-    E: Dataset + 'static,
-    T: SampleTransform + 'static,
-    V: SampleTransform + 'static,
-{
+pub fn full_epoch(recipe: &Recipe, data: &RunData, device: Device, run_dir: &Path) -> Result<FullEpoch> {
     let options = RunOptions { run_dir: run_dir.to_path_buf(), device, stop_after: Some(1), resume: false, eval_batch_size: 512 };
     let start = Instant::now();
     let summary = train(recipe, data, &options, &mut |_: Progress| {})?;

@@ -53,6 +53,17 @@ pub enum ProcoError {
         /// What is wrong and what to do about it.
         reason: String,
     },
+    /// One image file cannot be used: missing, unreadable, not an image, truncated, corrupt,
+    /// too large, or outside the dataset's root.
+    #[error("{}{}: {problem}", path.display(), listed_at.as_ref().map(|l| format!(" (listed at {l})")).unwrap_or_default())]
+    Image {
+        /// The image file.
+        path: std::path::PathBuf,
+        /// Where a list file names it, as `list.txt:LINE`, when it came from one.
+        listed_at: Option<String>,
+        /// What is wrong with it.
+        problem: ImageProblem,
+    },
     /// An I/O error on a named path.
     #[error("{}: {source}", path.display())]
     Io {
@@ -78,3 +89,41 @@ impl ProcoError {
 
 /// Result alias of the library.
 pub type Result<T, E = ProcoError> = std::result::Result<T, E>;
+
+/// What is wrong with one image file ([`ProcoError::Image`]); each message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageProblem {
+    /// The file does not exist.
+    #[error("the file does not exist; restore it or remove it from the dataset")]
+    Missing,
+    /// The file exists but cannot be read.
+    #[error("cannot read the file ({0}); check its permissions")]
+    Unreadable(String),
+    /// The file is empty or its content is not an image format we decode.
+    #[error("not an image (content is not JPEG or PNG); replace it or remove it from the dataset")]
+    NotAnImage,
+    /// The file ends before the image does.
+    #[error("the image data is truncated (an interrupted copy or download?); fetch the file again")]
+    Truncated,
+    /// The decoder rejected the data.
+    #[error("cannot decode the image ({0}); replace the file or remove it from the dataset")]
+    Corrupt(String),
+    /// Larger than the decoder's limit.
+    #[error("the image is {width} x {height} pixels, more than the {limit} megapixels we decode; downscale it")]
+    TooLarge {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The limit, in megapixels.
+        limit: u32,
+    },
+    /// The path resolves (through a symbolic link) outside the dataset's root.
+    #[error("resolves to {resolved}, outside the dataset root {root}; symbolic links must stay inside the root")]
+    OutsideRoot {
+        /// Where the path leads.
+        resolved: String,
+        /// The root.
+        root: String,
+    },
+}

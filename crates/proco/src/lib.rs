@@ -32,7 +32,7 @@ pub mod plot;
 pub mod train;
 pub mod validate;
 
-pub use error::{ProcoError, Result};
+pub use error::{ImageProblem, ProcoError, Result};
 pub use estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaFlag, VmfEstimator};
 pub use loss::{BesselRoute, ContrastLogits, LogPrior, LogitAdjustedCe, ProCoLoss};
 pub use tch;

@@ -67,10 +67,11 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
-/// A loader over a dataset with a transform.
-pub struct Loader<D: Dataset + 'static, T: SampleTransform + 'static> {
-    dataset: Arc<D>,
-    transform: Arc<T>,
+/// A loader over a dataset with a transform (both shared with the worker threads; dynamic
+/// dispatch costs nothing next to decoding and augmenting an image).
+pub struct Loader {
+    dataset: Arc<dyn Dataset>,
+    transform: Arc<dyn SampleTransform>,
     config: LoaderConfig,
 }
 
@@ -87,10 +88,10 @@ pub fn sample_rng(seed: u64, epoch: u64, index: usize) -> StdRng {
     StdRng::seed_from_u64(mix(mix(mix(seed) ^ epoch) ^ index as u64))
 }
 
-impl<D: Dataset + 'static, T: SampleTransform + 'static> Loader<D, T> {
+impl Loader {
     /// A loader; fails on a zero batch size or thread count, or a batch larger than the dataset
     /// with `drop_last` (which would yield nothing).
-    pub fn new(dataset: Arc<D>, transform: Arc<T>, config: LoaderConfig) -> Result<Self> {
+    pub fn new(dataset: Arc<dyn Dataset>, transform: Arc<dyn SampleTransform>, config: LoaderConfig) -> Result<Self> {
         if config.batch_size == 0 || config.threads == 0 {
             return Err(ProcoError::InvalidConfig { reason: "batch size and thread count must be at least 1".into() });
         }
@@ -158,7 +159,7 @@ impl<D: Dataset + 'static, T: SampleTransform + 'static> Loader<D, T> {
     }
 }
 
-fn build_batch<D: Dataset, T: SampleTransform>(dataset: &D, transform: &T, idx: &[usize], seed: u64, epoch: u64) -> Result<Batch> {
+fn build_batch(dataset: &dyn Dataset, transform: &dyn SampleTransform, idx: &[usize], seed: u64, epoch: u64) -> Result<Batch> {
     let (v, h, w, n) = (transform.views(), transform.height(), transform.width(), idx.len());
     let per_view = 3 * h * w;
     // The transforms write straight into the batch tensor's storage: no staging buffer and

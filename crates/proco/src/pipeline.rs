@@ -1,10 +1,14 @@
-//! The per-sample transforms the loader runs: ProCo's three CIFAR training views and the
-//! test-time preprocessing, each writing normalised f32 CHW straight into the batch buffer.
+//! The per-sample transforms the loader runs: ProCo's three training views and the test-time
+//! preprocessing, on CIFAR and at ImageNet scale, each writing normalised f32 CHW straight
+//! into the batch buffer.
+
+use std::num::NonZeroU32;
 
 use image::RgbImage;
 use rand::rngs::StdRng;
 
-use crate::augment::{normalize_into, ClassificationView, ContrastiveView, CIFAR_MEAN, CIFAR_STD};
+use crate::augment::resample::resize_bilinear;
+use crate::augment::{normalize_into, ClassificationView, ContrastiveView, RandAugment, RandAugmentView, RandomResizedCrop, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{ProcoError, Result};
 use crate::loader::SampleTransform;
 
@@ -75,5 +79,191 @@ impl SampleTransform for CifarTestView {
             return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 1-view transform", out.len()) });
         };
         normalize_into(img, CIFAR_MEAN, CIFAR_STD, only)
+    }
+}
+
+/// Checks a crop side for the ImageNet-scale views.
+fn crop_side(size: u32) -> Result<NonZeroU32> {
+    NonZeroU32::new(size).filter(|s| s.get() >= 8).ok_or_else(|| ProcoError::InvalidConfig { reason: format!("image size {size} is too small for the ImageNet-scale views (at least 8 pixels)") })
+}
+
+/// ProCo's ImageNet-LT / iNaturalist training views at side `size` (224 in the paper), any
+/// input size: view 1 is [`RandAugmentView`] (RandomResizedCrop, flip, ColorJitter 0.4,
+/// RandAugment n 2 m 10), views 2 and 3 the SimCLR-style [`ContrastiveView`]; all normalised
+/// with the ImageNet statistics.
+pub struct ImageNetTrainViews {
+    size: u32,
+    classification: RandAugmentView,
+    contrastive: ContrastiveView,
+}
+
+impl ImageNetTrainViews {
+    /// The views at side `size` pixels. RandAugment's translation range scales with the
+    /// size (100 px at 224, timm's `0.45 * size`). Fails for a size below 8.
+    pub fn new(size: u32) -> Result<Self> {
+        let side = crop_side(size)?;
+        let reference = RandAugment::imagenet_lt();
+        let rand_augment = RandAugment::new(reference.config(), (f64::from(size) * 0.45).trunc(), 40.0 * f64::from(size) / 224.0, [124, 116, 104])?;
+        Ok(Self { size, classification: RandAugmentView::new(RandomResizedCrop::square(side), rand_augment), contrastive: ContrastiveView::square(side) })
+    }
+}
+
+impl SampleTransform for ImageNetTrainViews {
+    fn views(&self) -> usize {
+        3
+    }
+    fn height(&self) -> usize {
+        self.size as usize
+    }
+    fn width(&self) -> usize {
+        self.size as usize
+    }
+    fn apply(&self, img: &RgbImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
+        let [first, second, third] = out else {
+            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 3-view transform", out.len()) });
+        };
+        normalize_into(&self.classification.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, first)?;
+        normalize_into(&self.contrastive.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, second)?;
+        normalize_into(&self.contrastive.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, third)
+    }
+}
+
+/// Test-time preprocessing at ImageNet scale: torchvision's `Resize(resize)` (shorter side to
+/// `resize`, the longer one `int(resize * long / short)`, PIL bilinear with antialiasing),
+/// `CenterCrop(crop)`, ToTensor, Normalize with the ImageNet statistics. The paper's is
+/// resize 256, crop 224.
+pub struct ImageNetTestView {
+    resize: u32,
+    crop: u32,
+}
+
+impl ImageNetTestView {
+    /// Resize to `resize`, centre crop `crop` (crop <= resize). Fails otherwise, or for a crop
+    /// below 8 pixels.
+    pub fn new(resize: u32, crop: u32) -> Result<Self> {
+        crop_side(crop)?;
+        if resize < crop {
+            return Err(ProcoError::InvalidConfig { reason: format!("the test view resizes to {resize} but crops {crop}; the crop must fit") });
+        }
+        Ok(Self { resize, crop })
+    }
+
+    /// The paper's proportions for crop side `size`: resize to `round(size * 8 / 7)` (256 for
+    /// 224), then crop `size`.
+    pub fn for_size(size: u32) -> Result<Self> {
+        Self::new(((f64::from(size) * 8.0 / 7.0).round()) as u32, size)
+    }
+
+    /// The size `(width, height)` that `Resize(resize)` gives a `width` x `height` image.
+    pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let (w, h) = (u64::from(width.max(1)), u64::from(height.max(1)));
+        let r = u64::from(self.resize);
+        // torchvision: new_long = int(size * long / short), in floating point.
+        let long = |long: u64, short: u64| ((r as f64 * long as f64 / short as f64) as u64).max(1) as u32;
+        if w <= h {
+            (self.resize, long(h, w))
+        } else {
+            (long(w, h), self.resize)
+        }
+    }
+
+    /// Applies resize + centre crop, giving a `crop` x `crop` image (an image smaller than
+    /// the crop after resizing, which cannot happen for crop <= resize, would be zero padded
+    /// as torchvision's `CenterCrop` does).
+    pub fn preprocess(&self, img: &RgbImage) -> RgbImage {
+        let (rw, rh) = self.resized_size(img.width(), img.height());
+        let resized = resize_bilinear(img, rw, rh);
+        center_crop(&resized, self.crop)
+    }
+}
+
+/// torchvision's `CenterCrop(size)` on a PIL image: top `int(round((h - size) / 2))`, left
+/// likewise; along a side shorter than `size`, the image is first zero padded by
+/// `(size - dim) // 2` before (and the rest after) and the crop starts at 0.
+fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+    let offset = |dim: u32| if size > dim { -i64::from((size - dim) / 2) } else { ((f64::from(dim) - f64::from(size)) / 2.0).round_ties_even() as i64 };
+    let (top, left) = (offset(img.height()), offset(img.width()));
+    let mut out = RgbImage::new(size, size);
+    for y in 0..size as i64 {
+        let sy = y + top;
+        if sy < 0 || sy >= i64::from(img.height()) {
+            continue;
+        }
+        for x in 0..size as i64 {
+            let sx = x + left;
+            if sx >= 0 && sx < i64::from(img.width()) {
+                out.put_pixel(x as u32, y as u32, *img.get_pixel(sx as u32, sy as u32));
+            }
+        }
+    }
+    out
+}
+
+impl SampleTransform for ImageNetTestView {
+    fn views(&self) -> usize {
+        1
+    }
+    fn height(&self) -> usize {
+        self.crop as usize
+    }
+    fn width(&self) -> usize {
+        self.crop as usize
+    }
+    fn apply(&self, img: &RgbImage, _rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
+        let [only] = out else {
+            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 1-view transform", out.len()) });
+        };
+        normalize_into(&self.preprocess(img), IMAGENET_MEAN, IMAGENET_STD, only)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn test_view_sizes_follow_torchvision() {
+        let v = ImageNetTestView::for_size(224).unwrap();
+        assert_eq!(v.resize, 256);
+        assert_eq!(v.resized_size(500, 375), (341, 256));
+        assert_eq!(v.resized_size(375, 500), (256, 341));
+        assert_eq!(v.resized_size(1, 1), (256, 256));
+        assert_eq!(v.resized_size(2000, 1), (512000, 256));
+        assert_eq!(ImageNetTestView::for_size(32).unwrap().resize, 37);
+        assert!(ImageNetTestView::new(200, 224).is_err());
+        assert!(ImageNetTrainViews::new(4).is_err());
+    }
+
+    #[test]
+    fn center_crop_takes_the_middle() {
+        let img = RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let c = center_crop(&img, 2);
+        // top = round(1.0) = 1, left = round(1.5) = 2 (half to even).
+        assert_eq!(c.get_pixel(0, 0).0, [2, 1, 0]);
+        assert_eq!(c.get_pixel(1, 1).0, [3, 2, 0]);
+        // Larger than the image: padded by (7 - 5) // 2 = 1 on the left, (7 - 4) // 2 = 1 on top.
+        let c = center_crop(&img, 7);
+        assert_eq!(c.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(c.get_pixel(1, 2).0, [0, 1, 0]);
+        assert_eq!(c.get_pixel(5, 4).0, [4, 3, 0]);
+        assert_eq!(c.get_pixel(6, 5).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn imagenet_views_fill_every_value_for_any_input_size() {
+        let views = ImageNetTrainViews::new(32).unwrap();
+        let test = ImageNetTestView::for_size(32).unwrap();
+        for (w, h) in [(1, 1), (500, 375), (17, 300), (64, 64)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, 200]));
+            let mut rng = StdRng::seed_from_u64(u64::from(w));
+            let mut bufs = vec![vec![f32::NAN; 3 * 32 * 32]; 3];
+            let mut outs: Vec<&mut [f32]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            views.apply(&img, &mut rng, &mut outs).unwrap();
+            assert!(bufs.iter().flatten().all(|v| v.is_finite()), "{w}x{h}");
+            let mut one = vec![f32::NAN; 3 * 32 * 32];
+            test.apply(&img, &mut rng, &mut [one.as_mut_slice()]).unwrap();
+            assert!(one.iter().all(|v| v.is_finite()), "{w}x{h}");
+        }
     }
 }

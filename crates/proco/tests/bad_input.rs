@@ -110,7 +110,7 @@ fn network_input_of_the_wrong_shape_is_a_typed_error() {
     use proco::tch::Device;
     use proco::train::Recipe;
     let recipe = Recipe::preset("cifar10-lt-if100").unwrap();
-    let net = TwoBranchNet::new(&recipe, 10, Device::Cpu).unwrap();
+    let net = TwoBranchNet::new(&recipe.model(), 10, Device::Cpu).unwrap();
     let images = |shape: &[i64], kind: Kind| Tensor::zeros(shape, (kind, Device::Cpu));
     let _guard = proco::tch::no_grad_guard();
     for (shape, kind, train, what) in [

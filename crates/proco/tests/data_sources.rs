@@ -13,6 +13,7 @@ use proco::data::cifar::{load_cifar, md5_file, official_release, Checksum, Cifar
 use proco::data::fetch::OFFICIAL_ARCHIVES;
 use proco::data::folder::ImageFolder;
 use proco::data::list_file::ListFileDataset;
+use proco::error::ImageProblem;
 use proco::data::pickle::{self, Value};
 use proco::data::{Dataset, InMemoryDataset};
 use proco::ProcoError;
@@ -611,9 +612,13 @@ fn image_folder_failures_name_the_path() {
     assert_eq!((path, reason.contains("without images")), (root.join("b"), true));
     fs::write(root.join("b/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let ds = ImageFolder::open(root).unwrap();
-    let (path, reason) = data_err(ds.image(1).unwrap_err());
-    assert_eq!(path, root.join("b/broken.png"));
-    assert!(reason.contains("cannot decode"), "{reason}");
+    match ds.image(1).unwrap_err() {
+        ProcoError::Image { path, listed_at: None, problem } => {
+            assert_eq!(path, root.join("b/broken.png"));
+            assert!(matches!(problem, ImageProblem::Truncated | ImageProblem::Corrupt(_)), "{problem:?}");
+        }
+        other => panic!("not an image error: {other}"),
+    }
     assert!(matches!(ImageFolder::open(&root.join("absent")), Err(ProcoError::Io { .. })));
     // A format torchvision would load but we do not decode is an error, not a silent skip.
     fs::write(root.join("b/photo.WEBP"), b"RIFF").unwrap();
@@ -668,8 +673,15 @@ fn list_file_refuses_malformed_lines_and_escaping_paths() {
     fs::write(&list, "a/x.png 0\nlink/z.png 1\na/missing.png 0\n").unwrap();
     let ds = ListFileDataset::open(&list, &root).unwrap();
     assert!(ds.image(0).is_ok());
-    let (path, reason) = data_err(ds.image(1).unwrap_err());
-    assert_eq!(path, fs::canonicalize(&root).unwrap().join("link/z.png"));
-    assert!(reason.contains("outside the root") && reason.contains("list.txt:2"), "{reason}");
-    assert!(matches!(ds.image(2), Err(ProcoError::Io { path, .. }) if path.ends_with("a/missing.png")));
+    let err = ds.image(1).unwrap_err();
+    let message = err.to_string();
+    match err {
+        ProcoError::Image { path, listed_at: Some(at), problem: ImageProblem::OutsideRoot { .. } } => {
+            assert_eq!(path, fs::canonicalize(&root).unwrap().join("link/z.png"));
+            assert!(at.ends_with("list.txt:2"), "{at}");
+            assert!(message.contains("outside the dataset root") && message.contains("list.txt:2"), "{message}");
+        }
+        other => panic!("not an outside-root error: {other}"),
+    }
+    assert!(matches!(ds.image(2), Err(ProcoError::Image { path, listed_at: Some(at), problem: ImageProblem::Missing }) if path.ends_with("a/missing.png") && at.ends_with("list.txt:3")));
 }

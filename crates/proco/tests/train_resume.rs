@@ -9,7 +9,7 @@ use proco::data::InMemoryDataset;
 use proco::loader::SampleTransform;
 use proco::tch::{Device, Tensor};
 use proco::train::checkpoint;
-use proco::train::{train, Recipe, RunOptions, TrainData};
+use proco::train::{train, EvalSplit, Recipe, RunData, RunOptions};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -66,13 +66,14 @@ fn recipe() -> Recipe {
     r
 }
 
-fn data() -> TrainData<InMemoryDataset, InMemoryDataset, FlipViews, FlipViews> {
-    TrainData {
+fn data() -> RunData {
+    RunData {
         train: dataset(48, 1),
-        test: dataset(30, 2),
+        eval: vec![EvalSplit { name: "test", dataset: dataset(30, 2) }],
         train_transform: Arc::new(FlipViews(3)),
         test_transform: Arc::new(FlipViews(1)),
         class_counts: vec![16, 16, 16],
+        class_names: None,
     }
 }
 
@@ -106,7 +107,7 @@ fn resumed_run_equals_uninterrupted_run() {
     let first = train(&r, &d, &options(&split, Some(1), false), &mut |_| {}).unwrap();
     assert_eq!(first.epochs.len(), 1);
     // Starting again without --resume must refuse to overwrite the run.
-    assert!(train(&r, &d, &options(&split, None, false), &mut |_| {}).unwrap_err().to_string().contains("--resume"));
+    assert!(train(&r, &d, &options(&split, None, false), &mut |_| {}).unwrap_err().to_string().contains("already holds a run; resume it"));
     let rest = train(&r, &d, &options(&split, None, true), &mut |_| {}).unwrap();
     assert_eq!(rest.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), [1, 2]);
 

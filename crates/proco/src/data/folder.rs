@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
+use crate::data::decode::decode_file;
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
 
@@ -40,12 +41,7 @@ impl ImageFolder {
     /// has no class directories, a class directory holds no image, a class name is not UTF-8,
     /// or the tree nests deeper than 16 directories; with [`ProcoError::Io`] on a read error.
     pub fn open(root: &Path) -> Result<Self> {
-        let mut class_dirs: Vec<(String, PathBuf)> = Vec::new();
-        for entry in read_dir_sorted(root)? {
-            if entry.is_dir() {
-                class_dirs.push((utf8_name(&entry)?, entry));
-            }
-        }
+        let class_dirs = class_directories(root)?;
         if class_dirs.is_empty() {
             let reason = "no class directories: expected root/<class_name>/<image files>".to_string();
             return Err(ProcoError::Data { path: root.to_path_buf(), reason });
@@ -53,17 +49,33 @@ impl ImageFolder {
         let mut samples = Vec::new();
         for (label, (_, dir)) in (0u32..).zip(&class_dirs) {
             let before = samples.len();
-            let mut files = Vec::new();
-            collect_images(dir, 0, &mut files)?;
-            // torchvision sorts os.walk's directories as strings, then file names.
-            files.sort_by(|a, b| (a.parent().map(Path::as_os_str), a.file_name()).cmp(&(b.parent().map(Path::as_os_str), b.file_name())));
-            samples.extend(files.into_iter().map(|f| (f, label)));
+            collect_class(dir, label, &mut samples)?;
             if samples.len() == before {
                 let reason = format!("class directory without images (expected files ending in {})", IMAGE_EXTENSIONS.join(", "));
                 return Err(ProcoError::Data { path: dir.clone(), reason });
             }
         }
         Ok(Self { classes: class_dirs.into_iter().map(|(name, _)| name).collect(), samples })
+    }
+
+    /// Scans `root` (a val or test folder) labelling its class directories by their position
+    /// in `classes` (the training folder's classes), so that labels agree with training even
+    /// where this split lacks a class. Fails with [`ProcoError::Data`] for a class directory
+    /// whose name is not in `classes`, or a split without any image; otherwise as [`Self::open`].
+    pub fn open_with_classes(root: &Path, classes: &[String]) -> Result<Self> {
+        let mut samples = Vec::new();
+        for (name, dir) in class_directories(root)? {
+            let Some(label) = classes.iter().position(|c| *c == name) else {
+                let reason = format!("class `{name}` is not one of the {} training classes; rename or remove the directory", classes.len());
+                return Err(ProcoError::Data { path: dir, reason });
+            };
+            collect_class(&dir, label as u32, &mut samples)?;
+        }
+        if samples.is_empty() {
+            let reason = format!("no images in class directories (expected root/<class_name>/<files ending in {}>)", IMAGE_EXTENSIONS.join(", "));
+            return Err(ProcoError::Data { path: root.to_path_buf(), reason });
+        }
+        Ok(Self { classes: classes.to_vec(), samples })
     }
 
     /// Path of sample i (i < len).
@@ -83,24 +95,36 @@ impl Dataset for ImageFolder {
         self.samples[i].1 as usize
     }
     fn image(&self, i: usize) -> Result<RgbImage> {
-        decode_rgb(&self.samples[i].0)
+        let path = &self.samples[i].0;
+        decode_file(path).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })
+    }
+    fn describe(&self, i: usize) -> String {
+        self.samples[i].0.display().to_string()
     }
     fn class_names(&self) -> Option<&[String]> {
         Some(&self.classes)
     }
 }
 
-/// Decodes the image file at `path` (format from its content) into 8-bit RGB. Fails with
-/// [`ProcoError::Io`] if the file cannot be read and [`ProcoError::Data`] naming the file if
-/// it cannot be decoded.
-pub(crate) fn decode_rgb(path: &Path) -> Result<RgbImage> {
-    let io = |source| ProcoError::Io { path: path.to_path_buf(), source };
-    let reader = image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
-    let img = reader.decode().map_err(|e| ProcoError::Data {
-        path: path.to_path_buf(),
-        reason: format!("cannot decode this image ({e}); replace the file or remove it from the dataset"),
-    })?;
-    Ok(img.into_rgb8())
+/// The class directories of `root`, sorted by name, with their UTF-8 names.
+fn class_directories(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut class_dirs = Vec::new();
+    for entry in read_dir_sorted(root)? {
+        if entry.is_dir() {
+            class_dirs.push((utf8_name(&entry)?, entry));
+        }
+    }
+    Ok(class_dirs)
+}
+
+/// Appends the images of one class directory, in torchvision's order, with `label`.
+fn collect_class(dir: &Path, label: u32, samples: &mut Vec<(PathBuf, u32)>) -> Result<()> {
+    let mut files = Vec::new();
+    collect_images(dir, 0, &mut files)?;
+    // torchvision sorts os.walk's directories as strings, then file names.
+    files.sort_by(|a, b| (a.parent().map(Path::as_os_str), a.file_name()).cmp(&(b.parent().map(Path::as_os_str), b.file_name())));
+    samples.extend(files.into_iter().map(|f| (f, label)));
+    Ok(())
 }
 
 /// Entries of a directory, sorted by name.

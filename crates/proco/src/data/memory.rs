@@ -83,13 +83,18 @@ impl Dataset for InMemoryDataset {
 
 /// A view of some samples of another dataset (for example the long-tailed selection), sharing
 /// its pixels instead of copying them.
-#[derive(Clone)]
-pub struct Subset<D: Dataset> {
+pub struct Subset<D: Dataset + ?Sized> {
     base: Arc<D>,
     indices: Vec<usize>,
 }
 
-impl<D: Dataset> Subset<D> {
+impl<D: Dataset + ?Sized> Clone for Subset<D> {
+    fn clone(&self) -> Self {
+        Self { base: self.base.clone(), indices: self.indices.clone() }
+    }
+}
+
+impl<D: Dataset + ?Sized> Subset<D> {
     /// The samples `indices` of `base`, in that order. Fails on an index out of range.
     pub fn new(base: Arc<D>, indices: Vec<usize>) -> Result<Self> {
         if let Some(&i) = indices.iter().find(|&&i| i >= base.len()) {
@@ -104,7 +109,7 @@ impl<D: Dataset> Subset<D> {
     }
 }
 
-impl<D: Dataset> Dataset for Subset<D> {
+impl<D: Dataset + ?Sized> Dataset for Subset<D> {
     fn len(&self) -> usize {
         self.indices.len()
     }
@@ -116,6 +121,9 @@ impl<D: Dataset> Dataset for Subset<D> {
     }
     fn image(&self, i: usize) -> Result<RgbImage> {
         self.base.image(self.indices[i])
+    }
+    fn describe(&self, i: usize) -> String {
+        self.base.describe(self.indices[i])
     }
     fn class_names(&self) -> Option<&[String]> {
         self.base.class_names()

@@ -3,6 +3,7 @@
 //! the augmentations in [`crate::augment`] take.
 
 pub mod cifar;
+pub mod decode;
 pub mod fetch;
 pub mod folder;
 pub mod list_file;
@@ -37,5 +38,9 @@ pub trait Dataset: Send + Sync {
     /// Human-readable class names, one per class, when the source provides them.
     fn class_names(&self) -> Option<&[String]> {
         None
+    }
+    /// Where sample i comes from, for messages (a file path and list line, or the index).
+    fn describe(&self, i: usize) -> String {
+        format!("sample {i}")
     }
 }

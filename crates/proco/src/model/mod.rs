@@ -8,6 +8,6 @@ pub mod resnet;
 pub mod resnet_cifar;
 
 pub use heads::{Classifier, ProjectionHead};
-pub use net::TwoBranchNet;
+pub use net::{Arch, ClassifierKind, ModelConfig, TwoBranchNet};
 pub use resnet::ResNetImageNet;
 pub use resnet_cifar::ResNetCifar;

@@ -4,9 +4,48 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Tensor};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{ProcoError, Result};
 use crate::model::{memory_format, Classifier, ProjectionHead, ResNetCifar, ResNetImageNet};
-use crate::train::recipe::{Arch, ClassifierKind, Recipe};
+
+/// Backbone architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// CIFAR ResNet-32 (32 x 32 inputs, 64-d features).
+    Resnet32,
+    /// ResNet-50 (ImageNet-LT, iNaturalist; any input of at least 32 x 32, 2048-d features).
+    Resnet50,
+    /// ResNeXt-50 32x4d.
+    Resnext50,
+}
+
+/// Classifier of the CE branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassifierKind {
+    /// Linear layer.
+    Linear,
+    /// Cosine classifier with scale 30.
+    Normed,
+}
+
+/// What a [`TwoBranchNet`] is made of: everything the network needs, nothing of the training
+/// schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Backbone.
+    pub arch: Arch,
+    /// Classifier of the CE branch.
+    pub classifier: ClassifierKind,
+    /// Hidden width of the projection head.
+    pub hidden_dim: usize,
+    /// Output dimension p of the projection head (the sphere the vMF lives on), at least 2.
+    pub feature_dim: usize,
+    /// Seed of the initialisation.
+    pub seed: u64,
+}
 
 /// The backbone of a recipe.
 enum Backbone {
@@ -41,13 +80,18 @@ pub struct TwoBranchNet {
 }
 
 impl TwoBranchNet {
-    /// Builds the network of `recipe` for `num_classes` classes on `device`, initialised from
-    /// the recipe's seed.
-    pub fn new(recipe: &Recipe, num_classes: usize, device: Device) -> Result<Self> {
+    /// Builds the network `config` for `num_classes` classes on `device`, initialised from
+    /// the config's seed. Fails with [`ProcoError::InvalidConfig`] for no classes, a zero
+    /// hidden width or p < 2.
+    pub fn new(config: &ModelConfig, num_classes: usize, device: Device) -> Result<Self> {
         if num_classes == 0 {
             return Err(ProcoError::InvalidConfig { reason: "a classifier needs at least one class".into() });
         }
-        tch::manual_seed(recipe.seed as i64);
+        if config.hidden_dim == 0 || config.feature_dim < 2 {
+            return Err(ProcoError::InvalidConfig { reason: format!("projection head {} -> {}: the hidden width must be at least 1 and p at least 2", config.hidden_dim, config.feature_dim) });
+        }
+        let recipe = config;
+        tch::manual_seed((recipe.seed & i64::MAX as u64) as i64);
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let path = &root / "backbone";

@@ -26,8 +26,11 @@ use crate::train::sgd::Sgd;
 pub struct BestEpoch {
     /// 0-based epoch.
     pub epoch: usize,
-    /// Its accuracies.
+    /// Its accuracies on the selecting split (val, else test).
     pub accuracy: ShotAccuracy,
+    /// Its test accuracies, where a test split exists beside val.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<ShotAccuracy>,
 }
 
 /// Bookkeeping saved with every checkpoint.
@@ -37,7 +40,7 @@ pub struct TrainState {
     pub next_epoch: usize,
     /// Number of classes of the model.
     pub num_classes: usize,
-    /// Best epoch by test top-1.
+    /// Best epoch by top-1 on the selecting split.
     pub best: Option<BestEpoch>,
 }
 

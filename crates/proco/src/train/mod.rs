@@ -5,9 +5,11 @@ pub mod accuracy;
 pub mod checkpoint;
 pub mod events;
 pub mod recipe;
+pub mod run_data;
 pub mod sgd;
 pub mod trainer;
 
 pub use accuracy::{shot_accuracy, ShotAccuracy};
 pub use recipe::Recipe;
-pub use trainer::{evaluate, evaluate_run, train, train_step, EpochRecord, Objective, Progress, RunOptions, StepOutcome, StepPosition, TrainData, TrainSummary};
+pub use run_data::{load_run_data, EvalSplit, RunData};
+pub use trainer::{evaluate, evaluate_run, train, train_step, EpochRecord, Objective, Progress, RunOptions, StepOutcome, StepPosition, TrainSummary};

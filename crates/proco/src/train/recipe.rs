@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ProcoError, Result};
+pub use crate::model::{Arch, ClassifierKind};
+use crate::model::ModelConfig;
 
 /// Which dataset a recipe trains on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,28 +20,28 @@ pub enum DatasetKind {
     ImagenetLt,
     /// iNaturalist 2018 (list files).
     Inat2018,
+    /// The user's own images: class sub-folders (`train/`, with `val/` and / or `test/`) or
+    /// list files (`train.txt`, `val.txt`, `test.txt`) under the data directory.
+    Own,
 }
 
-/// Backbone architectures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Arch {
-    /// CIFAR ResNet-32.
-    Resnet32,
-    /// ResNet-50 (ImageNet-LT, iNaturalist).
-    Resnet50,
-    /// ResNeXt-50 32x4d.
-    Resnext50,
+impl DatasetKind {
+    /// Whether this is CIFAR (32 x 32 images in memory, the CIFAR views).
+    pub fn is_cifar(self) -> bool {
+        matches!(self, DatasetKind::Cifar10 | DatasetKind::Cifar100)
+    }
 }
 
-/// Classifier of the CE branch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Arithmetic of the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ClassifierKind {
-    /// Linear layer.
-    Linear,
-    /// Cosine classifier with scale 30.
-    Normed,
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    Fp32,
+    /// Autocast: convolutions and matrix products in bfloat16, weights, reductions, the losses
+    /// and the optimiser in f32 (LibTorch's autocast lists).
+    Bf16,
 }
 
 /// Learning-rate decay after warm-up.
@@ -92,10 +94,23 @@ pub struct Recipe {
     pub seed: u64,
     /// Loader threads.
     pub loader_threads: usize,
+    /// Side in pixels of the training crops and of the test crop (32 on CIFAR, 224 on
+    /// ImageNet-LT and iNaturalist; the test view resizes the shorter side to 8/7 of it first,
+    /// 256 for 224). CIFAR recipes need 32.
+    #[serde(default = "cifar_image_size")]
+    pub image_size: u32,
+    /// Arithmetic of the network (f32, or bf16 autocast).
+    #[serde(default)]
+    pub precision: Precision,
     /// Train on about this many images only (the same fraction of every class) and test on
     /// the first this-many test images: quick checks. Absent for real runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+}
+
+/// The image size of recipes saved before the field existed (all CIFAR).
+fn cifar_image_size() -> u32 {
+    32
 }
 
 impl Recipe {
@@ -126,12 +141,66 @@ impl Recipe {
             milestones,
             seed: 0,
             loader_threads: 2,
+            image_size: 32,
+            precision: Precision::Fp32,
             limit: None,
         }
     }
 
-    /// A named preset: `cifar10-lt-if{100,50,10}`, `cifar100-lt-if{100,50,10}` (200 epochs),
-    /// `cifar100-lt-if100-400ep`, `imagenet-lt-r50`.
+    /// The authors' ImageNet-scale recipe (ImageNet-LT, iNaturalist 2018, and the default for
+    /// own data): ResNet-50, cosine classifier, projection head 2048 -> 2048 -> 1024, tau 0.07,
+    /// global batch 256, SGD momentum 0.9, lr 0.1 with cosine decay and no warm-up, weight
+    /// decay 5e-4, 90 epochs, 224 px crops.
+    pub fn imagenet_scale(dataset: DatasetKind) -> Self {
+        Recipe {
+            dataset,
+            imbalance_ratio: 1.0,
+            arch: Arch::Resnet50,
+            classifier: ClassifierKind::Normed,
+            feature_dim: 1024,
+            hidden_dim: 2048,
+            temperature: 0.07,
+            alpha: 1.0,
+            epochs: 90,
+            batch_size: 256,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0,
+            lr_decay: LrDecay::Cosine,
+            milestones: vec![],
+            seed: 0,
+            loader_threads: 8,
+            image_size: 224,
+            precision: Precision::Fp32,
+            limit: None,
+        }
+    }
+
+    /// This recipe with a schedule of `epochs`: step-decay recipes take the CIFAR rule of
+    /// [`Recipe::cifar`] for warm-up and milestones, cosine recipes keep their warm-up
+    /// (shortened if it would not fit).
+    pub fn with_epochs(&self, epochs: usize) -> Self {
+        match self.lr_decay {
+            LrDecay::Step => {
+                let base = Recipe::cifar(self.dataset, self.imbalance_ratio, epochs);
+                Recipe { epochs, warmup_epochs: base.warmup_epochs, milestones: base.milestones, ..self.clone() }
+            }
+            LrDecay::Cosine => Recipe { epochs, warmup_epochs: self.warmup_epochs.min(epochs.saturating_sub(1)), ..self.clone() },
+        }
+    }
+
+    /// The network this recipe trains.
+    pub fn model(&self) -> ModelConfig {
+        ModelConfig { arch: self.arch, classifier: self.classifier, hidden_dim: self.hidden_dim, feature_dim: self.feature_dim, seed: self.seed }
+    }
+
+    /// A named preset (see [`PRESETS`]): `cifar10-lt-if{100,50,10}`,
+    /// `cifar100-lt-if{100,50,10}` (200 epochs), `cifar100-lt-if100-400ep`; the authors'
+    /// ImageNet-LT recipes `imagenet-lt-r50` (90 epochs), `imagenet-lt-r50-180ep`,
+    /// `imagenet-lt-x50` (ResNeXt-50 32x4d), their iNaturalist 2018 recipe `inat2018-r50`
+    /// (lr 0.2, weight decay 1e-4); and `own-data`, the ImageNet-scale recipe on the user's
+    /// own images ([`DatasetKind::Own`]).
     pub fn preset(name: &str) -> Result<Self> {
         let cifar = |d, r, e| Ok(Recipe::cifar(d, r, e));
         match name {
@@ -142,20 +211,11 @@ impl Recipe {
             "cifar100-lt-if50" => cifar(DatasetKind::Cifar100, 50.0, 200),
             "cifar100-lt-if10" => cifar(DatasetKind::Cifar100, 10.0, 200),
             "cifar100-lt-if100-400ep" => cifar(DatasetKind::Cifar100, 100.0, 400),
-            "imagenet-lt-r50" => Ok(Recipe {
-                dataset: DatasetKind::ImagenetLt,
-                imbalance_ratio: 1.0,
-                arch: Arch::Resnet50,
-                feature_dim: 1024,
-                hidden_dim: 2048,
-                temperature: 0.07,
-                epochs: 90,
-                lr: 0.1,
-                weight_decay: 5e-4,
-                lr_decay: LrDecay::Cosine,
-                milestones: vec![],
-                ..Recipe::cifar(DatasetKind::ImagenetLt, 1.0, 90)
-            }),
+            "imagenet-lt-r50" => Ok(Recipe::imagenet_scale(DatasetKind::ImagenetLt)),
+            "imagenet-lt-r50-180ep" => Ok(Recipe::imagenet_scale(DatasetKind::ImagenetLt).with_epochs(180)),
+            "imagenet-lt-x50" => Ok(Recipe { arch: Arch::Resnext50, ..Recipe::imagenet_scale(DatasetKind::ImagenetLt) }),
+            "inat2018-r50" => Ok(Recipe { lr: 0.2, weight_decay: 1e-4, ..Recipe::imagenet_scale(DatasetKind::Inat2018) }),
+            "own-data" => Ok(Recipe::imagenet_scale(DatasetKind::Own)),
             other => Err(ProcoError::InvalidConfig { reason: format!("unknown preset `{other}`; known: {}", PRESETS.join(", ")) }),
         }
     }
@@ -212,6 +272,21 @@ impl Recipe {
         if !(self.imbalance_ratio >= 1.0 && self.imbalance_ratio.is_finite()) {
             return bad(format!("imbalance_ratio {} must be >= 1", self.imbalance_ratio));
         }
+        if self.hidden_dim == 0 {
+            return bad("hidden_dim must be at least 1".into());
+        }
+        if self.dataset.is_cifar() && self.image_size != 32 {
+            return bad(format!("image_size {} on CIFAR: the CIFAR views take 32 x 32 images", self.image_size));
+        }
+        if !self.dataset.is_cifar() && !(32..=4096).contains(&self.image_size) {
+            return bad(format!("image_size {} must be between 32 and 4096 pixels", self.image_size));
+        }
+        if self.arch == Arch::Resnet32 && !self.dataset.is_cifar() && self.image_size != 32 {
+            return bad(format!("arch resnet32 is the CIFAR network for 32 x 32 inputs; use resnet50 or resnext50 at image_size {}", self.image_size));
+        }
+        if self.dataset != DatasetKind::Cifar10 && self.dataset != DatasetKind::Cifar100 && self.imbalance_ratio != 1.0 {
+            return bad(format!("imbalance_ratio {} applies to CIFAR only: list files and folders are trained as they are", self.imbalance_ratio));
+        }
         Ok(())
     }
 
@@ -232,7 +307,7 @@ impl Recipe {
 }
 
 /// Names accepted by [`Recipe::preset`].
-pub const PRESETS: [&str; 8] = [
+pub const PRESETS: [&str; 12] = [
     "cifar10-lt-if100",
     "cifar10-lt-if50",
     "cifar10-lt-if10",
@@ -241,6 +316,10 @@ pub const PRESETS: [&str; 8] = [
     "cifar100-lt-if10",
     "cifar100-lt-if100-400ep",
     "imagenet-lt-r50",
+    "imagenet-lt-r50-180ep",
+    "imagenet-lt-x50",
+    "inat2018-r50",
+    "own-data",
 ];
 
 #[cfg(test)]
@@ -262,6 +341,34 @@ mod tests {
         assert_eq!(Recipe::cifar(DatasetKind::Cifar10, 100.0, 12).warmup_epochs, 1);
         Recipe::cifar(DatasetKind::Cifar10, 100.0, 1).validate().unwrap();
         assert!(Recipe::preset("nope").is_err());
+    }
+
+    #[test]
+    fn imagenet_scale_presets_are_the_authors_scripts() {
+        for (name, dataset, arch, epochs, lr, wd) in [
+            ("imagenet-lt-r50", DatasetKind::ImagenetLt, Arch::Resnet50, 90, 0.1, 5e-4),
+            ("imagenet-lt-r50-180ep", DatasetKind::ImagenetLt, Arch::Resnet50, 180, 0.1, 5e-4),
+            ("imagenet-lt-x50", DatasetKind::ImagenetLt, Arch::Resnext50, 90, 0.1, 5e-4),
+            ("inat2018-r50", DatasetKind::Inat2018, Arch::Resnet50, 90, 0.2, 1e-4),
+            ("own-data", DatasetKind::Own, Arch::Resnet50, 90, 0.1, 5e-4),
+        ] {
+            let r = Recipe::preset(name).unwrap();
+            assert_eq!((r.dataset, r.arch, r.epochs, r.lr, r.weight_decay), (dataset, arch, epochs, lr, wd), "{name}");
+            assert_eq!((r.batch_size, r.momentum, r.temperature, r.feature_dim, r.hidden_dim), (256, 0.9, 0.07, 1024, 2048), "{name}");
+            assert_eq!((r.classifier, r.lr_decay, r.warmup_epochs, r.image_size), (ClassifierKind::Normed, LrDecay::Cosine, 0, 224), "{name}");
+            // Cosine from lr at epoch 0 down to near 0 at the last epoch, no warm-up.
+            assert!((r.lr_at(0) - lr * 0.5 * (1.0 + (std::f64::consts::PI / (epochs as f64 + 1.0)).cos())).abs() < 1e-15);
+            assert!(r.lr_at(epochs - 1) < lr * 1e-3);
+        }
+        let r = Recipe::preset("imagenet-lt-r50").unwrap();
+        assert_eq!(r.merge_toml("image_size = 64\nbatch_size = 16").unwrap().image_size, 64);
+        assert!(r.merge_toml("image_size = 16").is_err());
+        assert!(r.merge_toml("imbalance_ratio = 10.0").is_err(), "list-file sets are not subsampled");
+        assert!(Recipe::preset("cifar10-lt-if100").unwrap().merge_toml("image_size = 64").is_err());
+        assert_eq!(r.model().feature_dim, 1024);
+        // A recipe saved before image_size and precision existed reads as CIFAR f32.
+        let old = Recipe::preset("cifar10-lt-if100").unwrap().to_toml().unwrap().lines().filter(|l| !l.starts_with("image_size") && !l.starts_with("precision")).collect::<Vec<_>>().join("\n");
+        assert_eq!(Recipe::from_toml(&old).unwrap(), Recipe::preset("cifar10-lt-if100").unwrap());
     }
 
     #[test]

@@ -11,32 +11,17 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
-use crate::estimator::{BatchStatistics, EstimatorPair};
+use crate::estimator::EstimatorPair;
 use crate::loader::{Loader, LoaderConfig, SampleTransform};
-use crate::loss::{HostBatch, HostGradient, LogPrior, LogitAdjustedCe, ProCoLoss};
-use crate::validate;
-use crate::validate::FeatureRows;
+use crate::loss::{LogPrior, LogitAdjustedCe, ProCoBranch};
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
 use crate::train::checkpoint::{self, BestEpoch, TrainState};
 use crate::train::events::{JsonlLog, TensorBoardWriter};
 use crate::train::recipe::Recipe;
+use crate::train::run_data::RunData;
 use crate::train::sgd::Sgd;
-
-/// The data of a run: a training set with its 3-view transform, a test set with its 1-view
-/// transform, and the training images per class (for the prior and the shot groups).
-pub struct TrainData<D: Dataset + 'static, E: Dataset + 'static, T: SampleTransform + 'static, V: SampleTransform + 'static> {
-    /// Training set (long-tailed).
-    pub train: Arc<D>,
-    /// Test set.
-    pub test: Arc<E>,
-    /// Classification view + two contrastive views.
-    pub train_transform: Arc<T>,
-    /// Test-time preprocessing (one view).
-    pub test_transform: Arc<V>,
-    /// Training images per class.
-    pub class_counts: Vec<usize>,
-}
+use crate::validate;
 
 /// Where and how a run executes (not part of the recipe: it does not change the result).
 #[derive(Debug, Clone)]
@@ -95,10 +80,14 @@ pub struct EpochRecord {
     pub proco_loss_train: f64,
     /// Training accuracy, percent.
     pub train_top1: f64,
-    /// Logit-adjusted CE of the classifier on the test set.
+    /// Logit-adjusted CE of the classifier on the selection split.
     pub ce_loss_val: f64,
-    /// Test accuracies.
+    /// Accuracies on the split that selects the best epoch: val where the data has one, else
+    /// test (CIFAR, as the authors' code does).
     pub val: ShotAccuracy,
+    /// Test accuracies, where a test split exists beside the selecting val split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<ShotAccuracy>,
     /// Wall time of training + evaluation, seconds.
     pub seconds: f64,
     /// Training images per second.
@@ -121,10 +110,10 @@ fn estimator_rng(seed: u64, epoch: usize) -> StdRng {
 }
 
 /// Evaluates the classifier on `test`: accuracies and logit-adjusted CE.
-pub fn evaluate<E: Dataset + 'static, V: SampleTransform + 'static>(
+pub fn evaluate(
     net: &TwoBranchNet,
-    test: Arc<E>,
-    transform: Arc<V>,
+    test: Arc<dyn Dataset>,
+    transform: Arc<dyn SampleTransform>,
     class_counts: &[usize],
     batch_size: usize,
     threads: usize,
@@ -155,7 +144,7 @@ pub fn evaluate<E: Dataset + 'static, V: SampleTransform + 'static>(
 #[derive(Debug, Clone)]
 pub struct Objective {
     ce: LogitAdjustedCe,
-    proco: ProCoLoss,
+    branch: ProCoBranch,
     alpha: f64,
 }
 
@@ -163,84 +152,13 @@ impl Objective {
     /// The objective of `recipe` for a training set with `class_counts` images per class.
     pub fn new(recipe: &Recipe, class_counts: &[usize]) -> Result<Self> {
         let counts: Vec<f64> = class_counts.iter().map(|&c| c as f64).collect();
-        Ok(Self {
-            ce: LogitAdjustedCe::new(LogPrior::from_counts(&counts)?),
-            proco: ProCoLoss::new(recipe.feature_dim, recipe.temperature)?,
-            alpha: recipe.alpha,
-        })
+        let prior = LogPrior::from_counts(&counts)?;
+        Ok(Self { ce: LogitAdjustedCe::new(prior.clone()), branch: ProCoBranch::new(recipe.feature_dim, recipe.temperature, prior)?, alpha: recipe.alpha })
     }
 
-    /// The ProCo branch of a step. `z` holds the unit features of the three views stacked
-    /// view-major (3N x p), `y` the N labels. For view 2, then view 3: both estimators are
-    /// updated with the view's features, then its contrast logits are taken against the
-    /// previous-epoch estimator and scored by logit-adjusted CE. Returns the mean loss of the
-    /// two views (differentiable in `z`) and the mean of their contrast logits (N x C
-    /// row-major, on the host, for the training accuracy).
-    ///
-    /// Up to [`ProCoLoss::uses_host_pass`], views 2 and 3 travel to the host once, where the
-    /// estimator updates, logits, losses and the exact gradient are computed (the two views
-    /// side by side, [`ProCoLoss::host_losses`]); the gradient is written into a [`HostGradient`] for all of
-    /// `z` (zeros for view 1, which the branch does not use: autograd then hands `z` one
-    /// gradient tensor instead of scattering a slice into a zero-filled one).
-    pub fn proco_branch(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, Vec<f64>)> {
-        let n = y.size().first().copied().unwrap_or(0);
-        let p = self.proco.dim();
-        let num_classes = estimators.previous().num_classes();
-        if !self.proco.uses_host_pass(n.max(0) as usize, num_classes) {
-            return self.proco_branch_on_device(z, y, estimators);
-        }
-        let views = z.f_narrow(0, n, 2 * n)?;
-        // SAFETY: `host` lives only inside this call, which writes no tensor but the gradient
-        // (a tensor of its own) and runs no caller code while the view is alive.
-        let host = unsafe { validate::features_on_host(&views, p) }?;
-        let labels = validate::labels(y, n, num_classes)?;
-        let prior = self.ce.log_prior();
-        // Each view is checked and summed by class side by side; each view's loss uses the
-        // estimator as updated with that view; the two losses then run side by side.
-        let (first, second) = host.rows().split_at(n as usize * p);
-        let kind = views.kind();
-        let statistics = |rows: FeatureRows<'_>| -> Result<BatchStatistics> {
-            validate::unit_rows(rows, p, kind)?;
-            BatchStatistics::from_rows(rows, &labels, num_classes, p)
-        };
-        let (first_stats, second_stats) = crate::openmp::join(|| statistics(first), || statistics(second));
-        let (first_stats, second_stats) = (first_stats?, second_stats?);
-        let mut grad = HostGradient::for_features(z)?;
-        grad.push_zeros(n as usize * p)?;
-        estimators.apply(&first_stats)?;
-        let after_first = estimators.previous().clone();
-        estimators.apply(&second_stats)?;
-        let outs = self.proco.host_losses(
-            HostBatch { features: first, labels: &labels, estimator: &after_first },
-            HostBatch { features: second, labels: &labels, estimator: estimators.previous() },
-            prior,
-            &mut grad,
-            0.5,
-        )?;
-        let mut loss = 0.0;
-        let mut mean_logits = vec![0.0; n as usize * num_classes];
-        for out in &outs {
-            loss += 0.5 * out.loss;
-            mean_logits.iter_mut().zip(&out.logits).for_each(|(m, s)| *m += 0.5 * s);
-        }
-        Ok((grad.attach(z, loss)?, mean_logits))
-    }
-
-    /// [`Self::proco_branch`] for batches too large for the host pass: per view, the
-    /// estimator statistics on the device, the contrast logits through
-    /// [`ProCoLoss::contrast_logits`] and autograd.
-    fn proco_branch_on_device(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<(Tensor, Vec<f64>)> {
-        let n = y.size().first().copied().unwrap_or(0);
-        let mut view = |v: i64| -> Result<(Tensor, Tensor)> {
-            let zv = z.f_narrow(0, v * n, n)?;
-            estimators.update(&zv.detach(), y)?;
-            let s = self.proco.contrast_logits(&zv, estimators.previous())?;
-            Ok((self.ce.loss(&s.logits, y)?, s.logits.detach()))
-        };
-        let (loss2, logits2) = view(1)?;
-        let (loss3, logits3) = view(2)?;
-        let mean = ((logits2 + logits3) / 2.0).f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?;
-        Ok(((loss2 + loss3) / 2.0, Vec::<f64>::try_from(&mean)?))
+    /// The ProCo branch.
+    pub fn branch(&self) -> &ProCoBranch {
+        &self.branch
     }
 }
 
@@ -306,7 +224,8 @@ pub fn train_step(
     }
     let logits1 = logits.f_narrow(0, 0, n)?;
     let ce_loss = objective.ce.loss(&logits1, y)?;
-    let (proco_loss, contrast) = objective.proco_branch(&z, y, estimators)?;
+    let branch = objective.branch.forward(&z, y, estimators)?;
+    let (proco_loss, contrast) = (branch.loss, branch.mean_logits);
     let loss = &ce_loss + &proco_loss * objective.alpha;
     let value = loss.f_double_value(&[])?;
     if !value.is_finite() {
@@ -324,82 +243,117 @@ pub fn train_step(
 
 /// Trains (or continues) a run. Writes `recipe.toml`, `metrics.jsonl`, TensorBoard events and
 /// checkpoints under `options.run_dir`; reports progress through `progress`.
-pub fn train<D, E, T, V>(recipe: &Recipe, data: &TrainData<D, E, T, V>, options: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary>
-where
-    D: Dataset + 'static,
-    E: Dataset + 'static,
-    T: SampleTransform + 'static,
-    V: SampleTransform + 'static,
-{
+///
+/// Every epoch evaluates every split of `data.eval`; the first selects the best epoch.
+pub fn train(recipe: &Recipe, data: &RunData, options: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary> {
+    check_run_data(recipe, data)?;
+    let mut run = Run::start(recipe, data, options)?;
+    let end = options.stop_after.map_or(recipe.epochs, |s| s.min(recipe.epochs));
+    let mut records = Vec::new();
+    for epoch in run.state.next_epoch..end {
+        let record = run.epoch(epoch, progress)?;
+        run.record(&record)?;
+        progress(Progress::EpochEnd(record.clone()));
+        records.push(record);
+    }
+    write_plots(&options.run_dir, &run.log, &data.class_counts, run.state.best.as_ref())?;
+    Ok(TrainSummary { epochs: records, best: run.state.best })
+}
+
+/// What `train` needs of the data: agreeing class counts, three training views, a split to
+/// select on.
+fn check_run_data(recipe: &Recipe, data: &RunData) -> Result<()> {
     recipe.validate()?;
     let num_classes = data.class_counts.len();
-    if data.train.num_classes() != num_classes || data.test.num_classes() != num_classes {
+    let selection = data.selection()?;
+    if data.train.num_classes() != num_classes || data.eval.iter().any(|s| s.dataset.num_classes() != num_classes) {
         return Err(ProcoError::InvalidConfig {
-            reason: format!("train / test / counts disagree on the number of classes ({} / {} / {num_classes})", data.train.num_classes(), data.test.num_classes()),
+            reason: format!("train / {} / counts disagree on the number of classes ({} / {} / {num_classes})", selection.name, data.train.num_classes(), selection.dataset.num_classes()),
         });
     }
     if data.train_transform.views() != 3 {
         return Err(ProcoError::InvalidConfig { reason: "the training transform must give 3 views (classification + 2 contrastive)".into() });
     }
-    let dir = &options.run_dir;
-    std::fs::create_dir_all(dir).map_err(ProcoError::io_at(dir))?;
-    let recipe_path = dir.join("recipe.toml");
-    let existing = checkpoint::latest(dir)?;
-    if options.resume {
-        let saved = std::fs::read_to_string(&recipe_path).map_err(ProcoError::io_at(&recipe_path))?;
-        if Recipe::from_toml(&saved)? != *recipe {
+    Ok(())
+}
+
+/// A run in progress: its network, optimiser, estimators, bookkeeping and sinks.
+struct Run<'a> {
+    recipe: &'a Recipe,
+    data: &'a RunData,
+    options: &'a RunOptions,
+    net: TwoBranchNet,
+    sgd: Sgd,
+    estimators: EstimatorPair,
+    state: TrainState,
+    objective: Objective,
+    loader: Loader,
+    log: JsonlLog,
+    tb: TensorBoardWriter,
+}
+
+impl<'a> Run<'a> {
+    /// A fresh run (writing its recipe), or the run in `options.run_dir` resumed from its
+    /// latest checkpoint (refusing a recipe other than the saved one).
+    fn start(recipe: &'a Recipe, data: &'a RunData, options: &'a RunOptions) -> Result<Self> {
+        let dir = &options.run_dir;
+        std::fs::create_dir_all(dir).map_err(ProcoError::io_at(dir))?;
+        let recipe_path = dir.join("recipe.toml");
+        let existing = checkpoint::latest(dir)?;
+        if options.resume {
+            let saved = std::fs::read_to_string(&recipe_path).map_err(ProcoError::io_at(&recipe_path))?;
+            if Recipe::from_toml(&saved)? != *recipe {
+                return Err(ProcoError::InvalidConfig {
+                    reason: format!("the recipe differs from the one saved in {}; resume with the same settings", recipe_path.display()),
+                });
+            }
+        } else if existing.is_some() {
             return Err(ProcoError::InvalidConfig {
-                reason: format!("the recipe differs from the one saved in {}; resume with the same settings", recipe_path.display()),
+                reason: format!("{} already holds a run; resume it or choose another run directory", dir.display()),
             });
+        } else {
+            std::fs::write(&recipe_path, recipe.to_toml()?).map_err(ProcoError::io_at(&recipe_path))?;
         }
-    } else if existing.is_some() {
-        return Err(ProcoError::InvalidConfig {
-            reason: format!("{} already holds a run; pass --resume to continue it or choose another run directory", dir.display()),
-        });
-    } else {
-        std::fs::write(&recipe_path, recipe.to_toml()?).map_err(ProcoError::io_at(&recipe_path))?;
+        let num_classes = data.class_counts.len();
+        let mut net = TwoBranchNet::new(&recipe.model(), num_classes, options.device)?;
+        let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
+        let mut rng = StdRng::seed_from_u64(recipe.seed);
+        let mut estimators = EstimatorPair::new(num_classes, recipe.feature_dim, &mut rng)?;
+        let mut state = TrainState { next_epoch: 0, num_classes, best: None };
+        let log = JsonlLog::new(dir.join("metrics.jsonl"));
+        if options.resume {
+            let ckpt = existing.ok_or_else(|| ProcoError::InvalidConfig { reason: format!("nothing to resume: {} has no checkpoint yet", dir.display()) })?;
+            let (s, e) = checkpoint::load_all(&ckpt, &mut net, &mut sgd)?;
+            state = s;
+            estimators = e;
+            log.truncate_from_epoch(state.next_epoch as u64)?;
+        } else {
+            // A fresh run (or one that crashed before its first checkpoint) starts a fresh log.
+            log.truncate_from_epoch(0)?;
+        }
+        let tb = TensorBoardWriter::create(dir)?;
+        let objective = Objective::new(recipe, &data.class_counts)?;
+        let loader_config = LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4 };
+        let loader = Loader::new(data.train.clone(), data.train_transform.clone(), loader_config)?;
+        Ok(Self { recipe, data, options, net, sgd, estimators, state, objective, loader, log, tb })
     }
 
-    let device = options.device;
-    let mut net = TwoBranchNet::new(recipe, num_classes, device)?;
-    let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
-    let mut rng = StdRng::seed_from_u64(recipe.seed);
-    let mut estimators = EstimatorPair::new(num_classes, recipe.feature_dim, &mut rng)?;
-    let mut state = TrainState { next_epoch: 0, num_classes, best: None };
-    let log = JsonlLog::new(dir.join("metrics.jsonl"));
-    if !options.resume {
-        // A fresh run (or one that crashed before its first checkpoint) starts a fresh log.
-        log.truncate_from_epoch(0)?;
-    }
-    if options.resume {
-        let ckpt = existing.ok_or_else(|| ProcoError::InvalidConfig { reason: format!("--resume: {} has no checkpoint yet", dir.display()) })?;
-        let (s, e) = checkpoint::load_all(&ckpt, &mut net, &mut sgd)?;
-        state = s;
-        estimators = e;
-        log.truncate_from_epoch(state.next_epoch as u64)?;
-    }
-    let mut tb = TensorBoardWriter::create(dir)?;
-
-    let objective = Objective::new(recipe, &data.class_counts)?;
-    let loader_config = LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4 };
-    let loader = Loader::new(data.train.clone(), data.train_transform.clone(), loader_config)?;
-    let end = options.stop_after.map_or(recipe.epochs, |s| s.min(recipe.epochs));
-    let mut records = Vec::new();
-
-    for epoch in state.next_epoch..end {
+    /// Trains and evaluates one epoch.
+    fn epoch(&mut self, epoch: usize, progress: &mut dyn FnMut(Progress)) -> Result<EpochRecord> {
+        let (recipe, device) = (self.recipe, self.options.device);
         let start = Instant::now();
         let lr = recipe.lr_at(epoch);
-        estimators.start_epoch(&mut estimator_rng(recipe.seed, epoch))?;
-        let batches = loader.batches_per_epoch();
+        self.estimators.start_epoch(&mut estimator_rng(recipe.seed, epoch))?;
+        let batches = self.loader.batches_per_epoch();
         progress(Progress::EpochStart { epoch, lr, batches });
         let (mut ce_sum, mut proco_sum, mut correct, mut seen) = (0.0, 0.0, 0usize, 0usize);
-        for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+        for (step, batch) in self.loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let n = batch.indices.len() as i64;
             let size = batch.views.size();
             let x = batch.views.f_view([3 * n, size[2], size[3], size[4]])?.f_to_device(device)?;
             let y = batch.labels.f_to_device(device)?;
-            let out = train_step(&net, &mut sgd, &mut estimators, &objective, &x, &y, StepPosition { epoch, step, lr })?;
+            let out = train_step(&self.net, &mut self.sgd, &mut self.estimators, &self.objective, &x, &y, StepPosition { epoch, step, lr })?;
             ce_sum += out.ce_loss * n as f64;
             proco_sum += out.proco_loss * n as f64;
             correct += out.correct;
@@ -413,25 +367,39 @@ where
             });
         }
         let train_secs = start.elapsed().as_secs_f64();
-        let (val, ce_val) = evaluate(&net, data.test.clone(), data.test_transform.clone(), &data.class_counts, options.eval_batch_size, recipe.loader_threads)?;
-        let record = EpochRecord {
+        let mut results = Vec::new();
+        for split in &self.data.eval {
+            results.push(evaluate(&self.net, split.dataset.clone(), self.data.test_transform.clone(), &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads)?);
+        }
+        // The first split selects; a test split beside it is reported as `test`.
+        let test = self.data.eval.iter().position(|s| s.name == "test").filter(|&i| i > 0).map(|i| results[i].0.clone());
+        let (val, ce_val) = results.into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the run has no split to evaluate".into() })?;
+        Ok(EpochRecord {
             epoch,
             lr,
             ce_loss_train: ce_sum / seen.max(1) as f64,
             proco_loss_train: proco_sum / seen.max(1) as f64,
             train_top1: 100.0 * correct as f64 / seen.max(1) as f64,
             ce_loss_val: ce_val,
-            val: val.clone(),
+            val,
+            test,
             seconds: start.elapsed().as_secs_f64(),
             images_per_sec: seen as f64 / train_secs,
-        };
-        if state.best.as_ref().is_none_or(|b| val.top1 > b.accuracy.top1) {
-            state.best = Some(BestEpoch { epoch, accuracy: val.clone() });
+        })
+    }
+
+    /// Reports an evaluated epoch: the best so far, the metrics log, TensorBoard, `best/`
+    /// and the checkpoint (in that order, see below).
+    fn record(&mut self, record: &EpochRecord) -> Result<()> {
+        let (epoch, dir) = (record.epoch, &self.options.run_dir);
+        let val = &record.val;
+        if self.state.best.as_ref().is_none_or(|b| val.top1 > b.accuracy.top1) {
+            self.state.best = Some(BestEpoch { epoch, accuracy: val.clone(), test: record.test.clone() });
         }
-        state.next_epoch = epoch + 1;
-        log.append(&serde_json::to_value(&record).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?)?;
+        self.state.next_epoch = epoch + 1;
+        self.log.append(&serde_json::to_value(record).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?)?;
         let g = |o: Option<f64>| o.unwrap_or(f64::NAN);
-        tb.scalars(epoch as i64, &[
+        let mut scalars = vec![
             ("acc/val_top1", val.top1),
             ("acc/val_many", g(val.many)),
             ("acc/val_medium", g(val.medium)),
@@ -440,19 +408,20 @@ where
             ("loss/ce_train", record.ce_loss_train),
             ("loss/proco_train", record.proco_loss_train),
             ("loss/ce_val", record.ce_loss_val),
-            ("lr", lr),
-        ])?;
+            ("lr", record.lr),
+        ];
+        if let Some(t) = &record.test {
+            scalars.extend([("acc/test_top1", t.top1), ("acc/test_many", g(t.many)), ("acc/test_medium", g(t.medium)), ("acc/test_few", g(t.few))]);
+        }
+        self.tb.scalars(epoch as i64, &scalars)?;
         // best/ first: a crash between the two leaves best/ ahead of the checkpoint, and the
         // resumed run recomputes the same epoch and writes the same best again.
-        if state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
-            save_best(dir, &net, &state)?;
+        if self.state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
+            save_best(dir, &self.net, &self.state)?;
         }
-        checkpoint::save(dir, &net, &sgd, &estimators, &state)?;
-        progress(Progress::EpochEnd(record.clone()));
-        records.push(record);
+        checkpoint::save(dir, &self.net, &self.sgd, &self.estimators, &self.state)?;
+        Ok(())
     }
-    write_plots(dir, &log, &data.class_counts, state.best.as_ref())?;
-    Ok(TrainSummary { epochs: records, best: state.best })
 }
 
 /// Copies the weights of the best epoch to `best/`: written to `best.tmp`, then swapped in so
@@ -489,7 +458,7 @@ pub fn best_dir(run_dir: &Path) -> Result<PathBuf> {
     }
     Err(ProcoError::Data {
         path: run_dir.to_path_buf(),
-        reason: "no best epoch saved yet; evaluate the latest checkpoint with --latest".into(),
+        reason: "no best epoch saved yet; evaluate the latest checkpoint instead".into(),
     })
 }
 
@@ -556,12 +525,13 @@ pub fn load_recipe(run_dir: &Path) -> Result<Recipe> {
     Recipe::from_toml(&text)
 }
 
-/// Evaluates a saved run (its `best/` weights, or the latest checkpoint with `latest = true`).
-pub fn evaluate_run<E: Dataset + 'static, V: SampleTransform + 'static>(
+/// Evaluates a saved run (its `best/` weights, or the latest checkpoint with `latest = true`)
+/// on `test`.
+pub fn evaluate_run(
     run_dir: &Path,
     latest: bool,
-    test: Arc<E>,
-    transform: Arc<V>,
+    test: Arc<dyn Dataset>,
+    transform: Arc<dyn SampleTransform>,
     class_counts: &[usize],
     device: Device,
 ) -> Result<(ShotAccuracy, f64)> {
@@ -571,7 +541,7 @@ pub fn evaluate_run<E: Dataset + 'static, V: SampleTransform + 'static>(
     } else {
         best_dir(run_dir)?
     };
-    let mut net = TwoBranchNet::new(&recipe, test.num_classes(), device)?;
+    let mut net = TwoBranchNet::new(&recipe.model(), test.num_classes(), device)?;
     checkpoint::load_model(&dir, &mut net)?;
     evaluate(&net, test, transform, class_counts, 512, recipe.loader_threads)
 }
