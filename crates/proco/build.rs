@@ -7,6 +7,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/host_gradient.cpp");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     for var in ["LIBTORCH_USE_PYTORCH", "LIBTORCH", "LIBTORCH_INCLUDE", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -24,6 +25,7 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/host_gradient.cpp")
+        .file("csrc/autocast.cpp")
         .compile("proco_host_gradient");
 }
 

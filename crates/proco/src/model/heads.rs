@@ -34,6 +34,9 @@ impl ProjectionHead {
 impl ModuleT for ProjectionHead {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let z = x.apply(&self.fc1).apply_t(&self.bn, train).relu().apply(&self.fc2);
+        // Under bf16 autocast the projection comes out in bf16; the sphere is taken in f32,
+        // so the features are unit vectors to f32 precision, as the ProCo loss requires.
+        let z = if matches!(z.kind(), tch::Kind::BFloat16 | tch::Kind::Half) { z.to_kind(tch::Kind::Float) } else { z };
         let norm = z.norm_scalaropt_dim(2, [1i64].as_slice(), true).clamp_min(1e-12);
         z / norm
     }

@@ -7,6 +7,7 @@ use tch::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ProcoError, Result};
+use crate::model::autocast::AutocastGuard;
 use crate::model::{memory_format, Classifier, ProjectionHead, ResNetCifar, ResNetImageNet};
 
 /// Backbone architectures.
@@ -31,6 +32,19 @@ pub enum ClassifierKind {
     Normed,
 }
 
+/// Arithmetic of the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    Fp32,
+    /// bf16 autocast ([`crate::model::autocast`]): convolutions and matrix products in
+    /// bfloat16; weights, reductions, the losses and the optimiser in f32. The network's
+    /// outputs are returned in f32.
+    Bf16,
+}
+
 /// What a [`TwoBranchNet`] is made of: everything the network needs, nothing of the training
 /// schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +59,8 @@ pub struct ModelConfig {
     pub feature_dim: usize,
     /// Seed of the initialisation.
     pub seed: u64,
+    /// Arithmetic of the forward pass.
+    pub precision: Precision,
 }
 
 /// The backbone of a recipe.
@@ -74,6 +90,7 @@ pub struct TwoBranchNet {
     classifier: Classifier,
     head: ProjectionHead,
     num_classes: usize,
+    precision: Precision,
     /// A handle to one parameter, whose dtype the images must have: it shares the parameter's
     /// tensor, so it follows `vs.set_kind` without a look-up of the store on every forward.
     dtype_probe: Tensor,
@@ -107,7 +124,7 @@ impl TwoBranchNet {
         let head = ProjectionHead::new(&(&root / "head"), f, recipe.hidden_dim as i64, recipe.feature_dim as i64);
         memory_format::convert_var_store(&vs)?;
         let dtype_probe = vs.trainable_variables().into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the network has no parameters".into() })?;
-        Ok(Self { vs, backbone, classifier, head, num_classes, dtype_probe })
+        Ok(Self { vs, backbone, classifier, head, num_classes, precision: config.precision, dtype_probe })
     }
 
     /// Number of classes of the classifier.
@@ -123,8 +140,29 @@ impl TwoBranchNet {
     /// [`ProcoError::InvalidImages`] for any other input, before LibTorch sees it.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         self.check_images(x, train)?;
+        let _autocast = self.autocast()?;
         let h = self.backbone.forward_t(x, train);
-        Ok((self.head.forward_t(&h, train), self.classifier.forward(&h)))
+        let (z, logits) = (self.head.forward_t(&h, train), self.classifier.forward(&h));
+        Ok((self.full_precision(z)?, self.full_precision(logits)?))
+    }
+
+    /// The arithmetic of the forward pass.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The autocast region of a forward pass, if the network runs in bf16.
+    fn autocast(&self) -> Result<Option<AutocastGuard>> {
+        match self.precision {
+            Precision::Fp32 => Ok(None),
+            Precision::Bf16 => AutocastGuard::bf16(self.vs.device()).map(Some),
+        }
+    }
+
+    /// An output in the weights' dtype (autocast may leave it in bf16).
+    fn full_precision(&self, t: Tensor) -> Result<Tensor> {
+        let want = self.dtype_probe.kind();
+        Ok(if t.kind() == want { t } else { t.f_to_kind(want)? })
     }
 
     /// Inference: classifier logits only (the projection head costs nothing at test time).
@@ -133,7 +171,9 @@ impl TwoBranchNet {
     /// As [`TwoBranchNet::forward_t`].
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         self.check_images(x, false)?;
-        Ok(self.classifier.forward(&self.backbone.forward_t(x, false)))
+        let _autocast = self.autocast()?;
+        let logits = self.classifier.forward(&self.backbone.forward_t(x, false));
+        self.full_precision(logits)
     }
 
     /// What the backbone and heads would otherwise panic on inside tch: the rank, the three

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ProcoError, Result};
-pub use crate::model::{Arch, ClassifierKind};
+pub use crate::model::{Arch, ClassifierKind, Precision};
 use crate::model::ModelConfig;
 
 /// Which dataset a recipe trains on.
@@ -30,18 +30,6 @@ impl DatasetKind {
     pub fn is_cifar(self) -> bool {
         matches!(self, DatasetKind::Cifar10 | DatasetKind::Cifar100)
     }
-}
-
-/// Arithmetic of the forward and backward passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// Everything in f32.
-    #[default]
-    Fp32,
-    /// Autocast: convolutions and matrix products in bfloat16, weights, reductions, the losses
-    /// and the optimiser in f32 (LibTorch's autocast lists).
-    Bf16,
 }
 
 /// Learning-rate decay after warm-up.
@@ -192,7 +180,7 @@ impl Recipe {
 
     /// The network this recipe trains.
     pub fn model(&self) -> ModelConfig {
-        ModelConfig { arch: self.arch, classifier: self.classifier, hidden_dim: self.hidden_dim, feature_dim: self.feature_dim, seed: self.seed }
+        ModelConfig { arch: self.arch, classifier: self.classifier, hidden_dim: self.hidden_dim, feature_dim: self.feature_dim, seed: self.seed, precision: self.precision }
     }
 
     /// A named preset (see [`PRESETS`]): `cifar10-lt-if{100,50,10}`,
