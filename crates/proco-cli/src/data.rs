@@ -10,6 +10,8 @@ use proco::data::cifar::{load_cifar, Checksum, CifarVariant, Split};
 use proco::data::fetch::{fetch, official_archive, OFFICIAL_ARCHIVES};
 use proco::data::long_tail::{long_tailed, LongTailProfile, Shot, ShotGroups};
 use proco::data::Dataset;
+use proco::train::recipe::DatasetKind;
+use proco::train::run_data::{check_sources, counts_of, load_splits};
 
 /// `proco data ...` subcommands.
 #[derive(Subcommand)]
@@ -23,12 +25,16 @@ pub enum DataCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Print the class histogram of a long-tailed training set and draw it as a PNG (log scale).
+    /// Print the class histogram of a long-tailed training set and its shot groups (and the
+    /// val / test images per shot group), and draw it as a PNG (log scale).
     Show {
-        /// Dataset.
+        /// Dataset: cifar10 / cifar100 (long-tailed here by --imbalance), imagenet-lt and
+        /// inat2018 (the authors' list files in --data-dir), or own (train/ with val/ and/or
+        /// test/ class folders, or train.txt with val.txt and/or test.txt, in --data-dir).
         #[arg(long, value_enum, default_value_t = DatasetArg::Cifar10)]
         dataset: DatasetArg,
-        /// Imbalance ratio (largest / smallest class), e.g. 100, 50, 10; 1 keeps the balanced set.
+        /// Imbalance ratio (largest / smallest class) of the CIFAR selection, e.g. 100, 50,
+        /// 10; 1 keeps the balanced set. Other datasets are shown as they are.
         #[arg(long, default_value_t = 100.0)]
         imbalance: f64,
         /// Class-size profile.
@@ -41,15 +47,48 @@ pub enum DataCommand {
         #[arg(long, default_value = "class_histogram.png")]
         png: PathBuf,
     },
+    /// Decode every image of every split before a long run and report every problem at once
+    /// (malformed list lines, labels outside the training classes, missing, truncated,
+    /// corrupt or non-image files, paths leaving the data directory). Exits with status 1
+    /// if there is any.
+    Check {
+        /// Dataset (as for `show`).
+        #[arg(long, value_enum)]
+        dataset: DatasetArg,
+        /// Data directory (default: $PROCO_DATA_DIR, else ~/.cache/proco/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Decoding threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
-/// Datasets `proco data show` knows.
+/// Datasets `proco data show` and `check` know.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum DatasetArg {
     /// CIFAR-10 (10 classes).
     Cifar10,
     /// CIFAR-100 (100 classes, fine labels).
     Cifar100,
+    /// ImageNet-LT (ImageNet_LT_{train,val,test}.txt).
+    ImagenetLt,
+    /// iNaturalist 2018 (iNaturalist18_{train,val}.txt).
+    Inat2018,
+    /// Own images (class folders or list files).
+    Own,
+}
+
+impl DatasetArg {
+    fn kind(self) -> DatasetKind {
+        match self {
+            DatasetArg::Cifar10 => DatasetKind::Cifar10,
+            DatasetArg::Cifar100 => DatasetKind::Cifar100,
+            DatasetArg::ImagenetLt => DatasetKind::ImagenetLt,
+            DatasetArg::Inat2018 => DatasetKind::Inat2018,
+            DatasetArg::Own => DatasetKind::Own,
+        }
+    }
 }
 
 /// Long-tail profiles.
@@ -91,37 +130,105 @@ pub fn run(command: DataCommand) -> Result<()> {
             println!("{} is ready (archive MD5 {} verified)", out.display(), archive.md5);
             Ok(())
         }
-        DataCommand::Show { dataset, imbalance, profile, data_dir: dir, png } => {
-            let dir = data_dir(dir);
-            let variant = match dataset {
-                DatasetArg::Cifar10 => CifarVariant::Cifar10,
-                DatasetArg::Cifar100 => CifarVariant::Cifar100,
-            };
-            let train = load_cifar(&dir, variant, Split::Train, Checksum::Official).with_context(|| {
-                format!("loading the training set from {} (fetch it with `proco data fetch --archive {}`)", dir.display(), OFFICIAL_ARCHIVES[if matches!(variant, CifarVariant::Cifar10) { 0 } else { 2 }].0)
-            })?;
-            let profile = match profile {
-                ProfileArg::Exponential => LongTailProfile::Exponential,
-                ProfileArg::Step => LongTailProfile::Step,
-            };
-            let base = Arc::new(train);
-            let (subset, counts) = long_tailed(base.clone(), profile, imbalance, 0)?;
-            let names = base.class_names();
-            println!("{} images in {} classes (imbalance {imbalance}, {:?} profile, LDAM-DRW selection, seed 0)", subset.len(), counts.len(), profile);
-            let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-            for (c, &n) in counts.iter().enumerate() {
-                let name = names.and_then(|v| v.get(c)).map(String::as_str).unwrap_or("");
-                let bar = "#".repeat(((n as f64).max(1.0).ln() / top.ln().max(1.0) * 40.0).round() as usize);
-                println!("{c:>4} {name:<14} {n:>6} {bar}");
-            }
-            let g = ShotGroups::from_counts(&counts);
-            println!("many-shot (>100): {} classes, medium (20-100): {}, few (<20): {}", g.many, g.medium, g.few);
-            let groups: Vec<usize> = counts.iter().map(|&n| match Shot::of(n) { Shot::Many => 0, Shot::Medium => 1, Shot::Few => 2 }).collect();
-            let values: Vec<f64> = counts.iter().map(|&n| n as f64).collect();
-            let title = format!("{} TRAINING IMAGES PER CLASS, IMBALANCE {imbalance}", subset.len());
-            proco::plot::log_bar_chart(&png, &title, &values, &groups, &["MANY", "MEDIUM", "FEW"])?;
-            println!("bar chart (log scale) written to {}", png.display());
-            Ok(())
-        }
+        DataCommand::Show { dataset, imbalance, profile, data_dir: dir, png } => show(dataset, imbalance, profile, &data_dir(dir), &png),
+        DataCommand::Check { dataset, data_dir: dir, threads } => check(dataset, &data_dir(dir), threads),
     }
+}
+
+/// `proco data show`.
+fn show(dataset: DatasetArg, imbalance: f64, profile: ProfileArg, dir: &std::path::Path, png: &std::path::Path) -> Result<()> {
+    let kind = dataset.kind();
+    let (counts, names, eval, what) = if kind.is_cifar() {
+        let variant = if matches!(dataset, DatasetArg::Cifar10) { CifarVariant::Cifar10 } else { CifarVariant::Cifar100 };
+        let train = load_cifar(dir, variant, Split::Train, Checksum::Official).with_context(|| {
+            format!("loading the training set from {} (fetch it with `proco data fetch --archive {}`)", dir.display(), OFFICIAL_ARCHIVES[if matches!(variant, CifarVariant::Cifar10) { 0 } else { 2 }].0)
+        })?;
+        let profile = match profile {
+            ProfileArg::Exponential => LongTailProfile::Exponential,
+            ProfileArg::Step => LongTailProfile::Step,
+        };
+        let base = Arc::new(train);
+        let (subset, counts) = long_tailed(base.clone(), profile, imbalance, 0)?;
+        let names = base.class_names().map(<[String]>::to_vec);
+        let what = format!("imbalance {imbalance}, {profile:?} profile, LDAM-DRW selection, seed 0");
+        println!("{} images in {} classes ({what})", subset.len(), counts.len());
+        (counts, names, Vec::new(), format!("IMBALANCE {imbalance}"))
+    } else {
+        let splits = load_splits(kind, 1.0, dir).with_context(|| format!("reading the {kind:?} splits in {}", dir.display()))?;
+        let counts = counts_of(&*splits.train);
+        println!("{} training images in {} classes ({kind:?} in {})", splits.train.len(), counts.len(), dir.display());
+        (counts, splits.class_names, splits.eval, format!("{kind:?}").to_uppercase())
+    };
+    print_histogram(&counts, names.as_deref());
+    let g = ShotGroups::from_counts(&counts);
+    println!("shot groups of the training histogram: many-shot (>100): {} classes, medium (20-100): {}, few (<20): {}", g.many, g.medium, g.few);
+    for split in &eval {
+        let mut per_group = [0usize; 3];
+        (0..split.dataset.len()).for_each(|i| per_group[group_of(counts[split.dataset.label(i)])] += 1);
+        println!("{} ({} images): many {} / medium {} / few {} images", split.name, split.dataset.len(), per_group[0], per_group[1], per_group[2]);
+    }
+    // Largest class first, whatever the label order.
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    order.sort_by_key(|&j| std::cmp::Reverse(counts[j]));
+    let groups: Vec<usize> = order.iter().map(|&j| group_of(counts[j])).collect();
+    let values: Vec<f64> = order.iter().map(|&j| counts[j] as f64).collect();
+    let title = format!("{} TRAINING IMAGES PER CLASS, {what}, LARGEST FIRST", counts.iter().sum::<usize>());
+    proco::plot::log_bar_chart(png, &title, &values, &groups, &["MANY", "MEDIUM", "FEW"])?;
+    println!("bar chart (log scale) written to {}", png.display());
+    Ok(())
+}
+
+/// 0, 1, 2 for many, medium, few.
+fn group_of(n: usize) -> usize {
+    match Shot::of(n) {
+        Shot::Many => 0,
+        Shot::Medium => 1,
+        Shot::Few => 2,
+    }
+}
+
+/// One line per class up to 100 classes; beyond, the ten largest and ten smallest.
+fn print_histogram(counts: &[usize], names: Option<&[String]>) {
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let line = |c: usize| {
+        let n = counts[c];
+        let name = names.and_then(|v| v.get(c)).map(String::as_str).unwrap_or("");
+        let bar = "#".repeat(((n as f64).max(1.0).ln() / top.ln().max(1.0) * 40.0).round() as usize);
+        println!("{c:>5} {:<14} {n:>6} {bar}", name.chars().take(14).collect::<String>());
+    };
+    if counts.len() <= 100 {
+        (0..counts.len()).for_each(line);
+        return;
+    }
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    order.sort_by_key(|&j| (std::cmp::Reverse(counts[j]), j));
+    println!("ten largest classes:");
+    order[..10].iter().for_each(|&c| line(c));
+    println!("ten smallest classes:");
+    order[order.len() - 10..].iter().for_each(|&c| line(c));
+    let mut sorted: Vec<usize> = counts.to_vec();
+    sorted.sort_unstable();
+    println!("median class {} images, largest {}, smallest {} (imbalance {:.1})", sorted[sorted.len() / 2], sorted[sorted.len() - 1], sorted[0], sorted[sorted.len() - 1] as f64 / sorted[0].max(1) as f64);
+}
+
+/// `proco data check`.
+fn check(dataset: DatasetArg, dir: &std::path::Path, threads: Option<usize>) -> Result<()> {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {per_sec} eta {eta}").context("progress template")?.progress_chars("=> "));
+    let report = check_sources(dataset.kind(), dir, threads, &|split, done, total| {
+        bar.set_prefix(format!("checking {split}"));
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let scanned: Vec<String> = report.splits.iter().map(|(n, k)| format!("{k} {n}")).collect();
+    println!("scanned {} images in {} ({})", report.splits.iter().map(|s| s.1).sum::<usize>(), dir.display(), scanned.join(", "));
+    if report.problems.is_empty() {
+        println!("no problems found");
+        return Ok(());
+    }
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    anyhow::bail!("{} problem(s) found in {}; fix them before training", report.problems.len(), dir.display())
 }

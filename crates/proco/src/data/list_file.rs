@@ -61,28 +61,53 @@ impl ListFileDataset {
         Self::from_vec(bytes.to_vec(), list, root)
     }
 
+    /// [`Self::open`] that skips malformed lines instead of failing on the first, returning
+    /// them as [`ProcoError::Data`] errors (each naming the list and line) beside the
+    /// dataset of the good lines: for a check that reports every problem at once.
+    pub fn open_lenient(list: &Path, root: &Path) -> Result<(Self, Vec<ProcoError>)> {
+        let bytes = fs::read(list).map_err(|source| ProcoError::Io { path: list.to_path_buf(), source })?;
+        let mut skipped = Vec::new();
+        let ds = Self::parse(bytes, list, root, Some(&mut skipped))?;
+        Ok((ds, skipped))
+    }
+
     /// [`Self::open`] on the list's contents, reusing `bytes` as the path buffer.
     fn from_vec(bytes: Vec<u8>, list: &Path, root: &Path) -> Result<Self> {
+        Self::parse(bytes, list, root, None)
+    }
+
+    /// Parses a list; with `skipped`, bad lines are pushed there instead of failing.
+    fn parse(bytes: Vec<u8>, list: &Path, root: &Path, mut skipped: Option<&mut Vec<ProcoError>>) -> Result<Self> {
         let root = fs::canonicalize(root).map_err(|source| ProcoError::Io { path: root.to_path_buf(), source })?;
         let data = |reason: String| ProcoError::Data { path: list.to_path_buf(), reason };
-        let text = String::from_utf8(bytes).map_err(|_| data("the list is not UTF-8 text".into()))?;
-        if text.len() > u32::MAX as usize {
-            return Err(data(format!("the list is {} bytes; lists up to 4 GiB are supported", text.len())));
+        if bytes.len() > u32::MAX as usize {
+            return Err(data(format!("the list is {} bytes; lists up to 4 GiB are supported", bytes.len())));
         }
-        let rows = text.bytes().filter(|&b| b == b'\n').count() + 1;
+        let rows = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
         let (mut ends, mut labels, mut lines) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
         // Paths are moved to the front of the same buffer as they are parsed: each line's
         // path lies at or after the write position, so nothing unread is overwritten.
-        let mut buf = text.into_bytes();
+        let mut buf = bytes;
         let (mut read, mut write, mut n) = (0usize, 0usize, 0u32);
         while read < buf.len() {
             n += 1;
             let end = buf[read..].iter().position(|&b| b == b'\n').map_or(buf.len(), |p| read + p);
-            let line = std::str::from_utf8(&buf[read..end]).map_err(|_| data(format!("line {n} is not UTF-8")))?;
-            if !line.trim().is_empty() {
-                let (path, label) = parse_line(line, n as usize).map_err(data)?;
-                let start = read + (path.as_ptr() as usize - line.as_ptr() as usize);
-                let len = path.len();
+            let parsed = std::str::from_utf8(&buf[read..end]).map_err(|_| format!("line {n} is not UTF-8")).and_then(|line| {
+                if line.trim().is_empty() {
+                    Ok(None)
+                } else {
+                    parse_line(line, n as usize).map(|(path, label)| Some((read + (path.as_ptr() as usize - line.as_ptr() as usize), path.len(), label)))
+                }
+            });
+            let parsed = match (parsed, skipped.as_deref_mut()) {
+                (Ok(p), _) => p,
+                (Err(reason), Some(skipped)) => {
+                    skipped.push(data(reason));
+                    None
+                }
+                (Err(reason), None) => return Err(data(reason)),
+            };
+            if let Some((start, len, label)) = parsed {
                 buf.copy_within(start..start + len, write);
                 write += len;
                 ends.push(write as u32);
@@ -93,7 +118,8 @@ impl ListFileDataset {
         }
         buf.truncate(write);
         buf.shrink_to_fit();
-        // Whole UTF-8 lines were checked, and paths are cut at white space (ASCII): valid UTF-8.
+        // Each kept line was checked to be UTF-8 and paths are cut at white space (ASCII), so
+        // the buffer is valid UTF-8.
         let paths = String::from_utf8(buf).map_err(|_| data("the list is not UTF-8 text".into()))?;
         let Some(&max_label) = labels.iter().max() else {
             return Err(data("the list has no entries".into()));
@@ -109,8 +135,18 @@ impl ListFileDataset {
     /// training list's). Fails with [`ProcoError::Data`] naming the list line of the first
     /// label that is not below `num_classes`.
     pub fn with_num_classes(mut self, num_classes: usize) -> Result<Self> {
-        if let Some(i) = self.labels.iter().position(|&l| l as usize >= num_classes) {
-            return Err(ProcoError::Data {
+        if let Some(e) = self.labels_outside(num_classes).into_iter().next() {
+            return Err(e);
+        }
+        self.num_classes = num_classes;
+        Ok(self)
+    }
+
+    /// A [`ProcoError::Data`] naming the list line of every label not below `num_classes`.
+    pub fn labels_outside(&self, num_classes: usize) -> Vec<ProcoError> {
+        (0..self.labels.len())
+            .filter(|&i| self.labels[i] as usize >= num_classes)
+            .map(|i| ProcoError::Data {
                 path: self.list.clone(),
                 reason: format!(
                     "line {}: label {} is outside the {num_classes} classes of the training set (labels 0..{}); fix the line or the list",
@@ -118,10 +154,8 @@ impl ListFileDataset {
                     self.labels[i],
                     num_classes.saturating_sub(1)
                 ),
-            });
-        }
-        self.num_classes = num_classes;
-        Ok(self)
+            })
+            .collect()
     }
 
     /// The list file this dataset was read from.

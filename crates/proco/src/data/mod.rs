@@ -2,6 +2,7 @@
 //! them. Images are 8-bit RGB (`image::RgbImage`, row-major, interleaved R, G, B), the form
 //! the augmentations in [`crate::augment`] take.
 
+pub mod check;
 pub mod cifar;
 pub mod decode;
 pub mod fetch;

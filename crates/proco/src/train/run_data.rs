@@ -131,12 +131,45 @@ pub fn find_sources(kind: DatasetKind, dir: &Path) -> Result<Sources> {
 /// cannot serve.
 pub fn load_run_data(recipe: &Recipe, dir: &Path) -> Result<RunData> {
     recipe.validate()?;
-    let (train, eval, class_names): (Arc<dyn Dataset>, Vec<EvalSplit>, Option<Vec<String>>) = match find_sources(recipe.dataset, dir)? {
+    let Splits { train, eval, class_names } = load_splits(recipe.dataset, recipe.imbalance_ratio, dir)?;
+    let train: Arc<dyn Dataset> = Arc::new(stratified(train, recipe.limit)?);
+    let eval = eval.into_iter().map(|s| Ok(EvalSplit { name: s.name, dataset: Arc::new(head(s.dataset, recipe.limit)?) })).collect::<Result<Vec<_>>>()?;
+    let class_counts = counts_of(&*train);
+    let (train_transform, test_transform): (Arc<dyn SampleTransform>, Arc<dyn SampleTransform>) = if recipe.dataset.is_cifar() {
+        (Arc::new(CifarTrainViews::new()), Arc::new(CifarTestView))
+    } else {
+        (Arc::new(ImageNetTrainViews::new(recipe.image_size)?), Arc::new(ImageNetTestView::for_size(recipe.image_size)?))
+    };
+    if train.len() < recipe.batch_size {
+        return Err(ProcoError::InvalidConfig {
+            reason: format!("the training set has {} images, fewer than one batch of {}; lower batch_size", train.len(), recipe.batch_size),
+        });
+    }
+    Ok(RunData { train, eval, train_transform, test_transform, class_counts, class_names })
+}
+
+/// The splits of a dataset, as they are on disk (CIFAR: the long-tailed selection at
+/// `imbalance_ratio`), before any limit.
+pub struct Splits {
+    /// Training set.
+    pub train: Arc<dyn Dataset>,
+    /// Evaluation splits, the selecting one first.
+    pub eval: Vec<EvalSplit>,
+    /// Class names, where the source has them.
+    pub class_names: Option<Vec<String>>,
+}
+
+/// Reads the splits of `kind` from `dir` (see the module notes for the layouts).
+///
+/// # Errors
+/// As [`load_run_data`].
+pub fn load_splits(kind: DatasetKind, imbalance_ratio: f64, dir: &Path) -> Result<Splits> {
+    let (train, eval, class_names): (Arc<dyn Dataset>, Vec<EvalSplit>, Option<Vec<String>>) = match find_sources(kind, dir)? {
         Sources::Cifar(variant) => {
             let train_set = Arc::new(load_cifar(dir, variant, Split::Train, Checksum::Official)?);
             let test_set = Arc::new(load_cifar(dir, variant, Split::Test, Checksum::Official)?);
             let names = train_set.class_names().map(<[String]>::to_vec);
-            let (lt, _) = long_tailed(train_set, LongTailProfile::Exponential, recipe.imbalance_ratio, 0)?;
+            let (lt, _) = long_tailed(train_set, LongTailProfile::Exponential, imbalance_ratio, 0)?;
             (Arc::new(lt), vec![EvalSplit { name: "test", dataset: test_set }], names)
         }
         Sources::Lists(splits) => {
@@ -159,20 +192,72 @@ pub fn load_run_data(recipe: &Recipe, dir: &Path) -> Result<RunData> {
             (Arc::new(train), eval, Some(classes))
         }
     };
-    let train: Arc<dyn Dataset> = Arc::new(stratified(train, recipe.limit)?);
-    let eval = eval.into_iter().map(|s| Ok(EvalSplit { name: s.name, dataset: Arc::new(head(s.dataset, recipe.limit)?) })).collect::<Result<Vec<_>>>()?;
-    let class_counts = counts_of(&*train);
-    let (train_transform, test_transform): (Arc<dyn SampleTransform>, Arc<dyn SampleTransform>) = if recipe.dataset.is_cifar() {
-        (Arc::new(CifarTrainViews::new()), Arc::new(CifarTestView))
-    } else {
-        (Arc::new(ImageNetTrainViews::new(recipe.image_size)?), Arc::new(ImageNetTestView::for_size(recipe.image_size)?))
-    };
-    if train.len() < recipe.batch_size {
-        return Err(ProcoError::InvalidConfig {
-            reason: format!("the training set has {} images, fewer than one batch of {}; lower batch_size", train.len(), recipe.batch_size),
-        });
+    Ok(Splits { train, eval, class_names })
+}
+
+/// What [`check_sources`] found.
+pub struct DataCheck {
+    /// (split name, samples) of every split scanned, training first.
+    pub splits: Vec<(&'static str, usize)>,
+    /// Every problem: malformed list lines, labels outside the training classes, classes
+    /// without training images, and every image that does not decode.
+    pub problems: Vec<ProcoError>,
+}
+
+/// Scans the data of `kind` in `dir` before a long run: parses every list line (reporting
+/// every malformed one), checks val / test labels against the training classes, and decodes
+/// every image of every split on `threads` threads, collecting every problem.
+/// `progress(split, done, total)` reports the scan.
+///
+/// # Errors
+/// Only when the layout itself is missing (no training list or folder, no held-out split),
+/// or a folder or list cannot be read at all; problems with lines and images are reported in
+/// [`DataCheck::problems`].
+pub fn check_sources(kind: DatasetKind, dir: &Path, threads: usize, progress: &(dyn Fn(&str, usize, usize) + Sync)) -> Result<DataCheck> {
+    let mut problems = Vec::new();
+    let mut sets: Vec<(&'static str, Arc<dyn Dataset>)> = Vec::new();
+    match find_sources(kind, dir)? {
+        Sources::Cifar(_) => {
+            let s = load_splits(kind, 1.0, dir)?;
+            sets.push(("train", s.train));
+            sets.extend(s.eval.into_iter().map(|e| (e.name, e.dataset)));
+        }
+        Sources::Lists(lists) => {
+            let mut num_classes = 0;
+            for (k, (name, path)) in lists.iter().enumerate() {
+                let (ds, skipped) = ListFileDataset::open_lenient(path, dir)?;
+                problems.extend(skipped);
+                if k == 0 {
+                    num_classes = ds.num_classes();
+                    if let Err(e) = check_every_class_trained(&ds.class_counts(), path) {
+                        problems.push(e);
+                    }
+                } else {
+                    problems.extend(ds.labels_outside(num_classes));
+                }
+                sets.push((name, Arc::new(ds)));
+            }
+        }
+        Sources::Folders(folders) => {
+            let train = ImageFolder::open(&folders[0].1)?;
+            let classes = train.class_names().map(<[String]>::to_vec).unwrap_or_default();
+            sets.push(("train", Arc::new(train)));
+            for (name, path) in &folders[1..] {
+                match ImageFolder::open_with_classes(path, &classes) {
+                    Ok(ds) => sets.push((name, Arc::new(ds))),
+                    Err(e) => problems.push(e),
+                }
+            }
+        }
     }
-    Ok(RunData { train, eval, train_transform, test_transform, class_counts, class_names })
+    let mut splits = Vec::new();
+    for (name, ds) in &sets {
+        let total = ds.len();
+        progress(name, 0, total);
+        problems.extend(crate::data::check::scan_images(&**ds, threads, &|done| progress(name, done, total)).into_iter().map(|(_, e)| e));
+        splits.push((*name, total));
+    }
+    Ok(DataCheck { splits, problems })
 }
 
 /// Images per class of a dataset.
