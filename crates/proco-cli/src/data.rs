@@ -163,9 +163,8 @@ fn show(dataset: DatasetArg, imbalance: f64, profile: ProfileArg, dir: &std::pat
     let g = ShotGroups::from_counts(&counts);
     println!("shot groups of the training histogram: many-shot (>100): {} classes, medium (20-100): {}, few (<20): {}", g.many, g.medium, g.few);
     for split in &eval {
-        let mut per_group = [0usize; 3];
-        (0..split.dataset.len()).for_each(|i| per_group[group_of(counts[split.dataset.label(i)])] += 1);
-        println!("{} ({} images): many {} / medium {} / few {} images", split.name, split.dataset.len(), per_group[0], per_group[1], per_group[2]);
+        let g = ShotGroups::images_per_group(&counts, (0..split.dataset.len()).map(|i| split.dataset.label(i)));
+        println!("{} ({} images): many {} / medium {} / few {} images", split.name, split.dataset.len(), g.many, g.medium, g.few);
     }
     // Largest class first, whatever the label order.
     let mut order: Vec<usize> = (0..counts.len()).collect();

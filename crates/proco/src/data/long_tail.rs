@@ -211,6 +211,22 @@ impl ShotGroups {
         }
         g
     }
+
+    /// Images of an evaluation split per group of the training histogram `train_counts`:
+    /// each label of `labels` counts in the group of its class's training size. Labels
+    /// outside `train_counts` are not counted.
+    pub fn images_per_group(train_counts: &[usize], labels: impl IntoIterator<Item = usize>) -> ShotGroups {
+        let mut g = ShotGroups { many: 0, medium: 0, few: 0 };
+        for l in labels {
+            match train_counts.get(l).map(|&n| Shot::of(n)) {
+                Some(Shot::Many) => g.many += 1,
+                Some(Shot::Medium) => g.medium += 1,
+                Some(Shot::Few) => g.few += 1,
+                None => {}
+            }
+        }
+        g
+    }
 }
 
 #[cfg(test)]
