@@ -6,9 +6,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use proco::bench::{
-    bessel_throughput, full_epoch, inference_throughput, log_spaced, loss_step_time, peak_rss_bytes, pipeline_throughput, proco_step_time,
-    train_step_throughput, BesselKernel, TimingBudget, TRAIN_BENCH_PRESET,
+    bessel_throughput, decode_throughput, full_epoch, inference_throughput, log_spaced, loss_step_time, peak_rss_bytes, pipeline_throughput, proco_step_time,
+    train_step_throughput, BesselKernel, ImageDecoder, TimingBudget, TRAIN_BENCH_PRESET,
 };
+use proco::data::list_file::ListFileDataset;
+use proco::pipeline::ImageNetTrainViews;
 use proco::data::cifar::{load_cifar, Checksum, CifarVariant, Split};
 use proco::data::long_tail::{long_tailed, LongTailProfile};
 use proco::data::Dataset;
@@ -28,6 +30,9 @@ pub enum Suite {
     Math,
     /// Three-view CIFAR augmentation pipeline.
     Data,
+    /// The ImageNet-LT three-view pipeline (224 px) and JPEG decoding, over the images of
+    /// `ImageNet_LT_train.txt` in --data-dir (bench/gen_jpeg_set.py writes such a set).
+    ImagenetData,
     /// ResNet-32 + ProCo training step and inference throughput, ProCo time per step, peak
     /// memory, and with --full-epoch one CIFAR-10-LT epoch.
     Train,
@@ -66,6 +71,28 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if matches!(args.only, Suite::All | Suite::Train) {
         training(args)?;
     }
+    if args.only == Suite::ImagenetData {
+        imagenet_data(args)?;
+    }
+    Ok(())
+}
+
+/// JPEG decoding and the ImageNet-LT three-view pipeline over a list of images.
+fn imagenet_data(args: &BenchArgs) -> Result<()> {
+    let dir = crate::data::data_dir(args.data_dir.clone());
+    let list = dir.join("ImageNet_LT_train.txt");
+    let ds = ListFileDataset::open(&list, &dir).with_context(|| format!("the ImageNet data benchmark reads {} (write a set with bench/gen_jpeg_set.py)", list.display()))?;
+    let paths = (0..ds.len()).map(|i| ds.resolve(i)).collect::<proco::Result<Vec<_>>>()?;
+    let bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    println!("{} images in {} ({:.0} KB on average), {} threads", ds.len(), dir.display(), bytes as f64 / ds.len().max(1) as f64 / 1e3, args.threads);
+    for (name, decoder) in [("proco (zune-jpeg)", ImageDecoder::Proco), ("image crate default", ImageDecoder::ImageCrate)] {
+        let (ips, mps) = decode_throughput(&paths, decoder, args.threads, args.epochs)?;
+        println!("decode {name}: {mps:.1} MP/s ({ips:.1} images/s)");
+    }
+    let n = ds.len();
+    let ips = pipeline_throughput(Arc::new(ds), Arc::new(ImageNetTrainViews::new(224)?), args.threads, 64, args.epochs)?;
+    println!("Three-view ImageNet-LT pipeline (RandomResizedCrop 224 + flip + ColorJitter + RandAugment n2 m10, 2x SimCLR views), batch 64");
+    println!("proco images/s: {ips:.1} ({} epochs of {n} images)", args.epochs);
     Ok(())
 }
 

@@ -54,13 +54,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Precision::F32)]
         precision: Precision,
         /// Which measurements: the ProCo mathematics, the CIFAR data pipeline, the training
-        /// figures, or all of them.
+        /// figures, all of these, or the ImageNet-LT pipeline and JPEG decoding
+        /// (imagenet-data, over ImageNet_LT_train.txt in --data-dir; not part of all).
         #[arg(long, value_enum, default_value_t = bench::Suite::All)]
         only: bench::Suite,
         /// Loader threads for the data-pipeline measurement.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// Epochs of CIFAR-10-LT (IF 100) timed in the data-pipeline measurement.
+        /// Epochs timed in the data-pipeline measurements (CIFAR-10-LT IF 100, or the
+        /// ImageNet-data images).
         #[arg(long, default_value_t = 2)]
         epochs: usize,
         /// Data directory holding cifar-10-batches-bin (default: $PROCO_DATA_DIR, else ~/.cache/proco/data).

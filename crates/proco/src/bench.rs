@@ -100,11 +100,7 @@ pub fn loss_step_time(n: usize, c: usize, p: usize, kind: Kind, device: Device, 
 /// Images per second of a loader pass: `epochs` full epochs of `dataset` through `transform`
 /// on `threads` loader threads, batches of `batch_size` materialised as tensors (what training
 /// consumes), nothing else running.
-pub fn pipeline_throughput<D, T>(dataset: std::sync::Arc<D>, transform: std::sync::Arc<T>, threads: usize, batch_size: usize, epochs: usize) -> Result<f64>
-where
-    D: crate::data::Dataset + 'static,
-    T: crate::loader::SampleTransform + 'static,
-{
+pub fn pipeline_throughput(dataset: std::sync::Arc<dyn crate::data::Dataset>, transform: std::sync::Arc<dyn crate::loader::SampleTransform>, threads: usize, batch_size: usize, epochs: usize) -> Result<f64> {
     let config = crate::loader::LoaderConfig { batch_size, drop_last: true, shuffle: true, seed: 0, threads, prefetch: 4 };
     let loader = crate::loader::Loader::new(dataset, transform, config)?;
     let start = Instant::now();
@@ -115,6 +111,55 @@ where
         }
     }
     Ok(images as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Image decoders compared by [`decode_throughput`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageDecoder {
+    /// Ours, [`crate::data::decode::decode_bytes`] (zune-jpeg straight to RGB, with PIL's
+    /// truncation rule).
+    Proco,
+    /// The `image` crate's default path: `image::load_from_memory(..).into_rgb8()` (also
+    /// zune-jpeg underneath, through a copy of the input and a colour conversion).
+    ImageCrate,
+}
+
+/// Decoding throughput of `decoder` over the files `paths` (read into memory first, so the
+/// figure is the decoder's, not the disk's) on `threads` threads, for `epochs` passes:
+/// (images per second, megapixels per second). Fails on the first file that does not decode.
+pub fn decode_throughput(paths: &[PathBuf], decoder: ImageDecoder, threads: usize, epochs: usize) -> Result<(f64, f64)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let files = paths.iter().map(|p| std::fs::read(p).map_err(ProcoError::io_at(p))).collect::<Result<Vec<_>>>()?;
+    let next = AtomicUsize::new(0);
+    let pixels = AtomicUsize::new(0);
+    let total = files.len() * epochs;
+    let start = Instant::now();
+    let failures: Vec<ProcoError> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= total {
+                            return Ok(());
+                        }
+                        let (bytes, path) = (&files[k % files.len()], &paths[k % files.len()]);
+                        let img = match decoder {
+                            ImageDecoder::Proco => crate::data::decode::decode_bytes(bytes).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })?,
+                            ImageDecoder::ImageCrate => image::load_from_memory(bytes).map_err(|e| ProcoError::Data { path: path.clone(), reason: e.to_string() })?.into_rgb8(),
+                        };
+                        pixels.fetch_add(img.width() as usize * img.height() as usize, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().unwrap_or_else(|_| Err(ProcoError::InvalidConfig { reason: "a decoding thread panicked".into() })).err()).collect()
+    });
+    if let Some(e) = failures.into_iter().next() {
+        return Err(e);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((total as f64 / secs, pixels.load(Ordering::Relaxed) as f64 / secs / 1e6))
 }
 
 /// How long a training-figure measurement runs: `warmup` untimed repetitions, then timed ones
