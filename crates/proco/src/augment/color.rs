@@ -44,7 +44,10 @@ pub fn rgb_to_hsv(px: [u8; 3]) -> [u8; 3] {
     } else {
         (4.0 + f64::from(gc) - f64::from(rc)) as f32
     };
-    let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
+    // fmod(y, 1.0) for y = h / 6 + 1 in (5/6, 11/6]: y minus its integer part, exactly
+    // (without a call to libm's fmod).
+    let y = f64::from(h) / 6.0 + 1.0;
+    let h = (y - f64::from(y as i32)) as f32;
     let uh = ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8;
     let us = ((f64::from(s) * 255.0) as i32).clamp(0, 255) as u8;
     [uh, us, maxc]
@@ -57,11 +60,18 @@ pub fn hsv_to_rgb(px: [u8; 3]) -> [u8; 3] {
         return [v, v, v];
     }
     let h6 = f64::from(h) * 6.0 / 255.0;
-    let i = h6.floor() as i32;
+    // h6 >= 0, so truncation is floor.
+    let i = h6 as i32;
     let f = (h6 - f64::from(i)) as f32;
     let fs = (f64::from(s) / 255.0) as f32;
     let vf = f64::from(v);
-    let clip = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
+    // C's lround for the non-negative products here, without a libm call: the integer part,
+    // plus one when the (exactly computed) fraction is at least a half.
+    let clip = |x: f64| {
+        let t = x as i32;
+        let r = if x - f64::from(t) >= 0.5 { t + 1 } else { t };
+        r.clamp(0, 255) as u8
+    };
     let p = clip(vf * (1.0 - f64::from(fs)));
     let q = clip(vf * (1.0 - f64::from(fs * f)));
     let t = clip(vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
@@ -87,14 +97,82 @@ pub fn hue_shift(factor: f64) -> u8 {
 /// torchvision accepts `factor` in [-0.5, 0.5] and raises otherwise; here larger values simply
 /// wrap around the hue circle and NaN shifts by zero. Even `factor == 0` is not the identity:
 /// the HSV round trip quantises, exactly as in torchvision.
+///
+/// Per pixel this is [`rgb_to_hsv`] and [`hsv_to_rgb`] written without branches on the pixel
+/// (selects instead, the six hue sectors through a permutation table, the per-hue and
+/// per-saturation factors from 256-entry tables), so it runs at a steady rate whatever the
+/// colours; the results are the same bits (tested on every input).
 pub fn adjust_hue(img: &RgbImage, factor: f64) -> RgbImage {
     let shift = hue_shift(factor);
+    // Per hue byte: sector i and fraction f of hsv_to_rgb; per saturation byte: fs.
+    let mut sector = [0u8; 256];
+    let mut fraction = [0f32; 256];
+    let mut sat = [0f32; 256];
+    for k in 0..256usize {
+        let h6 = k as f64 * 6.0 / 255.0;
+        let i = h6 as i32;
+        sector[k] = (i % 6) as u8;
+        fraction[k] = (h6 - f64::from(i)) as f32;
+        sat[k] = (k as f64 / 255.0) as f32;
+    }
+    // Output channels as indices into [v, p, q, t], per sector (hsv_to_rgb's match).
+    const PERM: [[usize; 3]; 6] = [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]];
+    let round = |x: f64| -> u8 {
+        let t = x as i32;
+        let r = t + i32::from(x - f64::from(t) >= 0.5);
+        r.clamp(0, 255) as u8
+    };
     let mut out = img.clone();
-    for px in out.chunks_exact_mut(3) {
-        let [h, s, v] = rgb_to_hsv([px[0], px[1], px[2]]);
-        px.copy_from_slice(&hsv_to_rgb([h.wrapping_add(shift), s, v]));
+    // Pass 1 over blocks of pixels, free of table look-ups so that it vectorises: hue and
+    // saturation bytes. Pass 2: hsv_to_rgb of the shifted hue through the tables.
+    const BLOCK: usize = 256;
+    let (mut hue, mut saturation) = ([0u8; BLOCK], [0u8; BLOCK]);
+    for block in out.chunks_mut(3 * BLOCK) {
+        let n = block.len() / 3;
+        for ((px, uh), us) in block.chunks_exact(3).zip(hue.iter_mut()).zip(saturation.iter_mut()) {
+            (*uh, *us) = hue_saturation(px[0], px[1], px[2]);
+        }
+        for ((px, &uh), &us) in block.chunks_exact_mut(3).zip(&hue[..n]).zip(&saturation[..n]) {
+            let hh = uh.wrapping_add(shift) as usize;
+            let (fs, f) = (sat[us as usize], fraction[hh]);
+            let maxc = px[0].max(px[1]).max(px[2]);
+            let v = f64::from(maxc);
+            let vals = [maxc, round(v * (1.0 - f64::from(fs))), round(v * (1.0 - f64::from(fs * f))), round(v * (1.0 - f64::from(fs) * (1.0 - f64::from(f))))];
+            let perm = PERM[sector[hh] as usize];
+            px[0] = vals[perm[0]];
+            px[1] = vals[perm[1]];
+            px[2] = vals[perm[2]];
+        }
     }
     out
+}
+
+/// The hue and saturation bytes of [`rgb_to_hsv`], without branches: a divisor of 1 where the
+/// pixel is grey (whose results are then replaced by 0, 0), and the hue sector chosen by
+/// selects.
+#[inline(always)]
+fn hue_saturation(r: u8, g: u8, b: u8) -> (u8, u8) {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    let grey = maxc == minc;
+    let cr = f32::from(maxc - minc).max(1.0);
+    let s_f = cr / f32::from(maxc.max(1));
+    let rc = f32::from(maxc - r) / cr;
+    let gc = f32::from(maxc - g) / cr;
+    let bc = f32::from(maxc - b) / cr;
+    let h_r = bc - gc;
+    let h_g = (2.0 + f64::from(rc) - f64::from(bc)) as f32;
+    let h_b = (4.0 + f64::from(gc) - f64::from(rc)) as f32;
+    let h = if r == maxc { h_r } else if g == maxc { h_g } else { h_b };
+    let y = f64::from(h) / 6.0 + 1.0;
+    let h = (y - f64::from(y as i32)) as f32;
+    let uh = ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8;
+    let us = ((f64::from(s_f) * 255.0) as i32).clamp(0, 255) as u8;
+    if grey {
+        (0, 0)
+    } else {
+        (uh, us)
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +198,78 @@ mod tests {
                         assert!(x.abs_diff(y) <= 8, "{r} {g} {b} -> {back:?}");
                     }
                 }
+            }
+        }
+    }
+
+    /// The arithmetic before it was rewritten without libm calls, for every input.
+    fn hsv_to_rgb_reference(px: [u8; 3]) -> [u8; 3] {
+        let [h, s, v] = px;
+        if s == 0 {
+            return [v, v, v];
+        }
+        let h6 = f64::from(h) * 6.0 / 255.0;
+        let i = h6.floor() as i32;
+        let f = (h6 - f64::from(i)) as f32;
+        let fs = (f64::from(s) / 255.0) as f32;
+        let vf = f64::from(v);
+        let clip = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
+        let p = clip(vf * (1.0 - f64::from(fs)));
+        let q = clip(vf * (1.0 - f64::from(fs * f)));
+        let t = clip(vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
+        match i % 6 {
+            0 => [v, t, p],
+            1 => [q, v, p],
+            2 => [p, v, t],
+            3 => [p, q, v],
+            4 => [t, p, v],
+            _ => [v, p, q],
+        }
+    }
+
+    fn rgb_to_hsv_reference_hue(px: [u8; 3]) -> u8 {
+        let [r, g, b] = px;
+        let (maxc, minc) = (r.max(g).max(b), r.min(g).min(b));
+        if minc == maxc {
+            return 0;
+        }
+        let cr = f32::from(maxc - minc);
+        let (rc, gc, bc) = (f32::from(maxc - r) / cr, f32::from(maxc - g) / cr, f32::from(maxc - b) / cr);
+        let h: f32 = if r == maxc {
+            bc - gc
+        } else if g == maxc {
+            (2.0 + f64::from(rc) - f64::from(bc)) as f32
+        } else {
+            (4.0 + f64::from(gc) - f64::from(rc)) as f32
+        };
+        let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
+        ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8
+    }
+
+    #[test]
+    fn hsv_conversions_equal_the_libm_forms_on_every_input() {
+        for h in 0..=255u8 {
+            for s in 0..=255u8 {
+                for v in 0..=255u8 {
+                    assert_eq!(hsv_to_rgb([h, s, v]), hsv_to_rgb_reference([h, s, v]), "{h} {s} {v}");
+                    assert_eq!(rgb_to_hsv([h, s, v])[0], rgb_to_hsv_reference_hue([h, s, v]), "{h} {s} {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn adjust_hue_equals_the_per_pixel_round_trip_on_every_colour() {
+        let all = RgbImage::from_fn(4096, 4096, |x, y| {
+            let k = y * 4096 + x;
+            image::Rgb([(k >> 16) as u8, (k >> 8) as u8, k as u8])
+        });
+        for factor in [0.0, 0.1, -0.03, 0.5, -0.5, 0.37] {
+            let shift = hue_shift(factor);
+            let ours = adjust_hue(&all, factor);
+            for (o, i) in ours.chunks_exact(3).zip(all.chunks_exact(3)) {
+                let [h, s, v] = rgb_to_hsv([i[0], i[1], i[2]]);
+                assert_eq!(o, hsv_to_rgb([h.wrapping_add(shift), s, v]), "{i:?} at factor {factor}");
             }
         }
     }

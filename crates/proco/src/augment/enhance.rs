@@ -34,12 +34,17 @@ fn blend(degenerate: &RgbImage, img: &RgbImage, factor: f64) -> RgbImage {
     out
 }
 
-/// Blend with a constant grey level `d` (the degenerate image of brightness and contrast).
+/// Blend with a constant grey level `d` (the degenerate image of brightness and contrast):
+/// the result depends on the sample alone, so it is a 256-entry table of [`blend_sample`].
 fn blend_constant(d: u8, img: &RgbImage, factor: f64) -> RgbImage {
     let alpha = factor as f32;
+    let mut table = [0u8; 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        *t = blend_sample(d, i as u8, alpha);
+    }
     let mut out = img.clone();
     for o in out.iter_mut() {
-        *o = blend_sample(d, *o, alpha);
+        *o = table[*o as usize];
     }
     out
 }

@@ -77,16 +77,8 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// One output sample: rounding bias plus the weighted sum of `len` samples read by `get`.
-fn convolve(weights: &[i32], get: impl Fn(usize) -> u8) -> u8 {
-    let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-    for (i, &k) in weights.iter().enumerate() {
-        ss = ss.wrapping_add(i32::from(get(i)).wrapping_mul(k));
-    }
-    clip8(ss)
-}
-
-/// Horizontal pass over `rows` rows of a `width`-wide RGB buffer starting at row `first`.
+/// Horizontal pass over `rows` rows of a `width`-wide RGB buffer starting at row `first`:
+/// the three channels of an output pixel accumulate together (Pillow's `ImagingResampleHorizontal_8bpc`).
 fn horizontal(
     src: &[u8],
     width: usize,
@@ -95,31 +87,46 @@ fn horizontal(
     c: &AxisCoeffs,
     out_w: usize,
 ) -> Vec<u8> {
+    let bias: i32 = 1 << (PRECISION_BITS - 1);
     let mut out = vec![0u8; out_w * rows * 3];
-    for y in 0..rows {
+    for (y, out_row) in out.chunks_exact_mut(out_w * 3).enumerate() {
         let row = &src[(y + first) * width * 3..(y + first + 1) * width * 3];
-        for xx in 0..out_w {
+        for (xx, px_out) in out_row.chunks_exact_mut(3).enumerate() {
             let k = &c.weights[xx * c.ksize..xx * c.ksize + c.len[xx]];
             let x0 = c.start[xx];
-            for ch in 0..3 {
-                out[(y * out_w + xx) * 3 + ch] = convolve(k, |i| row[(x0 + i) * 3 + ch]);
+            let pixels = &row[x0 * 3..(x0 + k.len()) * 3];
+            let (mut r, mut g, mut b) = (bias, bias, bias);
+            for (p, &w) in pixels.chunks_exact(3).zip(k) {
+                r = r.wrapping_add(i32::from(p[0]).wrapping_mul(w));
+                g = g.wrapping_add(i32::from(p[1]).wrapping_mul(w));
+                b = b.wrapping_add(i32::from(p[2]).wrapping_mul(w));
             }
+            px_out.copy_from_slice(&[clip8(r), clip8(g), clip8(b)]);
         }
     }
     out
 }
 
-/// Vertical pass over a `width`-wide RGB buffer; `c.start` indexes rows of `src`.
+/// Vertical pass over a `width`-wide RGB buffer; `c.start` indexes rows of `src`. Each output
+/// row accumulates whole input rows (the same integer sums as Pillow's per-sample loop, in
+/// an order the compiler vectorises: wrapping i32 addition is associative).
 fn vertical(src: &[u8], width: usize, c: &AxisCoeffs, out_h: usize) -> Vec<u8> {
-    let mut out = vec![0u8; width * out_h * 3];
-    for yy in 0..out_h {
+    let bias: i32 = 1 << (PRECISION_BITS - 1);
+    let stride = width * 3;
+    let mut out = vec![0u8; stride * out_h];
+    let mut acc = vec![0i32; stride];
+    for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
         let k = &c.weights[yy * c.ksize..yy * c.ksize + c.len[yy]];
         let y0 = c.start[yy];
-        for x in 0..width {
-            for ch in 0..3 {
-                out[(yy * width + x) * 3 + ch] =
-                    convolve(k, |i| src[((y0 + i) * width + x) * 3 + ch]);
+        acc.fill(bias);
+        for (i, &w) in k.iter().enumerate() {
+            let in_row = &src[(y0 + i) * stride..(y0 + i + 1) * stride];
+            for (a, &v) in acc.iter_mut().zip(in_row) {
+                *a = a.wrapping_add(i32::from(v).wrapping_mul(w));
             }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
         }
     }
     out
