@@ -7,18 +7,14 @@
 
 use image::RgbImage;
 
-use super::color::{grayscale, luma};
+use super::color::luma;
 
 /// One sample of Pillow's `ImagingBlend`: `d + alpha * (i - d)` in `f32`, clamped, truncated.
+#[inline(always)]
 fn blend_sample(d: u8, i: u8, alpha: f32) -> u8 {
     let v = f32::from(d) + alpha * (f32::from(i) - f32::from(d));
-    if v <= 0.0 {
-        0
-    } else if v >= 255.0 {
-        255
-    } else {
-        v as u8
-    }
+    // Clamp, then truncate (NaN, from a NaN factor, gives 0 either way): branch-free.
+    v.clamp(0.0, 255.0) as u8
 }
 
 /// `Image.blend(degenerate, img, factor)` for two images of the same size.
@@ -73,7 +69,16 @@ pub fn contrast(img: &RgbImage, factor: f64) -> RgbImage {
 /// `ImageEnhance.Color(img).enhance(factor)` (torchvision's `adjust_saturation`): blend with the
 /// grayscale image. 0 gives grayscale, 1 the image, above 1 over-saturates.
 pub fn color(img: &RgbImage, factor: f64) -> RgbImage {
-    blend(&grayscale(img), img, factor)
+    // `blend(&grayscale(img), img, factor)` in one pass, without the grey image.
+    let alpha = factor as f32;
+    let mut out = img.clone();
+    for px in out.chunks_exact_mut(3) {
+        let l = luma(px[0], px[1], px[2]);
+        for v in px.iter_mut() {
+            *v = blend_sample(l, *v, alpha);
+        }
+    }
+    out
 }
 
 /// `img.filter(ImageFilter.SMOOTH)`: 3x3 kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 with Pillow's

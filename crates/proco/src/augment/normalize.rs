@@ -45,12 +45,20 @@ pub fn normalize_into(
             ),
         });
     }
+    // The value depends on the channel and the byte alone: three 256-entry tables of the
+    // same f32 arithmetic.
+    let mut table = [[0f32; 256]; 3];
+    for (c, t) in table.iter_mut().enumerate() {
+        for (v, x) in t.iter_mut().enumerate() {
+            *x = (v as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
-    for (i, px) in img.chunks_exact(3).enumerate() {
-        for (c, dst) in [&mut r[i], &mut g[i], &mut b[i]].into_iter().enumerate() {
-            *dst = (f32::from(px[c]) / 255.0 - mean[c]) / std[c];
-        }
+    for (((px, r), g), b) in img.chunks_exact(3).zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+        *r = table[0][px[0] as usize];
+        *g = table[1][px[1] as usize];
+        *b = table[2][px[2] as usize];
     }
     Ok(())
 }
@@ -67,6 +75,19 @@ mod tests {
         let mut out = [0f32; 6];
         normalize_into(&img, [0.0; 3], [1.0; 3], &mut out).unwrap();
         assert_eq!(out, [1.0, 0.0, 0.0, 0.0, 0.2, 0.2]);
+    }
+
+    #[test]
+    fn tables_give_the_direct_arithmetic() {
+        let img = RgbImage::from_fn(256, 3, |x, y| image::Rgb([x as u8, (x as u8).wrapping_add(y as u8 * 85), 255 - x as u8]));
+        let mut out = vec![0f32; 3 * 256 * 3];
+        normalize_into(&img, IMAGENET_MEAN, IMAGENET_STD, &mut out).unwrap();
+        for (i, px) in img.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                let direct = (f32::from(px[c]) / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                assert_eq!(out[c * 768 + i].to_bits(), direct.to_bits());
+            }
+        }
     }
 
     #[test]

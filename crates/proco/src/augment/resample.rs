@@ -77,11 +77,35 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+/// A window of an interleaved RGB buffer: rows of `width` pixels starting at column `left`
+/// and row `top` of a buffer `stride` pixels wide.
+#[derive(Clone, Copy)]
+struct Region<'a> {
+    data: &'a [u8],
+    stride: usize,
+    left: usize,
+    top: usize,
+    width: usize,
+}
+
+impl<'a> Region<'a> {
+    /// A whole buffer `width` pixels wide.
+    fn whole(data: &'a [u8], width: usize) -> Self {
+        Region { data, stride: width, left: 0, top: 0, width }
+    }
+
+    /// Row `y` of the window (3 * width samples).
+    #[inline(always)]
+    fn row(&self, y: usize) -> &'a [u8] {
+        let start = ((self.top + y) * self.stride + self.left) * 3;
+        &self.data[start..start + self.width * 3]
+    }
+}
+
 /// Horizontal pass over `rows` rows of a `width`-wide RGB buffer starting at row `first`:
 /// the three channels of an output pixel accumulate together (Pillow's `ImagingResampleHorizontal_8bpc`).
 fn horizontal(
-    src: &[u8],
-    width: usize,
+    src: Region<'_>,
     first: usize,
     rows: usize,
     c: &AxisCoeffs,
@@ -90,7 +114,7 @@ fn horizontal(
     let bias: i32 = 1 << (PRECISION_BITS - 1);
     let mut out = vec![0u8; out_w * rows * 3];
     for (y, out_row) in out.chunks_exact_mut(out_w * 3).enumerate() {
-        let row = &src[(y + first) * width * 3..(y + first + 1) * width * 3];
+        let row = src.row(y + first);
         for (xx, px_out) in out_row.chunks_exact_mut(3).enumerate() {
             let k = &c.weights[xx * c.ksize..xx * c.ksize + c.len[xx]];
             let x0 = c.start[xx];
@@ -110,9 +134,9 @@ fn horizontal(
 /// Vertical pass over a `width`-wide RGB buffer; `c.start` indexes rows of `src`. Each output
 /// row accumulates whole input rows (the same integer sums as Pillow's per-sample loop, in
 /// an order the compiler vectorises: wrapping i32 addition is associative).
-fn vertical(src: &[u8], width: usize, c: &AxisCoeffs, out_h: usize) -> Vec<u8> {
+fn vertical(src: Region<'_>, c: &AxisCoeffs, out_h: usize) -> Vec<u8> {
     let bias: i32 = 1 << (PRECISION_BITS - 1);
-    let stride = width * 3;
+    let stride = src.width * 3;
     let mut out = vec![0u8; stride * out_h];
     let mut acc = vec![0i32; stride];
     for (yy, out_row) in out.chunks_exact_mut(stride).enumerate() {
@@ -120,7 +144,7 @@ fn vertical(src: &[u8], width: usize, c: &AxisCoeffs, out_h: usize) -> Vec<u8> {
         let y0 = c.start[yy];
         acc.fill(bias);
         for (i, &w) in k.iter().enumerate() {
-            let in_row = &src[(y0 + i) * stride..(y0 + i + 1) * stride];
+            let in_row = src.row(y0 + i);
             for (a, &v) in acc.iter_mut().zip(in_row) {
                 *a = a.wrapping_add(i32::from(v).wrapping_mul(w));
             }
@@ -143,31 +167,35 @@ fn vertical(src: &[u8], width: usize, c: &AxisCoeffs, out_h: usize) -> Vec<u8> {
 /// Returns a copy when the size is unchanged and a black image when either output dimension,
 /// or the input, is empty.
 pub fn resize_bilinear(img: &RgbImage, out_width: u32, out_height: u32) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
+    resize_window(img, (0, 0, img.width(), img.height()), out_width, out_height)
+}
+
+/// [`resize_bilinear`] of the window `(left, top, width, height)` of `img` (already inside
+/// it), without copying the window out first: `img.crop(box).resize(...)` in Pillow.
+pub(crate) fn resize_window(img: &RgbImage, window: (u32, u32, u32, u32), out_width: u32, out_height: u32) -> RgbImage {
+    let (left, top, w, h) = (window.0 as usize, window.1 as usize, window.2 as usize, window.3 as usize);
     let (ow, oh) = (out_width as usize, out_height as usize);
+    let src = Region { data: img.as_raw(), stride: img.width() as usize, left, top, width: w };
     if (w, h) == (ow, oh) {
-        return img.clone();
+        let mut out = RgbImage::new(out_width, out_height);
+        for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
+            row.copy_from_slice(src.row(y));
+        }
+        return out;
     }
     let mut out = RgbImage::new(out_width, out_height);
     if w == 0 || h == 0 || ow == 0 || oh == 0 {
         return out;
     }
-    let src: &[u8] = img;
     let mut vert = precompute(h, oh);
     let vertical_first = oh < h && (h - oh) as i64 > 2 * (w as i64 - ow as i64);
     let data = if ow == w {
-        vertical(src, w, &vert, oh)
+        vertical(src, &vert, oh)
     } else if oh == h {
-        horizontal(src, w, 0, h, &precompute(w, ow), ow)
+        horizontal(src, 0, h, &precompute(w, ow), ow)
     } else if vertical_first {
-        horizontal(
-            &vertical(src, w, &vert, oh),
-            w,
-            0,
-            oh,
-            &precompute(w, ow),
-            ow,
-        )
+        let tmp = vertical(src, &vert, oh);
+        horizontal(Region::whole(&tmp, w), 0, oh, &precompute(w, ow), ow)
     } else {
         // Only rows first..last of the input feed the vertical pass.
         let first = vert.start[0];
@@ -175,8 +203,8 @@ pub fn resize_bilinear(img: &RgbImage, out_width: u32, out_height: u32) -> RgbIm
         for s in vert.start.iter_mut() {
             *s -= first;
         }
-        let tmp = horizontal(src, w, first, last - first, &precompute(w, ow), ow);
-        vertical(&tmp, ow, &vert, oh)
+        let tmp = horizontal(src, first, last - first, &precompute(w, ow), ow);
+        vertical(Region::whole(&tmp, ow), &vert, oh)
     };
     out.copy_from_slice(&data);
     out

@@ -3,10 +3,10 @@
 
 use std::num::NonZeroU32;
 
-use image::{imageops, RgbImage};
+use image::RgbImage;
 use rand::Rng;
 
-use super::resample::resize_bilinear;
+use super::resample::resize_window;
 use crate::error::{ProcoError, Result};
 
 /// A crop window in pixels: rows `top .. top + height`, columns `left .. left + width`.
@@ -28,8 +28,12 @@ pub struct CropBox {
 /// The window is intersected with the image first (torchvision's samplers never produce a window
 /// outside it), so this never panics.
 pub fn resized_crop(img: &RgbImage, b: CropBox, out_width: u32, out_height: u32) -> RgbImage {
-    let crop = imageops::crop_imm(img, b.left, b.top, b.width, b.height).to_image();
-    resize_bilinear(&crop, out_width, out_height)
+    // The window clipped to the image, as `crop_imm` clips it.
+    let left = b.left.min(img.width());
+    let top = b.top.min(img.height());
+    let width = b.width.min(img.width() - left);
+    let height = b.height.min(img.height() - top);
+    resize_window(img, (left, top, width, height), out_width, out_height)
 }
 
 /// Python's `int(round(x))` (round half to even).
