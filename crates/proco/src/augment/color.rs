@@ -103,6 +103,13 @@ pub fn hue_shift(factor: f64) -> u8 {
 /// per-saturation factors from 256-entry tables), so it runs at a steady rate whatever the
 /// colours; the results are the same bits (tested on every input).
 pub fn adjust_hue(img: &RgbImage, factor: f64) -> RgbImage {
+    let mut out = img.clone();
+    adjust_hue_in_place(&mut out, factor);
+    out
+}
+
+/// [`adjust_hue`] in place.
+pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
     let shift = hue_shift(factor);
     // Per hue byte: sector i and fraction f of hsv_to_rgb; per saturation byte: fs.
     let mut sector = [0u8; 256];
@@ -122,7 +129,6 @@ pub fn adjust_hue(img: &RgbImage, factor: f64) -> RgbImage {
         let r = t + i32::from(x - f64::from(t) >= 0.5);
         r.clamp(0, 255) as u8
     };
-    let mut out = img.clone();
     // Pass 1 over blocks of pixels, free of table look-ups so that it vectorises: hue and
     // saturation bytes. Pass 2: hsv_to_rgb of the shifted hue through the tables.
     const BLOCK: usize = 256;
@@ -144,7 +150,6 @@ pub fn adjust_hue(img: &RgbImage, factor: f64) -> RgbImage {
             px[2] = vals[perm[2]];
         }
     }
-    out
 }
 
 /// The hue and saturation bytes of [`rgb_to_hsv`], without branches: a divisor of 1 where the

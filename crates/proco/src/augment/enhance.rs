@@ -32,53 +32,70 @@ fn blend(degenerate: &RgbImage, img: &RgbImage, factor: f64) -> RgbImage {
 
 /// Blend with a constant grey level `d` (the degenerate image of brightness and contrast):
 /// the result depends on the sample alone, so it is a 256-entry table of [`blend_sample`].
-fn blend_constant(d: u8, img: &RgbImage, factor: f64) -> RgbImage {
+fn blend_constant_in_place(d: u8, img: &mut RgbImage, factor: f64) {
     let alpha = factor as f32;
     let mut table = [0u8; 256];
     for (i, t) in table.iter_mut().enumerate() {
         *t = blend_sample(d, i as u8, alpha);
     }
-    let mut out = img.clone();
-    for o in out.iter_mut() {
+    for o in img.iter_mut() {
         *o = table[*o as usize];
     }
-    out
 }
 
 /// `ImageEnhance.Brightness(img).enhance(factor)`: blend with black. 0 gives black, 1 the
 /// image; factors above 1 brighten with saturation at 255. Negative factors clamp to black.
 pub fn brightness(img: &RgbImage, factor: f64) -> RgbImage {
-    blend_constant(0, img, factor)
+    let mut out = img.clone();
+    brightness_in_place(&mut out, factor);
+    out
+}
+
+/// [`brightness`] in place.
+pub fn brightness_in_place(img: &mut RgbImage, factor: f64) {
+    blend_constant_in_place(0, img, factor)
 }
 
 /// `ImageEnhance.Contrast(img).enhance(factor)`: blend with the uniform grey whose level is the
 /// rounded mean luma, `int(mean(L) + 0.5)`. 0 gives that grey, 1 the image.
 pub fn contrast(img: &RgbImage, factor: f64) -> RgbImage {
+    let mut out = img.clone();
+    contrast_in_place(&mut out, factor);
+    out
+}
+
+/// [`contrast`] in place.
+pub fn contrast_in_place(img: &mut RgbImage, factor: f64) {
     let n = u64::from(img.width()) * u64::from(img.height());
     if n == 0 {
-        return img.clone();
+        return;
     }
     let sum: u64 = img
         .chunks_exact(3)
         .map(|p| u64::from(luma(p[0], p[1], p[2])))
         .sum();
     let mean = (sum as f64 / n as f64 + 0.5) as u8;
-    blend_constant(mean, img, factor)
+    blend_constant_in_place(mean, img, factor)
 }
 
 /// `ImageEnhance.Color(img).enhance(factor)` (torchvision's `adjust_saturation`): blend with the
 /// grayscale image. 0 gives grayscale, 1 the image, above 1 over-saturates.
 pub fn color(img: &RgbImage, factor: f64) -> RgbImage {
+    let mut out = img.clone();
+    color_in_place(&mut out, factor);
+    out
+}
+
+/// [`color`] in place.
+pub fn color_in_place(img: &mut RgbImage, factor: f64) {
     // `blend(&grayscale(img), img, factor)` in one pass, without the grey image.
     let alpha = factor as f32;
-    let mut out = img.clone();
-    for px in out.chunks_exact_mut(3) {
+    for px in img.chunks_exact_mut(3) {
         let l = luma(px[0], px[1], px[2]);
         for v in px.iter_mut() {
             *v = blend_sample(l, *v, alpha);
         }
     }
-    out
 }
 
 /// `img.filter(ImageFilter.SMOOTH)`: 3x3 kernel (1 1 1 / 1 5 1 / 1 1 1) / 13 with Pillow's

@@ -5,8 +5,8 @@ use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::color::{adjust_hue, grayscale};
-use super::enhance::{brightness, color, contrast};
+use super::color::{adjust_hue_in_place, luma};
+use super::enhance::{brightness_in_place, color_in_place, contrast_in_place};
 use crate::error::{ProcoError, Result};
 
 /// One of ColorJitter's four adjustments.
@@ -41,21 +41,19 @@ pub struct JitterParams {
 impl JitterParams {
     /// Applies the enabled ops in `order`.
     pub fn apply(&self, img: &RgbImage) -> RgbImage {
-        let mut out = img.clone();
+        self.apply_owned(img.clone())
+    }
+
+    /// [`Self::apply`] on an image the caller gives up: every op works in place.
+    pub fn apply_owned(&self, mut out: RgbImage) -> RgbImage {
         for op in self.order {
-            out = match (
-                op,
-                self.brightness,
-                self.contrast,
-                self.saturation,
-                self.hue,
-            ) {
-                (JitterOp::Brightness, Some(f), _, _, _) => brightness(&out, f),
-                (JitterOp::Contrast, _, Some(f), _, _) => contrast(&out, f),
-                (JitterOp::Saturation, _, _, Some(f), _) => color(&out, f),
-                (JitterOp::Hue, _, _, _, Some(f)) => adjust_hue(&out, f),
-                _ => out,
-            };
+            match (op, self.brightness, self.contrast, self.saturation, self.hue) {
+                (JitterOp::Brightness, Some(f), _, _, _) => brightness_in_place(&mut out, f),
+                (JitterOp::Contrast, _, Some(f), _, _) => contrast_in_place(&mut out, f),
+                (JitterOp::Saturation, _, _, Some(f), _) => color_in_place(&mut out, f),
+                (JitterOp::Hue, _, _, _, Some(f)) => adjust_hue_in_place(&mut out, f),
+                _ => {}
+            }
         }
         out
     }
@@ -144,15 +142,21 @@ impl ColorJitter {
     pub fn apply<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> RgbImage {
         self.sample(rng).apply(img)
     }
+
+    /// [`Self::apply`] on an image the caller gives up (no copy).
+    pub fn apply_owned<R: Rng>(&self, img: RgbImage, rng: &mut R) -> RgbImage {
+        self.sample(rng).apply_owned(img)
+    }
 }
 
-/// `RandomGrayscale(p)`: with probability `p`, the 3-channel luma image.
-pub fn random_grayscale<R: Rng>(img: RgbImage, p: f64, rng: &mut R) -> RgbImage {
+/// `RandomGrayscale(p)`: with probability `p`, the 3-channel luma image (in place).
+pub fn random_grayscale<R: Rng>(mut img: RgbImage, p: f64, rng: &mut R) -> RgbImage {
     if rng.random::<f64>() < p {
-        grayscale(&img)
-    } else {
-        img
+        for px in img.chunks_exact_mut(3) {
+            px.fill(luma(px[0], px[1], px[2]));
+        }
     }
+    img
 }
 
 #[cfg(test)]

@@ -18,18 +18,17 @@ use image::RgbImage;
 use rand::Rng;
 
 use super::autoaugment::Cifar10Policy;
-use super::geometry::{cutout, hflip, padded_crop};
+use super::geometry::{cutout, padded_crop};
 use super::jitter::{random_grayscale, ColorJitter};
 use super::randaugment::RandAugment;
 use super::resized_crop::RandomResizedCrop;
 
 /// `RandomHorizontalFlip(0.5)`.
-fn random_flip<R: Rng>(img: RgbImage, rng: &mut R) -> RgbImage {
+fn random_flip<R: Rng>(mut img: RgbImage, rng: &mut R) -> RgbImage {
     if rng.random_bool(0.5) {
-        hflip(&img)
-    } else {
-        img
+        image::imageops::flip_horizontal_in_place(&mut img);
     }
+    img
 }
 
 /// The CIFAR classification view of ProCo (the LDAM / PaCo "regular" augmentation).
@@ -133,7 +132,7 @@ impl ContrastiveView {
         let out = self.crop.apply(img, rng);
         let out = random_flip(out, rng);
         let out = if rng.random::<f64>() < self.jitter_p {
-            self.jitter.apply(&out, rng)
+            self.jitter.apply_owned(out, rng)
         } else {
             out
         };
@@ -178,7 +177,7 @@ impl RandAugmentView {
     pub fn apply<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> RgbImage {
         let out = self.crop.apply(img, rng);
         let out = random_flip(out, rng);
-        let out = self.jitter.apply(&out, rng);
+        let out = self.jitter.apply_owned(out, rng);
         self.rand_augment.apply(&out, rng)
     }
 }
