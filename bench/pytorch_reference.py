@@ -21,8 +21,15 @@ What it builds (identical to proco's `cifar10-lt-if100` recipe):
 - SGD, momentum 0.9, weight decay 2e-4, lr 0.3 with 5 warm-up epochs (the benchmark steps use
   the first epoch's lr, 0.06).
 
+With --resnet50, instead: the imagenet-lt-r50 step (torchvision's ResNet-50, cosine
+classifier with scale 30, head Linear(2048, 2048) + BN + ReLU + Linear(2048, 1024), p = 1024,
+tau = 0.07, 1000 classes with ImageNet-LT's prior profile, SGD lr 0.1, weight decay 5e-4) on
+synthetic inputs at --image-size, batch --batch-size, the pair of `proco bench --only
+train-imagenet`.
+
 Usage: python bench/pytorch_reference.py [--device cpu|cuda] [--threads 2] [--steps 5]
        [--seconds 1] [--full-epoch --data-dir data]
+       python bench/pytorch_reference.py --resnet50 [--batch-size 8] [--image-size 224] ...
 Prints the same `name: value` lines as `proco bench --only train` (bench/compare.sh pairs them).
 """
 import argparse
@@ -103,14 +110,34 @@ class ResNet32(nn.Module):
         return F.adaptive_avg_pool2d(h, 1).flatten(1)
 
 
+class NormedLinear(nn.Module):
+    """Cosine classifier: normalised features times normalised weight columns, times 30."""
+
+    def __init__(self, f, c):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(f, c).uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5))
+
+    def forward(self, x):
+        return 30.0 * F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))
+
+
+def resnet50_backbone():
+    from torchvision.models import resnet50
+
+    net = resnet50(weights=None)
+    net.fc = nn.Identity()
+    return net
+
+
 class TwoBranchNet(nn.Module):
     """Backbone + classifier (CE branch, the only part used at inference) + projection head."""
 
-    def __init__(self, num_classes):
+    def __init__(self, num_classes, resnet50=False):
         super().__init__()
-        self.backbone = ResNet32()
-        self.classifier = nn.Linear(64, num_classes)
-        self.head = nn.Sequential(nn.Linear(64, HIDDEN_DIM), nn.BatchNorm1d(HIDDEN_DIM), nn.ReLU(inplace=True),
+        self.backbone = resnet50_backbone() if resnet50 else ResNet32()
+        width = 2048 if resnet50 else 64
+        self.classifier = NormedLinear(width, num_classes) if resnet50 else nn.Linear(64, num_classes)
+        self.head = nn.Sequential(nn.Linear(width, HIDDEN_DIM), nn.BatchNorm1d(HIDDEN_DIM), nn.ReLU(inplace=True),
                                   nn.Linear(HIDDEN_DIM, FEATURE_DIM))
 
     def forward(self, x):
@@ -277,6 +304,21 @@ def timed(fn, device, steps, seconds):
     return reps, time.perf_counter() - start
 
 
+def imagenet_train_step_throughput(batch, size, device, steps, seconds):
+    """The imagenet-lt-r50 step; the module constants are switched to that recipe by main()."""
+    torch.manual_seed(0)
+    model = TwoBranchNet(NUM_CLASSES, resnet50=True).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=MOMENTUM, weight_decay=5e-4)
+    estimators = EstimatorPair(NUM_CLASSES, FEATURE_DIM, device)
+    counts = torch.tensor([round(1280.0 * (5.0 / 1280.0) ** (j / 999.0)) for j in range(1000)], dtype=torch.float32)
+    log_prior = torch.log(counts / counts.sum()).to(device).unsqueeze(0)
+    model.train()
+    x = torch.randn(3 * batch, 3, size, size, device=device)
+    y = torch.randint(NUM_CLASSES, (batch,), device=device)
+    reps, secs = timed(lambda: train_step(model, opt, estimators, log_prior, x, y), device, steps, seconds)
+    return reps * batch / secs
+
+
 def train_step_throughput(batch, device, steps, seconds):
     model, opt, estimators, log_prior = make_training(device, cifar10_lt_counts())
     model.train()
@@ -366,9 +408,21 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--full-epoch", action="store_true")
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--resnet50", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--image-size", type=int, default=224)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.resnet50:
+        global NUM_CLASSES, FEATURE_DIM, HIDDEN_DIM, TAU, WARMUP_STEPS
+        NUM_CLASSES, FEATURE_DIM, HIDDEN_DIM, TAU, WARMUP_STEPS = 1000, 1024, 2048, 0.07, 1
+        print(f"PyTorch {torch.__version__} reference, imagenet-lt-r50 step at {args.image_size} px: device {device}, "
+              f"{torch.get_num_threads()} threads, {WARMUP_STEPS} warm-up step, then at least {args.steps} steps and {args.seconds} s")
+        ips = imagenet_train_step_throughput(args.batch_size, args.image_size, device, args.steps, args.seconds)
+        print(f"resnet50 train step images/s, batch {args.batch_size}: {ips:.2f}")
+        print(f"peak RSS MiB: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+        return
     print(f"PyTorch {torch.__version__} reference: device {device}, {torch.get_num_threads()} threads, "
           f"{WARMUP_STEPS} warm-up steps, then at least {args.steps} steps and {args.seconds} s")
     for b in BATCH_SIZES:

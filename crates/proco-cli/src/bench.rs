@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use proco::bench::{
-    bessel_throughput, decode_throughput, full_epoch, inference_throughput, log_spaced, loss_step_time, peak_rss_bytes, pipeline_throughput, proco_step_time,
+    bessel_throughput, decode_throughput, full_epoch, imagenet_train_step_throughput, inference_throughput, log_spaced, loss_step_time, peak_rss_bytes, pipeline_throughput, proco_step_time,
     train_step_throughput, BesselKernel, ImageDecoder, TimingBudget, TRAIN_BENCH_PRESET,
 };
 use proco::data::list_file::ListFileDataset;
@@ -33,6 +33,9 @@ pub enum Suite {
     /// The ImageNet-LT three-view pipeline (224 px) and JPEG decoding, over the images of
     /// `ImageNet_LT_train.txt` in --data-dir (bench/gen_jpeg_set.py writes such a set).
     ImagenetData,
+    /// The imagenet-lt-r50 training step (ResNet-50 + ProCo, 1000 classes, p = 1024) at
+    /// --batch-size and --image-size, f32 or --bf16.
+    TrainImagenet,
     /// ResNet-32 + ProCo training step and inference throughput, ProCo time per step, peak
     /// memory, and with --full-epoch one CIFAR-10-LT epoch.
     Train,
@@ -55,6 +58,9 @@ pub struct BenchArgs {
     pub epochs: usize,
     pub data_dir: Option<PathBuf>,
     pub full_epoch: bool,
+    pub batch_size: usize,
+    pub image_size: u32,
+    pub bf16: bool,
 }
 
 /// Runs and prints the selected benchmarks.
@@ -73,6 +79,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.only == Suite::ImagenetData {
         imagenet_data(args)?;
+    }
+    if args.only == Suite::TrainImagenet {
+        let device = parse_device(&args.device)?;
+        let budget = TimingBudget { warmup: 1, min_steps: args.steps, min_secs: args.seconds };
+        let precision = if args.bf16 { proco::model::Precision::Bf16 } else { proco::model::Precision::Fp32 };
+        println!(
+            "imagenet-lt-r50 training step: ResNet-50 + ProCo (1000 classes, p = 1024), {} px, {precision:?}, device {device:?}, {} LibTorch threads (1 warm-up step, then at least {} steps and {} s)",
+            args.image_size,
+            proco::tch::get_num_threads(),
+            args.steps,
+            args.seconds
+        );
+        let ips = imagenet_train_step_throughput(args.batch_size, args.image_size, precision, device, budget)?;
+        println!("resnet50 train step images/s, batch {}: {ips:.2}", args.batch_size);
     }
     Ok(())
 }

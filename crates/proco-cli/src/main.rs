@@ -54,8 +54,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Precision::F32)]
         precision: Precision,
         /// Which measurements: the ProCo mathematics, the CIFAR data pipeline, the training
-        /// figures, all of these, or the ImageNet-LT pipeline and JPEG decoding
-        /// (imagenet-data, over ImageNet_LT_train.txt in --data-dir; not part of all).
+        /// figures, all of these, or (not part of all) the ImageNet-LT pipeline and JPEG
+        /// decoding (imagenet-data, over ImageNet_LT_train.txt in --data-dir) and the
+        /// ResNet-50 ImageNet-LT training step (train-imagenet).
         #[arg(long, value_enum, default_value_t = bench::Suite::All)]
         only: bench::Suite,
         /// Loader threads for the data-pipeline measurement.
@@ -72,6 +73,15 @@ enum Command {
         /// about a minute or more on two CPU cores).
         #[arg(long)]
         full_epoch: bool,
+        /// Batch size of the ImageNet-LT training step (train-imagenet suite).
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Image side of the ImageNet-LT training step (train-imagenet suite).
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        /// Run the ImageNet-LT training step under bf16 autocast (train-imagenet suite).
+        #[arg(long)]
+        bf16: bool,
     },
 }
 
@@ -120,8 +130,8 @@ fn main() -> Result<()> {
     proco::allocator::retain_freed_memory();
     match Cli::parse().command {
         Command::Bessel { nu, x } => bessel(nu, x),
-        Command::Bench { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch } => {
-            bench::run(&bench::BenchArgs { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch })
+        Command::Bench { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch, batch_size, image_size, bf16 } => {
+            bench::run(&bench::BenchArgs { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch, batch_size, image_size, bf16 })
         }
         Command::Data { command } => data::run(command),
         Command::Train(args) => train::run_train(args),

@@ -227,15 +227,30 @@ fn unit_rows(n: i64, p: i64, device: Device) -> Result<Tensor> {
 /// backward, SGD step at the first epoch's learning rate) over CIFAR-10's 10 classes. Counts
 /// N images per step, not 3N views.
 pub fn train_step_throughput(batch_size: usize, device: Device, budget: TimingBudget) -> Result<f64> {
-    let recipe = bench_recipe(batch_size)?;
-    let counts = cifar10_lt_counts();
+    train_step_throughput_of(&bench_recipe(batch_size)?, &cifar10_lt_counts(), device, budget)
+}
+
+/// The ImageNet-LT recipe's step (`imagenet-lt-r50`: ResNet-50, cosine classifier, head 2048 ->
+/// 2048 -> 1024, tau 0.07) at `batch_size` and `image_size` pixels over 1000 classes whose
+/// prior is ImageNet-LT's profile (1280 down to 5 images per class), in `precision`: training
+/// images per second as [`train_step_throughput`] counts them.
+pub fn imagenet_train_step_throughput(batch_size: usize, image_size: u32, precision: crate::model::Precision, device: Device, budget: TimingBudget) -> Result<f64> {
+    let recipe = Recipe { batch_size, image_size, precision, ..Recipe::preset("imagenet-lt-r50")? };
+    recipe.validate()?;
+    let counts: Vec<usize> = (0..1000).map(|j| (1280.0 * (5.0f64 / 1280.0).powf(j as f64 / 999.0)).round() as usize).collect();
+    train_step_throughput_of(&recipe, &counts, device, budget)
+}
+
+/// [`train_step_throughput`] for any recipe and prior.
+fn train_step_throughput_of(recipe: &Recipe, counts: &[usize], device: Device, budget: TimingBudget) -> Result<f64> {
+    let (recipe, batch_size, size) = (recipe.clone(), recipe.batch_size, i64::from(recipe.image_size));
     let net = TwoBranchNet::new(&recipe.model(), counts.len(), device)?;
     let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
     let mut rng = rand::rngs::StdRng::seed_from_u64(recipe.seed);
     let mut estimators = EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rng)?;
-    let objective = Objective::new(&recipe, &counts)?;
+    let objective = Objective::new(&recipe, counts)?;
     let n = batch_size as i64;
-    let x = Tensor::f_randn([3 * n, 3, 32, 32], (Kind::Float, device))?;
+    let x = Tensor::f_randn([3 * n, 3, size, size], (Kind::Float, device))?;
     let y = Tensor::f_randint(counts.len() as i64, [n], (Kind::Int64, device))?;
     let mut step = 0;
     let (reps, secs) = timed(budget, device, || {
