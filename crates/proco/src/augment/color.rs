@@ -130,21 +130,34 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
         r.clamp(0, 255) as u8
     };
     // Pass 1 over blocks of pixels, free of table look-ups so that it vectorises: hue and
-    // saturation bytes. Pass 2: hsv_to_rgb of the shifted hue through the tables.
+    // saturation bytes. Pass 2 gathers each pixel's factors from the tables, pass 3 computes
+    // hsv_to_rgb's p, q, t (vectorised), pass 4 places them by hue sector.
     const BLOCK: usize = 256;
     let (mut hue, mut saturation) = ([0u8; BLOCK], [0u8; BLOCK]);
+    let (mut fs_of, mut f_of, mut v_of) = ([0f32; BLOCK], [0f32; BLOCK], [0f64; BLOCK]);
+    let (mut p_of, mut q_of, mut t_of) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
     for block in out.chunks_mut(3 * BLOCK) {
         let n = block.len() / 3;
         for ((px, uh), us) in block.chunks_exact(3).zip(hue.iter_mut()).zip(saturation.iter_mut()) {
             (*uh, *us) = hue_saturation(px[0], px[1], px[2]);
         }
-        for ((px, &uh), &us) in block.chunks_exact_mut(3).zip(&hue[..n]).zip(&saturation[..n]) {
-            let hh = uh.wrapping_add(shift) as usize;
-            let (fs, f) = (sat[us as usize], fraction[hh]);
-            let maxc = px[0].max(px[1]).max(px[2]);
-            let v = f64::from(maxc);
-            let vals = [maxc, round(v * (1.0 - f64::from(fs))), round(v * (1.0 - f64::from(fs * f))), round(v * (1.0 - f64::from(fs) * (1.0 - f64::from(f))))];
-            let perm = PERM[sector[hh] as usize];
+        for k in 0..n {
+            let hh = hue[k].wrapping_add(shift) as usize;
+            hue[k] = hh as u8;
+            fs_of[k] = sat[saturation[k] as usize];
+            f_of[k] = fraction[hh];
+            let px = &block[3 * k..3 * k + 3];
+            v_of[k] = f64::from(px[0].max(px[1]).max(px[2]));
+        }
+        for k in 0..n {
+            let (fs, f, v) = (fs_of[k], f_of[k], v_of[k]);
+            p_of[k] = round(v * (1.0 - f64::from(fs)));
+            q_of[k] = round(v * (1.0 - f64::from(fs * f)));
+            t_of[k] = round(v * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
+        }
+        for (k, px) in block.chunks_exact_mut(3).enumerate() {
+            let vals = [v_of[k] as u8, p_of[k], q_of[k], t_of[k]];
+            let perm = PERM[sector[hue[k] as usize] as usize];
             px[0] = vals[perm[0]];
             px[1] = vals[perm[1]];
             px[2] = vals[perm[2]];
