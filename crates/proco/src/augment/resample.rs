@@ -111,19 +111,45 @@ fn horizontal(
     c: &AxisCoeffs,
     out_w: usize,
 ) -> Vec<u8> {
+    match c.ksize {
+        3 => horizontal_taps::<3>(src, first, rows, c, out_w),
+        5 => horizontal_taps::<5>(src, first, rows, c, out_w),
+        7 => horizontal_taps::<7>(src, first, rows, c, out_w),
+        9 => horizontal_taps::<9>(src, first, rows, c, out_w),
+        _ => horizontal_taps::<0>(src, first, rows, c, out_w),
+    }
+}
+
+/// [`horizontal`] summing exactly `K` taps wherever the window fits in the row (the weights
+/// are zero past each window's own length, so the sums are unchanged), a loop the compiler
+/// unrolls; `K = 0` or a window at the row's end: the window's own length.
+fn horizontal_taps<const K: usize>(src: Region<'_>, first: usize, rows: usize, c: &AxisCoeffs, out_w: usize) -> Vec<u8> {
     let bias: i32 = 1 << (PRECISION_BITS - 1);
     let mut out = vec![0u8; out_w * rows * 3];
+    // Windows that fit K taps: all but possibly the last few.
+    let fits = (0..out_w).take_while(|&xx| K > 0 && c.start[xx] + K <= src.width).count();
+    let fits = if K > 0 && (0..out_w).all(|xx| xx < fits || c.start[xx] + K > src.width) { fits } else { 0 };
     for (y, out_row) in out.chunks_exact_mut(out_w * 3).enumerate() {
         let row = src.row(y + first);
         for (xx, px_out) in out_row.chunks_exact_mut(3).enumerate() {
-            let k = &c.weights[xx * c.ksize..xx * c.ksize + c.len[xx]];
             let x0 = c.start[xx];
-            let pixels = &row[x0 * 3..(x0 + k.len()) * 3];
             let (mut r, mut g, mut b) = (bias, bias, bias);
-            for (p, &w) in pixels.chunks_exact(3).zip(k) {
-                r = r.wrapping_add(i32::from(p[0]).wrapping_mul(w));
-                g = g.wrapping_add(i32::from(p[1]).wrapping_mul(w));
-                b = b.wrapping_add(i32::from(p[2]).wrapping_mul(w));
+            if xx < fits {
+                let k = &c.weights[xx * c.ksize..xx * c.ksize + K];
+                let pixels = &row[x0 * 3..x0 * 3 + 3 * K];
+                for i in 0..K {
+                    let w = k[i];
+                    r = r.wrapping_add(i32::from(pixels[3 * i]).wrapping_mul(w));
+                    g = g.wrapping_add(i32::from(pixels[3 * i + 1]).wrapping_mul(w));
+                    b = b.wrapping_add(i32::from(pixels[3 * i + 2]).wrapping_mul(w));
+                }
+            } else {
+                let k = &c.weights[xx * c.ksize..xx * c.ksize + c.len[xx]];
+                for (p, &w) in row[x0 * 3..(x0 + k.len()) * 3].chunks_exact(3).zip(k) {
+                    r = r.wrapping_add(i32::from(p[0]).wrapping_mul(w));
+                    g = g.wrapping_add(i32::from(p[1]).wrapping_mul(w));
+                    b = b.wrapping_add(i32::from(p[2]).wrapping_mul(w));
+                }
             }
             px_out.copy_from_slice(&[clip8(r), clip8(g), clip8(b)]);
         }
@@ -228,6 +254,16 @@ mod tests {
                     "{i}->{o}: {s}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn fixed_tap_loops_equal_the_per_window_loop() {
+        let img = RgbImage::from_fn(333, 7, |x, y| image::Rgb([(x * 7 + y) as u8, (x * 13) as u8, (x * x + 3 * y) as u8]));
+        for out_w in [333, 300, 224, 170, 120, 111, 64, 37, 400, 1000] {
+            let c = precompute(333, out_w);
+            let src = Region::whole(img.as_raw(), 333);
+            assert_eq!(horizontal(src, 0, 7, &c, out_w), horizontal_taps::<0>(src, 0, 7, &c, out_w), "333 -> {out_w} (ksize {})", c.ksize);
         }
     }
 
