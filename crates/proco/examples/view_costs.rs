@@ -49,6 +49,12 @@ fn main() {
     time("hue", calls, |i| adjust_hue(&small, 0.05 + (i % 5) as f64 * 0.01));
     let ra = RandAugment::imagenet_lt();
     time("RandAugment n2 m10", calls, |_| ra.apply(&small, &mut rng));
+    for op in proco::augment::randaugment::RAND_AUGMENT_OPS {
+        for resample in [proco::augment::Resample::Nearest, proco::augment::Resample::Bilinear] {
+            let step = proco::augment::RandAugmentStep { op, level: 10.0, negate: false, resample, cutout_u: (0.5, 0.5) };
+            time(&format!("  {op:?} {resample:?}"), calls, |_| ra.apply_step(&small, &step));
+        }
+    }
     let mut buf = vec![0f32; 3 * 224 * 224];
     time("normalize", calls, |_| normalize_into(&small, IMAGENET_MEAN, IMAGENET_STD, &mut buf));
     let view1 = RandAugmentView::imagenet_lt();
