@@ -111,6 +111,10 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, ImageProblem> {
 /// data never holds FF D9 or FF DA (an FF there is followed by 00 or a restart marker), and an
 /// EXIF thumbnail's end marker comes before the main image's scans, so neither confuses this.
 fn ends_after_last_scan(bytes: &[u8]) -> bool {
+    // Nearly every file simply ends with its end marker: nothing to search.
+    if bytes.ends_with(&[0xFF, 0xD9]) {
+        return true;
+    }
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     match last_scan {
         Some(s) => bytes[s..].windows(2).any(|w| w == [0xFF, 0xD9]),
