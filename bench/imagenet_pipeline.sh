@@ -4,6 +4,8 @@
 # over a generated JPEG set of ImageNet size; then decoding alone: our decoders' megapixels
 # per second next to PIL's (libjpeg-turbo), the limit of any pipeline on these files.
 # Usage: bench/imagenet_pipeline.sh [workers=2] [epochs=1] [images=2000]
+# With PROCO_BENCH_TURBOJPEG=1 the binary is built with the libjpeg-turbo feature (needs the
+# system's libturbojpeg 2.x, Debian: libturbojpeg0-dev) and its decoder joins the comparison.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$PROCO_ROOT"
@@ -17,7 +19,11 @@ python -c "import PIL" 2>/dev/null || pip install --quiet --disable-pip-version-
 if [ ! -f "$set_dir/ImageNet_LT_train.txt" ]; then
     python bench/gen_jpeg_set.py "$set_dir" --images "$images"
 fi
-[ -x target/release/proco ] || cargo build --release -p proco-cli
+if [ "${PROCO_BENCH_TURBOJPEG:-0}" = 1 ]; then
+    cargo build --release --quiet -p proco-cli --features libjpeg-turbo
+else
+    cargo build --release --quiet -p proco-cli
+fi
 ours_out=$(./target/release/proco bench --only imagenet-data --threads "$workers" --epochs "$epochs" --data-dir "$set_dir" | tee /dev/stderr)
 ours=$(sed -n 's/^proco images\/s: \([0-9.]*\).*/\1/p' <<<"$ours_out")
 ours_mps=$(sed -n 's/^decode proco (zune-jpeg): \([0-9.]*\) MP\/s.*/\1/p' <<<"$ours_out")

@@ -105,7 +105,11 @@ fn imagenet_data(args: &BenchArgs) -> Result<()> {
     let paths = (0..ds.len()).map(|i| ds.resolve(i)).collect::<proco::Result<Vec<_>>>()?;
     let bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     println!("{} images in {} ({:.0} KB on average), {} threads", ds.len(), dir.display(), bytes as f64 / ds.len().max(1) as f64 / 1e3, args.threads);
-    for (name, decoder) in [("proco (zune-jpeg)", ImageDecoder::Proco), ("image crate default", ImageDecoder::ImageCrate)] {
+    #[allow(unused_mut)]
+    let mut decoders = vec![("proco (zune-jpeg)", ImageDecoder::Proco), ("image crate default", ImageDecoder::ImageCrate)];
+    #[cfg(feature = "libjpeg-turbo")]
+    decoders.push(("libjpeg-turbo (turbojpeg crate)", ImageDecoder::LibjpegTurbo));
+    for (name, decoder) in decoders {
         let (ips, mps) = decode_throughput(&paths, decoder, args.threads, args.epochs)?;
         println!("decode {name}: {mps:.1} MP/s ({ips:.1} images/s)");
     }

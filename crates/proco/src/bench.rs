@@ -122,6 +122,18 @@ pub enum ImageDecoder {
     /// The `image` crate's default path: `image::load_from_memory(..).into_rgb8()` (also
     /// zune-jpeg underneath, through a copy of the input and a colour conversion).
     ImageCrate,
+    /// libjpeg-turbo's TurboJPEG API (the library PIL bundles), through the `turbojpeg`
+    /// crate; only with the `libjpeg-turbo` feature.
+    #[cfg(feature = "libjpeg-turbo")]
+    LibjpegTurbo,
+}
+
+/// Decodes with libjpeg-turbo into RGB.
+#[cfg(feature = "libjpeg-turbo")]
+fn decode_turbojpeg(bytes: &[u8], path: &Path) -> Result<image::RgbImage> {
+    let fail = |e: turbojpeg::Error| ProcoError::Data { path: path.to_path_buf(), reason: e.to_string() };
+    let img: turbojpeg::Image<Vec<u8>> = turbojpeg::decompress(bytes, turbojpeg::PixelFormat::RGB).map_err(fail)?;
+    image::RgbImage::from_raw(img.width as u32, img.height as u32, img.pixels).ok_or_else(|| ProcoError::Data { path: path.to_path_buf(), reason: "libjpeg-turbo returned a short buffer".into() })
 }
 
 /// Decoding throughput of `decoder` over the files `paths` (read into memory first, so the
@@ -147,6 +159,8 @@ pub fn decode_throughput(paths: &[PathBuf], decoder: ImageDecoder, threads: usiz
                         let img = match decoder {
                             ImageDecoder::Proco => crate::data::decode::decode_bytes(bytes).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })?,
                             ImageDecoder::ImageCrate => image::load_from_memory(bytes).map_err(|e| ProcoError::Data { path: path.clone(), reason: e.to_string() })?.into_rgb8(),
+                            #[cfg(feature = "libjpeg-turbo")]
+                            ImageDecoder::LibjpegTurbo => decode_turbojpeg(bytes, path)?,
                         };
                         pixels.fetch_add(img.width() as usize * img.height() as usize, Ordering::Relaxed);
                     }
