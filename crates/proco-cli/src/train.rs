@@ -114,7 +114,13 @@ fn resolve_recipe(args: &TrainArgs) -> Result<Recipe> {
 
 /// The run's data from `dir`, with the data directory named on failure.
 pub(crate) fn run_data(recipe: &Recipe, dir: &std::path::Path) -> Result<RunData> {
-    load_run_data(recipe, dir).with_context(|| format!("loading the {:?} data of the recipe from {} (set --data-dir)", recipe.dataset, dir.display()))
+    use proco::train::recipe::DatasetKind;
+    let fetch = match recipe.dataset {
+        DatasetKind::Cifar10 => "; `proco data fetch --archive cifar10-binary` (or scripts/fetch-cifar10.sh) fetches CIFAR-10",
+        DatasetKind::Cifar100 => "; `proco data fetch --archive cifar100-binary` fetches CIFAR-100",
+        _ => "; `proco data check` lists every problem of the data at once",
+    };
+    load_run_data(recipe, dir).with_context(|| format!("loading the {:?} data of the recipe from {} (set --data-dir{fetch})", recipe.dataset, dir.display()))
 }
 
 fn pct(a: Option<f64>) -> String {

@@ -134,17 +134,14 @@ impl OfficialRelease {
         }
     }
 
-    /// How to obtain this release: the archive to download and unpack.
+    /// How to obtain this release: the archive to download and unpack (the library's
+    /// [`crate::data::fetch::fetch`] does both, verified).
     fn download_hint(&self) -> String {
         let archive = match official_archive(self.archive) {
             Ok(a) => format!("{} (MD5 {})", a.url, a.md5),
             Err(_) => format!("the official {} archive", self.archive),
         };
-        let script = match (self.variant, self.layout) {
-            (CifarVariant::Cifar10, Layout::Binary) => " (scripts/fetch-cifar10.sh does this)",
-            _ => "",
-        };
-        format!("run `proco data fetch --archive {}`, or download {archive} and unpack it, which creates {}{script}", self.archive, self.dir)
+        format!("fetch the official `{}` archive, {archive}, and unpack it in the data directory, which creates {}", self.archive, self.dir)
     }
 
     /// What to do about a missing or damaged file of this release.
