@@ -52,8 +52,8 @@ pub struct TrainArgs {
     /// bfloat16; weights, losses and the optimiser in f32). Saved in the recipe.
     #[arg(long, value_parser = ["fp32", "bf16"])]
     precision: Option<String>,
-    /// Use only about N training images (the same fraction of every class, at least one each)
-    /// and the first N test images: quick checks on a slice of the real data.
+    /// Use only about N training images and N images of each val / test split (the same
+    /// fraction of every class, at least one per class): quick checks on a slice of the real data.
     #[arg(long)]
     limit: Option<usize>,
 }
@@ -197,13 +197,10 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
 
 /// Adds the flags that act on a run-directory error.
 fn resume_hint(e: proco::ProcoError) -> anyhow::Error {
-    let text = e.to_string();
-    let hint = if text.contains("already holds a run") {
-        "pass --resume to continue it, or --run-dir for a new run"
-    } else if text.contains("differs from the one saved") {
-        "resume with the same --preset, --config and --set flags"
-    } else {
-        return e.into();
+    let hint = match &e {
+        proco::ProcoError::RunExists { .. } => "pass --resume to continue it, or --run-dir for a new run",
+        proco::ProcoError::RecipeMismatch { .. } => "resume with the same --preset, --config and --set flags",
+        _ => return e.into(),
     };
     anyhow::Error::new(e).context(hint)
 }

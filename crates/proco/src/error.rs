@@ -45,6 +45,18 @@ pub enum ProcoError {
         /// What went non-finite.
         what: String,
     },
+    /// A fresh run was asked for in a directory that already holds one.
+    #[error("{} already holds a run; resume it or choose another run directory", dir.display())]
+    RunExists {
+        /// The run directory.
+        dir: std::path::PathBuf,
+    },
+    /// A run was resumed with a recipe other than the one it was started with.
+    #[error("the recipe differs from the one saved in {}; resume with the same settings", saved.display())]
+    RecipeMismatch {
+        /// The saved `recipe.toml`.
+        saved: std::path::PathBuf,
+    },
     /// A data file or directory is absent, truncated, corrupt or malformed.
     #[error("{}: {reason}", path.display())]
     Data {

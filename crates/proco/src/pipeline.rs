@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use image::RgbImage;
 use rand::rngs::StdRng;
 
-use crate::augment::resample::resize_bilinear;
+use crate::augment::resample::resize_window_part;
 use crate::augment::{normalize_into, ClassificationView, ContrastiveView, RandAugment, RandAugmentView, RandomResizedCrop, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{ProcoError, Result};
 use crate::loader::SampleTransform;
@@ -154,33 +154,70 @@ impl ImageNetTestView {
         Self::new(((f64::from(size) * 8.0 / 7.0).round()) as u32, size)
     }
 
-    /// The size `(width, height)` that `Resize(resize)` gives a `width` x `height` image.
-    pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
+    /// The size `(width, height)` that `Resize(resize)` gives a `width` x `height` image, in
+    /// u64 (a very thin image's long side can pass u32).
+    pub fn resized_size(&self, width: u32, height: u32) -> (u64, u64) {
         let (w, h) = (u64::from(width.max(1)), u64::from(height.max(1)));
         let r = u64::from(self.resize);
         // torchvision: new_long = int(size * long / short), in floating point.
-        let long = |long: u64, short: u64| ((r as f64 * long as f64 / short as f64) as u64).max(1) as u32;
+        let long = |long: u64, short: u64| ((r as f64 * long as f64 / short as f64) as u64).max(1);
         if w <= h {
-            (self.resize, long(h, w))
+            (r, long(h, w))
         } else {
-            (long(w, h), self.resize)
+            (long(w, h), r)
         }
     }
 
-    /// Applies resize + centre crop, giving a `crop` x `crop` image (an image smaller than
-    /// the crop after resizing, which cannot happen for crop <= resize, would be zero padded
-    /// as torchvision's `CenterCrop` does).
-    pub fn preprocess(&self, img: &RgbImage) -> RgbImage {
+    /// Applies resize + centre crop, giving a `crop` x `crop` image: torchvision's
+    /// `CenterCrop(crop)(Resize(resize)(img))` (top `int(round((h - crop) / 2))`, left
+    /// likewise), computing only the cropped part of the resize (bit-identical to the whole
+    /// resize cropped).
+    ///
+    /// # Errors
+    /// [`ProcoError::InvalidImages`] when the resized long side would pass 2^32 - 1 pixels (an
+    /// image thinner than 1 : 16 million).
+    pub fn preprocess(&self, img: &RgbImage) -> Result<RgbImage> {
         let (rw, rh) = self.resized_size(img.width(), img.height());
-        let resized = resize_bilinear(img, rw, rh);
-        center_crop(&resized, self.crop)
+        let (rw, rh) = match (u32::try_from(rw), u32::try_from(rh)) {
+            (Ok(w), Ok(h)) => (w, h),
+            _ => return Err(ProcoError::InvalidImages { reason: format!("a {} x {} image resized to a shorter side of {} would be {rw} x {rh} pixels", img.width(), img.height(), self.resize) }),
+        };
+        // Both resized sides are at least `resize` >= `crop`: the crop lies inside.
+        let offset = |dim: u32| ((f64::from(dim) - f64::from(self.crop)) / 2.0).round_ties_even() as u32;
+        let part = (offset(rw), offset(rh), self.crop, self.crop);
+        Ok(resize_window_part(img, (0, 0, img.width(), img.height()), rw, rh, part))
     }
 }
 
-/// torchvision's `CenterCrop(size)` on a PIL image: top `int(round((h - size) / 2))`, left
-/// likewise; along a side shorter than `size`, the image is first zero padded by
-/// `(size - dim) // 2` before (and the rest after) and the crop starts at 0.
-fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+impl SampleTransform for ImageNetTestView {
+    fn views(&self) -> usize {
+        1
+    }
+    fn height(&self) -> usize {
+        self.crop as usize
+    }
+    fn width(&self) -> usize {
+        self.crop as usize
+    }
+    fn apply(&self, img: &RgbImage, _rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
+        let [only] = out else {
+            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 1-view transform", out.len()) });
+        };
+        normalize_into(&self.preprocess(img)?, IMAGENET_MEAN, IMAGENET_STD, only)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::resample::resize_bilinear;
+    use rand::SeedableRng;
+
+    /// The reference for [`ImageNetTestView::preprocess`]: torchvision's `CenterCrop(size)` on
+    /// a PIL image, top `int(round((h - size) / 2))`, left likewise; along a side shorter than
+    /// `size`, the image is first zero padded by `(size - dim) // 2` before (and the rest
+    /// after) and the crop starts at 0.
+    fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
     let offset = |dim: u32| if size > dim { -i64::from((size - dim) / 2) } else { ((f64::from(dim) - f64::from(size)) / 2.0).round_ties_even() as i64 };
     let (top, left) = (offset(img.height()), offset(img.width()));
     let mut out = RgbImage::new(size, size);
@@ -199,28 +236,6 @@ fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
     out
 }
 
-impl SampleTransform for ImageNetTestView {
-    fn views(&self) -> usize {
-        1
-    }
-    fn height(&self) -> usize {
-        self.crop as usize
-    }
-    fn width(&self) -> usize {
-        self.crop as usize
-    }
-    fn apply(&self, img: &RgbImage, _rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
-        let [only] = out else {
-            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 1-view transform", out.len()) });
-        };
-        normalize_into(&self.preprocess(img), IMAGENET_MEAN, IMAGENET_STD, only)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn test_view_sizes_follow_torchvision() {
@@ -230,9 +245,24 @@ mod tests {
         assert_eq!(v.resized_size(375, 500), (256, 341));
         assert_eq!(v.resized_size(1, 1), (256, 256));
         assert_eq!(v.resized_size(2000, 1), (512000, 256));
+        // A 1 : 2000 strip: only the 224 x 224 crop of its 256 x 512000 resize is computed.
+        let strip = RgbImage::from_fn(1, 2000, |_, y| image::Rgb([(y % 256) as u8, 7, 9]));
+        assert_eq!(v.preprocess(&strip).unwrap().dimensions(), (224, 224));
+        assert!(v.preprocess(&RgbImage::new(u32::MAX / 64, 1)).is_err(), "a resize past 2^32 pixels is an error, not a wrapped size");
         assert_eq!(ImageNetTestView::for_size(32).unwrap().resize, 37);
         assert!(ImageNetTestView::new(200, 224).is_err());
         assert!(ImageNetTrainViews::new(4).is_err());
+    }
+
+    #[test]
+    fn preprocess_is_resize_then_centre_crop() {
+        let v = ImageNetTestView::for_size(32).unwrap();
+        for (w, h) in [(50, 40), (40, 50), (37, 37), (200, 31), (9, 300), (1, 1), (500, 375)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 5 + y) as u8, (x ^ y) as u8, (x * y) as u8]));
+            let (rw, rh) = v.resized_size(w, h);
+            let expected = center_crop(&resize_bilinear(&img, rw as u32, rh as u32), 32);
+            assert_eq!(v.preprocess(&img).unwrap(), expected, "{w}x{h}");
+        }
     }
 
     #[test]

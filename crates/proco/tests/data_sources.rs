@@ -687,3 +687,38 @@ fn list_file_refuses_malformed_lines_and_escaping_paths() {
     }
     assert!(matches!(ds.image(2), Err(ProcoError::Image { path, listed_at: Some(at), problem: ImageProblem::Missing }) if path.ends_with("a/missing.png") && at.ends_with("list.txt:3")));
 }
+
+#[test]
+fn val_folders_take_the_training_labels_by_name() {
+    let tmp = TempDir::new("folder-classes");
+    for class in ["ant", "bee", "cat"] {
+        solid(&tmp.0.join("train").join(class).join("a.png"), [1, 2, 3], 2, 2);
+    }
+    // val lacks `ant`: its `bee` and `cat` must keep the training labels 1 and 2.
+    solid(&tmp.0.join("val/bee/x.png"), [4, 5, 6], 2, 2);
+    solid(&tmp.0.join("val/cat/y.png"), [7, 8, 9], 2, 2);
+    let train = ImageFolder::open(&tmp.0.join("train")).unwrap();
+    let classes = train.class_names().unwrap().to_vec();
+    let val = ImageFolder::open_with_classes(&tmp.0.join("val"), &classes).unwrap();
+    assert_eq!((val.len(), val.num_classes()), (2, 3));
+    assert_eq!((val.label(0), val.label(1)), (1, 2));
+    // A class that training does not have is refused, naming its directory.
+    solid(&tmp.0.join("val/dog/z.png"), [1, 1, 1], 2, 2);
+    let (path, reason) = data_err(ImageFolder::open_with_classes(&tmp.0.join("val"), &classes).unwrap_err());
+    assert_eq!(path, tmp.0.join("val/dog"));
+    assert!(reason.contains("not one of the 3 training classes"), "{reason}");
+}
+
+#[test]
+fn a_val_list_without_the_last_class_takes_the_training_class_count() {
+    let tmp = TempDir::new("list-classes");
+    solid(&tmp.0.join("a.png"), [1, 2, 3], 2, 2);
+    let list = tmp.0.join("val.txt");
+    fs::write(&list, "a.png 0\na.png 1\n").unwrap();
+    let val = ListFileDataset::open(&list, &tmp.0).unwrap();
+    assert_eq!(val.num_classes(), 2, "from its own labels");
+    let val = val.with_num_classes(5).unwrap();
+    assert_eq!((val.num_classes(), val.class_counts()), (5, vec![1, 1, 0, 0, 0]));
+    let err = ListFileDataset::open(&list, &tmp.0).unwrap().with_num_classes(1).unwrap_err().to_string();
+    assert!(err.contains("line 2: label 1 is outside the 1 classes"), "{err}");
+}

@@ -74,6 +74,7 @@ fn a_large_photo_decodes_like_pil() {
 fn files_pil_refuses_fail_with_the_matching_problem() {
     let cases = [
         ("truncated.jpg", ImageProblem::Truncated),
+        ("no_end_marker.jpg", ImageProblem::Truncated),
         ("not_an_image.jpg", ImageProblem::NotAnImage),
         ("empty.jpg", ImageProblem::NotAnImage),
         ("absent.jpg", ImageProblem::Missing),

@@ -131,6 +131,9 @@ pub fn smooth(img: &RgbImage) -> RgbImage {
     out
 }
 
+/// `ImageEnhance.Sharpness(img).enhance(factor)`: blend with [`smooth`]`(img)`. 0 gives the
+/// smoothed image, 1 the image, 2 a sharpened one. Border pixels never change (the smoothed
+/// image keeps them).
 pub fn sharpness(img: &RgbImage, factor: f64) -> RgbImage {
     blend(&smooth(img), img, factor)
 }

@@ -32,20 +32,29 @@ struct AxisCoeffs {
 }
 
 /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the full input range.
+#[cfg(test)]
 fn precompute(in_size: usize, out_size: usize) -> AxisCoeffs {
+    precompute_range(in_size, out_size, 0, out_size)
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the full input range, of the
+/// outputs `lo..hi` only (index 0 is output `lo`): each output's coefficients depend on its
+/// own index alone.
+fn precompute_range(in_size: usize, out_size: usize, lo: usize, hi: usize) -> AxisCoeffs {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filterscale; // triangle support (1) times filterscale
     let ksize = support.ceil() as usize * 2 + 1;
+    let count = hi - lo;
     let mut coeffs = AxisCoeffs {
         ksize,
-        start: Vec::with_capacity(out_size),
-        len: Vec::with_capacity(out_size),
-        weights: vec![0; out_size * ksize],
+        start: Vec::with_capacity(count),
+        len: Vec::with_capacity(count),
+        weights: vec![0; count * ksize],
     };
     let ss = 1.0 / filterscale;
     let mut k = vec![0.0f64; ksize];
-    for xx in 0..out_size {
+    for xx in lo..hi {
         let center = (xx as f64 + 0.5) * scale;
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
@@ -56,7 +65,7 @@ fn precompute(in_size: usize, out_size: usize) -> AxisCoeffs {
             *kx = w;
             ww += w;
         }
-        let row = &mut coeffs.weights[xx * ksize..(xx + 1) * ksize];
+        let row = &mut coeffs.weights[(xx - lo) * ksize..(xx - lo + 1) * ksize];
         for (dst, &kx) in row.iter_mut().zip(k.iter()).take(n) {
             let kx = if ww != 0.0 { kx / ww } else { kx };
             let scaled = kx * f64::from(1u32 << PRECISION_BITS);
@@ -199,38 +208,49 @@ pub fn resize_bilinear(img: &RgbImage, out_width: u32, out_height: u32) -> RgbIm
 /// [`resize_bilinear`] of the window `(left, top, width, height)` of `img` (already inside
 /// it), without copying the window out first: `img.crop(box).resize(...)` in Pillow.
 pub(crate) fn resize_window(img: &RgbImage, window: (u32, u32, u32, u32), out_width: u32, out_height: u32) -> RgbImage {
+    resize_window_part(img, window, out_width, out_height, (0, 0, out_width, out_height))
+}
+
+/// The part `(x, y, width, height)` (inside the output) of [`resize_window`]'s output, computed
+/// alone: each output sample depends only on its own coefficients and the input samples they
+/// weight, and the passes run in the order the whole output's sizes choose, so the part equals
+/// the same window of the whole output bit for bit, at the cost of the part. (A centre crop
+/// of a resize of a very thin image then costs the crop, not a gigapixel intermediate.)
+pub(crate) fn resize_window_part(img: &RgbImage, window: (u32, u32, u32, u32), out_width: u32, out_height: u32, part: (u32, u32, u32, u32)) -> RgbImage {
     let (left, top, w, h) = (window.0 as usize, window.1 as usize, window.2 as usize, window.3 as usize);
     let (ow, oh) = (out_width as usize, out_height as usize);
+    let (px, py, pw, ph) = (part.0 as usize, part.1 as usize, part.2 as usize, part.3 as usize);
+    let mut out = RgbImage::new(part.2, part.3);
+    if w == 0 || h == 0 || pw == 0 || ph == 0 || px + pw > ow || py + ph > oh {
+        return out;
+    }
     let src = Region { data: img.as_raw(), stride: img.width() as usize, left, top, width: w };
     if (w, h) == (ow, oh) {
-        let mut out = RgbImage::new(out_width, out_height);
-        for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
-            row.copy_from_slice(src.row(y));
+        let part_src = Region { left: left + px, top: top + py, width: pw, ..src };
+        for (y, row) in out.chunks_exact_mut(pw * 3).enumerate() {
+            row.copy_from_slice(part_src.row(y));
         }
         return out;
     }
-    let mut out = RgbImage::new(out_width, out_height);
-    if w == 0 || h == 0 || ow == 0 || oh == 0 {
-        return out;
-    }
-    let mut vert = precompute(h, oh);
     let vertical_first = oh < h && (h - oh) as i64 > 2 * (w as i64 - ow as i64);
     let data = if ow == w {
-        vertical(src, &vert, oh)
+        let columns = Region { left: left + px, width: pw, ..src };
+        vertical(columns, &precompute_range(h, oh, py, py + ph), ph)
     } else if oh == h {
-        horizontal(src, 0, h, &precompute(w, ow), ow)
+        horizontal(src, py, ph, &precompute_range(w, ow, px, px + pw), pw)
     } else if vertical_first {
-        let tmp = vertical(src, &vert, oh);
-        horizontal(Region::whole(&tmp, w), 0, oh, &precompute(w, ow), ow)
+        let tmp = vertical(src, &precompute_range(h, oh, py, py + ph), ph);
+        horizontal(Region::whole(&tmp, w), 0, ph, &precompute_range(w, ow, px, px + pw), pw)
     } else {
-        // Only rows first..last of the input feed the vertical pass.
+        // Only rows first..last of the input feed the vertical pass of these output rows.
+        let mut vert = precompute_range(h, oh, py, py + ph);
         let first = vert.start[0];
-        let last = vert.start[oh - 1] + vert.len[oh - 1];
+        let last = vert.start[ph - 1] + vert.len[ph - 1];
         for s in vert.start.iter_mut() {
             *s -= first;
         }
-        let tmp = horizontal(src, first, last - first, &precompute(w, ow), ow);
-        vertical(Region::whole(&tmp, ow), &vert, oh)
+        let tmp = horizontal(src, first, last - first, &precompute_range(w, ow, px, px + pw), pw);
+        vertical(Region::whole(&tmp, pw), &vert, ph)
     };
     out.copy_from_slice(&data);
     out
@@ -265,6 +285,26 @@ mod tests {
             let src = Region::whole(img.as_raw(), 333);
             assert_eq!(horizontal(src, 0, 7, &c, out_w), horizontal_taps::<0>(src, 0, 7, &c, out_w), "333 -> {out_w} (ksize {})", c.ksize);
         }
+    }
+
+    #[test]
+    fn a_part_equals_that_window_of_the_whole_output() {
+        let img = RgbImage::from_fn(61, 47, |x, y| image::Rgb([(x * 7 + y) as u8, (x * 13 ^ y * 3) as u8, (x * x + 3 * y) as u8]));
+        // Down and up in each axis, each pass order, and a window of the input.
+        for (window, ow, oh) in [((0, 0, 61, 47), 40, 30), ((0, 0, 61, 47), 61, 20), ((0, 0, 61, 47), 20, 47), ((0, 0, 61, 47), 50, 10), ((0, 0, 61, 47), 90, 70), ((5, 3, 40, 30), 33, 64), ((0, 0, 61, 47), 61, 47)] {
+            let whole = resize_window(&img, window, ow, oh);
+            for part in [(0, 0, ow, oh), (3, 2, ow / 2, oh / 3), (ow - 5, oh - 4, 5, 4), (1, oh / 2, ow - 1, 1)] {
+                let expected = image::imageops::crop_imm(&whole, part.0, part.1, part.2, part.3).to_image();
+                assert_eq!(resize_window_part(&img, window, ow, oh, part), expected, "{window:?} -> {ow}x{oh}, part {part:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inputs_and_outputs_give_black_images() {
+        assert_eq!(resize_bilinear(&RgbImage::new(0, 5), 0, 5).dimensions(), (0, 5));
+        assert_eq!(resize_bilinear(&RgbImage::new(0, 5), 3, 2), RgbImage::new(3, 2));
+        assert_eq!(resize_bilinear(&RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9])), 0, 2).dimensions(), (0, 2));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn scan_images(dataset: &dyn Dataset, threads: usize, progress: &(dyn Fn(usi
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dataset.image(i))) {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => found.push((i, e)),
-                        Err(_) => found.push((i, ProcoError::InvalidConfig { reason: format!("the decoder panicked on {}", dataset.describe(i)) })),
+                        Err(_) => found.push((i, ProcoError::Data { path: dataset.describe(i).into(), reason: "the decoder failed on this file (it panicked); replace the file or remove it from the dataset".into() })),
                     }
                 }
                 if !found.is_empty() {

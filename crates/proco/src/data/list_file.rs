@@ -118,16 +118,12 @@ impl ListFileDataset {
         }
         buf.truncate(write);
         buf.shrink_to_fit();
-        // Each kept line was checked to be UTF-8 and paths are cut at white space (ASCII), so
-        // the buffer is valid UTF-8.
+        // Each kept line was checked to be UTF-8 and each path is a sub-slice of such a line
+        // cut at character boundaries, so the buffer is valid UTF-8.
         let paths = String::from_utf8(buf).map_err(|_| data("the list is not UTF-8 text".into()))?;
         let Some(&max_label) = labels.iter().max() else {
             return Err(data("the list has no entries".into()));
         };
-        // Classes are 0..=max label: a stray huge label would size every per-class table.
-        if max_label as usize >= MAX_CLASSES {
-            return Err(data(format!("label {max_label} is beyond the supported {MAX_CLASSES} classes (iNaturalist 2018 has 8,142); is a line corrupt?")));
-        }
         Ok(Self { root, list: list.to_path_buf(), paths, ends, labels, lines, num_classes: max_label as usize + 1 })
     }
 
@@ -218,6 +214,10 @@ fn parse_line(line: &str, n: usize) -> std::result::Result<(&str, u32), String> 
         return Err(format!("line {n}: expected `relative/path label`, found {line:?}"));
     };
     let label: u32 = label.parse().map_err(|_| format!("line {n}: label {label:?} is not a non-negative integer"))?;
+    // Classes are 0..=the largest label: a stray huge label would size every per-class table.
+    if label as usize >= MAX_CLASSES {
+        return Err(format!("line {n}: label {label} is beyond the supported {MAX_CLASSES} classes (iNaturalist 2018 has 8,142); is the line corrupt?"));
+    }
     let path = path.trim_end();
     if Path::new(path).components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
         return Err(format!("line {n}: path {path} leaves the root; list paths must be relative, without `..`"));

@@ -24,12 +24,16 @@ pub struct AutocastGuard {
     device: c_int,
     was_enabled: c_int,
     previous_dtype: c_int,
+    /// LibTorch's autocast state is per thread: the guard must end on the thread it began on.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
-fn device_code(device: Device) -> c_int {
+/// LibTorch's device code of the shim: 0 CPU, 1 CUDA; other devices have no bf16 autocast here.
+fn device_code(device: Device) -> Result<c_int> {
     match device {
-        Device::Cuda(_) => 1,
-        _ => 0,
+        Device::Cpu => Ok(0),
+        Device::Cuda(_) => Ok(1),
+        other => Err(ProcoError::InvalidConfig { reason: format!("bf16 autocast is available on the CPU and CUDA, not on {other:?}; use precision fp32 there") }),
     }
 }
 
@@ -37,11 +41,12 @@ impl AutocastGuard {
     /// Starts bf16 autocast for `device`'s type (CPU, or CUDA for any `cuda:N`).
     ///
     /// # Errors
+    /// [`ProcoError::InvalidConfig`] for a device other than the CPU or CUDA;
     /// [`ProcoError::Torch`] if LibTorch refuses (a build without that device's autocast).
     pub fn bf16(device: Device) -> Result<Self> {
         let mut message = [0 as c_char; 512];
         let (mut was_enabled, mut previous_dtype) = (0, 0);
-        let code = device_code(device);
+        let code = device_code(device)?;
         // SAFETY: plain values and a buffer of the stated capacity; the C++ side catches
         // every exception and writes a NUL-terminated message on failure.
         let rc = unsafe { proco_autocast_enter(code, &mut was_enabled, &mut previous_dtype, message.as_mut_ptr(), message.len()) };
@@ -50,7 +55,7 @@ impl AutocastGuard {
             let text = unsafe { CStr::from_ptr(message.as_ptr()) }.to_string_lossy().into_owned();
             return Err(ProcoError::Torch(tch::TchError::Torch(text)));
         }
-        Ok(Self { device: code, was_enabled, previous_dtype })
+        Ok(Self { device: code, was_enabled, previous_dtype, _not_send: std::marker::PhantomData })
     }
 }
 

@@ -90,8 +90,9 @@ pub struct Recipe {
     /// Arithmetic of the network (f32, or bf16 autocast).
     #[serde(default)]
     pub precision: Precision,
-    /// Train on about this many images only (the same fraction of every class) and test on
-    /// the first this-many test images: quick checks. Absent for real runs.
+    /// Use about this many images of the training set and of each evaluation split (the same
+    /// fraction of every class, and at least one image of each class, so a set with more
+    /// classes than this keeps one per class): quick checks. Absent for real runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
 }

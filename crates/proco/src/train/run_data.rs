@@ -11,9 +11,9 @@
 //!   epoch, test is reported beside it.
 //! - iNaturalist 2018: `iNaturalist18_train.txt`, `iNaturalist18_val.txt`; val selects and
 //!   is reported.
-//! - Own data: class sub-folders `train/<class>/...` with `val/` and / or `test/` beside it,
-//!   or list files `train.txt` with `val.txt` and / or `test.txt` (paths relative to the
-//!   directory). Val selects where there is one, else test.
+//! - Own data: list files `train.txt` with `val.txt` and / or `test.txt` (paths relative to
+//!   the directory) where `train.txt` exists; otherwise class sub-folders `train/<class>/...`
+//!   with `val/` and / or `test/` beside it. Val selects where there is one, else test.
 //!
 //! For list files the classes are 0..=the largest training label and every class needs at
 //! least one training image; val and test labels must be training classes.
@@ -97,10 +97,9 @@ pub fn find_sources(kind: DatasetKind, dir: &Path) -> Result<Sources> {
     match kind {
         DatasetKind::Cifar10 => return Ok(Sources::Cifar(CifarVariant::Cifar10)),
         DatasetKind::Cifar100 => return Ok(Sources::Cifar(CifarVariant::Cifar100)),
-        DatasetKind::Own if dir.join("train").is_dir() => {
-            if dir.join("train.txt").is_file() {
-                return missing("holds both a train/ folder and a train.txt list; keep one layout".into());
-            }
+        // With a train.txt, the lists describe the data (their paths may well point into a
+        // train/ folder); without one, train/ is a folder of class folders.
+        DatasetKind::Own if dir.join("train").is_dir() && !dir.join("train.txt").is_file() => {
             let splits: Vec<_> = [("train", "train"), ("val", "val"), ("test", "test")].into_iter().map(|(name, d)| (name, dir.join(d))).filter(|(_, p)| p.is_dir()).collect();
             if splits.len() < 2 {
                 return missing("own data has train/ but neither val/ nor test/: hold some images out in val/<class>/ or test/<class>/".into());
@@ -144,7 +143,9 @@ pub fn load_run_data(recipe: &Recipe, dir: &Path) -> Result<RunData> {
     recipe.validate()?;
     let Splits { train, eval, class_names } = load_splits(recipe.dataset, recipe.imbalance_ratio, dir)?;
     let train: Arc<dyn Dataset> = Arc::new(stratified(train, recipe.limit)?);
-    let eval = eval.into_iter().map(|s| Ok(EvalSplit { name: s.name, dataset: Arc::new(head(s.dataset, recipe.limit)?) })).collect::<Result<Vec<_>>>()?;
+    // Evaluation splits are cut by class too: the authors' val and test lists are sorted by
+    // class, so their first N lines would hold a few classes only.
+    let eval = eval.into_iter().map(|s| Ok(EvalSplit { name: s.name, dataset: Arc::new(stratified(s.dataset, recipe.limit)?) })).collect::<Result<Vec<_>>>()?;
     let class_counts = counts_of(&*train);
     let (train_transform, test_transform): (Arc<dyn SampleTransform>, Arc<dyn SampleTransform>) = if recipe.dataset.is_cifar() {
         (Arc::new(CifarTrainViews::new()), Arc::new(CifarTestView))
@@ -234,17 +235,26 @@ pub fn check_sources(kind: DatasetKind, dir: &Path, threads: usize, progress: &(
             sets.extend(s.eval.into_iter().map(|e| (e.name, e.dataset)));
         }
         Sources::Lists(lists) => {
-            let mut num_classes = 0;
+            // The training list's classes, once it could be read.
+            let mut num_classes: Option<usize> = None;
             for (k, (name, path)) in lists.iter().enumerate() {
-                let (ds, skipped) = ListFileDataset::open_lenient(path, dir)?;
+                let (ds, skipped) = match ListFileDataset::open_lenient(path, dir) {
+                    Ok(read) => read,
+                    // An unreadable or empty list is one more problem; the other splits are
+                    // still checked.
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                };
                 problems.extend(skipped);
                 if k == 0 {
-                    num_classes = ds.num_classes();
+                    num_classes = Some(ds.num_classes());
                     if let Err(e) = check_every_class_trained(&ds.class_counts(), path) {
                         problems.push(e);
                     }
-                } else {
-                    problems.extend(ds.labels_outside(num_classes));
+                } else if let Some(c) = num_classes {
+                    problems.extend(ds.labels_outside(c));
                 }
                 sets.push((name, Arc::new(ds)));
             }
@@ -296,12 +306,6 @@ fn check_every_class_trained(counts: &[usize], list: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The first `limit` samples of a dataset (all without a limit).
-pub fn head(d: Arc<dyn Dataset>, limit: Option<usize>) -> Result<Subset<dyn Dataset>> {
-    let n = limit.map_or(d.len(), |l| l.min(d.len()));
-    Subset::new(d, (0..n).collect())
-}
-
 /// About `limit` samples keeping the class proportions: the first ceil(n_c * limit / N) of
 /// every class, at least one (so the long tail keeps its shape and no class disappears).
 pub fn stratified(d: Arc<dyn Dataset>, limit: Option<usize>) -> Result<Subset<dyn Dataset>> {
@@ -332,8 +336,7 @@ mod tests {
         let d: Arc<dyn Dataset> = Arc::new(InMemoryDataset::new(1, 1, vec![0; 300], labels, 3).unwrap());
         let s = stratified(d.clone(), Some(10)).unwrap();
         assert_eq!(counts_of(&s), [9, 1, 1]);
-        assert_eq!(stratified(d.clone(), None).unwrap().len(), 100);
-        assert_eq!(head(d, Some(7)).unwrap().len(), 7);
+        assert_eq!(stratified(d, None).unwrap().len(), 100);
     }
 
     #[test]

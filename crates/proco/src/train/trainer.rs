@@ -265,11 +265,12 @@ pub fn train(recipe: &Recipe, data: &RunData, options: &RunOptions, progress: &m
 fn check_run_data(recipe: &Recipe, data: &RunData) -> Result<()> {
     recipe.validate()?;
     let num_classes = data.class_counts.len();
-    let selection = data.selection()?;
-    if data.train.num_classes() != num_classes || data.eval.iter().any(|s| s.dataset.num_classes() != num_classes) {
-        return Err(ProcoError::InvalidConfig {
-            reason: format!("train / {} / counts disagree on the number of classes ({} / {} / {num_classes})", selection.name, data.train.num_classes(), selection.dataset.num_classes()),
-        });
+    data.selection()?;
+    if data.train.num_classes() != num_classes {
+        return Err(ProcoError::InvalidConfig { reason: format!("the training set has {} classes but {num_classes} class counts", data.train.num_classes()) });
+    }
+    if let Some(s) = data.eval.iter().find(|s| s.dataset.num_classes() != num_classes) {
+        return Err(ProcoError::InvalidConfig { reason: format!("the {} split has {} classes, the training set {num_classes}", s.name, s.dataset.num_classes()) });
     }
     if data.train_transform.views() != 3 {
         return Err(ProcoError::InvalidConfig { reason: "the training transform must give 3 views (classification + 2 contrastive)".into() });
@@ -303,14 +304,10 @@ impl<'a> Run<'a> {
         if options.resume {
             let saved = std::fs::read_to_string(&recipe_path).map_err(ProcoError::io_at(&recipe_path))?;
             if Recipe::from_toml(&saved)? != *recipe {
-                return Err(ProcoError::InvalidConfig {
-                    reason: format!("the recipe differs from the one saved in {}; resume with the same settings", recipe_path.display()),
-                });
+                return Err(ProcoError::RecipeMismatch { saved: recipe_path });
             }
         } else if existing.is_some() {
-            return Err(ProcoError::InvalidConfig {
-                reason: format!("{} already holds a run; resume it or choose another run directory", dir.display()),
-            });
+            return Err(ProcoError::RunExists { dir: dir.clone() });
         } else {
             std::fs::write(&recipe_path, recipe.to_toml()?).map_err(ProcoError::io_at(&recipe_path))?;
         }
