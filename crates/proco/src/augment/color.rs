@@ -129,8 +129,8 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
         let r = t + i32::from(x - f64::from(t) >= 0.5);
         r.clamp(0, 255) as u8
     };
-    // Pass 1 over blocks of pixels, free of table look-ups so that it vectorises: hue and
-    // saturation bytes. Pass 2 gathers each pixel's factors from the tables, pass 3 computes
+    // Pass 1 over blocks of pixels: hue and saturation bytes from the tables of
+    // [`HsvTables`]. Pass 2 gathers each pixel's factors from the tables, pass 3 computes
     // hsv_to_rgb's p, q, t (vectorised), pass 4 places them by hue sector.
     const BLOCK: usize = 256;
     let (mut hue, mut saturation) = ([0u8; BLOCK], [0u8; BLOCK]);
@@ -138,8 +138,9 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
     let (mut p_of, mut q_of, mut t_of) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
     for block in out.chunks_mut(3 * BLOCK) {
         let n = block.len() / 3;
+        let tables = hsv_tables();
         for ((px, uh), us) in block.chunks_exact(3).zip(hue.iter_mut()).zip(saturation.iter_mut()) {
-            (*uh, *us) = hue_saturation(px[0], px[1], px[2]);
+            (*uh, *us) = tables.hue_saturation(px[0], px[1], px[2]);
         }
         for k in 0..n {
             let hh = hue[k].wrapping_add(shift) as usize;
@@ -163,6 +164,67 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
             px[2] = vals[perm[2]];
         }
     }
+}
+
+/// [`rgb_to_hsv`]'s hue and saturation bytes as look-ups. The hue depends only on which
+/// channel is the largest and on the other two channels' distances below it (the quotients
+/// are of those distances by their maximum), and the saturation only on the largest value and
+/// the range: four 64 Ki-entry tables (256 KiB), filled once by [`hue_saturation`] itself, so
+/// they hold its exact results (tested on every colour).
+struct HsvTables {
+    /// Hue byte by case (red, green, blue largest, in PIL's order of precedence) and the two
+    /// other channels' distances below the largest, `case * 65536 + a * 256 + b`.
+    hue: Box<[u8]>,
+    /// Saturation byte by `max * 256 + (max - min)`.
+    saturation: Box<[u8]>,
+}
+
+impl HsvTables {
+    fn new() -> Self {
+        let mut hue = vec![0u8; 3 * 65536].into_boxed_slice();
+        let mut saturation = vec![0u8; 65536].into_boxed_slice();
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                let k = usize::from(a) * 256 + usize::from(b);
+                // Red largest: a = its distance to blue, b to green.
+                hue[k] = hue_saturation(255, 255 - b, 255 - a).0;
+                // Green largest (red below it): a to red, b to blue.
+                hue[65536 + k] = hue_saturation(255 - a.max(1), 255, 255 - b).0;
+                // Blue largest (red and green below it): a to red, b to green.
+                hue[2 * 65536 + k] = hue_saturation(255 - a.max(1), 255 - b.max(1), 255).0;
+                // Largest value a, range b (b <= a).
+                if b <= a {
+                    saturation[usize::from(a) * 256 + usize::from(b)] = hue_saturation(a, a - b, a - b).1;
+                }
+            }
+        }
+        Self { hue, saturation }
+    }
+
+    /// [`hue_saturation`] of one pixel.
+    #[inline(always)]
+    fn hue_saturation(&self, r: u8, g: u8, b: u8) -> (u8, u8) {
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        if maxc == minc {
+            return (0, 0);
+        }
+        let (dr, dg, db) = (usize::from(maxc - r), usize::from(maxc - g), usize::from(maxc - b));
+        let k = if r == maxc {
+            db * 256 + dg
+        } else if g == maxc {
+            65536 + dr * 256 + db
+        } else {
+            2 * 65536 + dr * 256 + dg
+        };
+        (self.hue[k], self.saturation[usize::from(maxc) * 256 + usize::from(maxc - minc)])
+    }
+}
+
+/// The tables of [`HsvTables`], built on first use.
+fn hsv_tables() -> &'static HsvTables {
+    static TABLES: std::sync::OnceLock<HsvTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(HsvTables::new)
 }
 
 /// The hue and saturation bytes of [`rgb_to_hsv`], without branches: a divisor of 1 where the
@@ -271,6 +333,19 @@ mod tests {
                 for v in 0..=255u8 {
                     assert_eq!(hsv_to_rgb([h, s, v]), hsv_to_rgb_reference([h, s, v]), "{h} {s} {v}");
                     assert_eq!(rgb_to_hsv([h, s, v])[0], rgb_to_hsv_reference_hue([h, s, v]), "{h} {s} {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hsv_tables_equal_the_arithmetic_on_every_colour() {
+        let t = hsv_tables();
+        for r in 0..=255u8 {
+            for g in 0..=255u8 {
+                for b in 0..=255u8 {
+                    let [h, s, _] = rgb_to_hsv([r, g, b]);
+                    assert_eq!(t.hue_saturation(r, g, b), (h, s), "{r} {g} {b}");
                 }
             }
         }
