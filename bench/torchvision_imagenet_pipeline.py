@@ -18,10 +18,15 @@ import argparse
 import os
 import time
 
+import sys
+
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torchvision_pipeline import contrastive_view  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -47,14 +52,7 @@ class ThreeViews(Dataset):
             transforms.ToTensor(),
             norm,
         ])
-        self.contrast = transforms.Compose([
-            transforms.RandomResizedCrop(224, scale=(0.08, 1.0)),
-            transforms.RandomHorizontalFlip(),
-            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            transforms.RandomGrayscale(p=0.2),
-            transforms.ToTensor(),
-            norm,
-        ])
+        self.contrast = contrastive_view(224, MEAN, STD)
 
     def __len__(self):
         return len(self.samples)

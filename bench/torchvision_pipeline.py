@@ -60,6 +60,18 @@ def long_tail_indices(labels, ratio=100.0, seed=0):
     return kept
 
 
+def contrastive_view(size, mean, std):
+    """ProCo's SimCLR-style view at `size` px (CIFAR and ImageNet-LT alike)."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(0.08, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+
+
 class ThreeViews(Dataset):
     def __init__(self, images, labels, indices):
         self.images, self.labels, self.indices = images, labels, indices
@@ -72,14 +84,7 @@ class ThreeViews(Dataset):
             Cutout(16),
             norm,
         ])
-        self.contrast = transforms.Compose([
-            transforms.RandomResizedCrop(32, scale=(0.08, 1.0)),
-            transforms.RandomHorizontalFlip(),
-            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            transforms.RandomGrayscale(p=0.2),
-            transforms.ToTensor(),
-            norm,
-        ])
+        self.contrast = contrastive_view(32, MEAN, STD)
 
     def __len__(self):
         return len(self.indices)

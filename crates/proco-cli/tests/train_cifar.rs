@@ -7,6 +7,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod support;
+use support::walk;
+
 fn data_dir() -> PathBuf {
     std::env::var_os("PROCO_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data"))
 }
@@ -92,19 +95,6 @@ fn a_tiny_limit_keeps_every_class_and_survives_resume_and_eval() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

@@ -12,6 +12,9 @@ use std::process::Command;
 
 use image::{Rgb, RgbImage};
 
+mod support;
+use support::walk;
+
 fn proco(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_proco")).args(args).env("RUST_BACKTRACE", "0").output().expect("the proco binary runs")
 }
@@ -266,17 +269,4 @@ fn data_check_reports_every_bad_file_and_line_at_once() {
     assert!(!out.status.success() && text(&out).contains("ImageNet_LT_train.txt") && text(&out).contains(&format!("line {}", lines - 1)), "{}", text(&out));
     let _ = std::fs::remove_dir_all(&run);
     let _ = std::fs::remove_dir_all(&data);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
