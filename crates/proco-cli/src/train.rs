@@ -42,7 +42,7 @@ pub struct TrainArgs {
     /// Data directory (default: $PROCO_DATA_DIR, else ~/.cache/proco/data). CIFAR: the
     /// official files; ImageNet-LT: ImageNet_LT_{train,val,test}.txt; iNaturalist 2018:
     /// iNaturalist18_{train,val}.txt (image paths relative to it); own data (`--preset
-    /// own-data`): train/<class>/ with val/ and/or test/, or train.txt with val.txt and/or test.txt.
+    /// own-data`): train.txt with val.txt and/or test.txt, else train/<class>/ with val/ and/or test/.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Device: cpu, cuda or cuda:N.
