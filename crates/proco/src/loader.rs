@@ -180,9 +180,16 @@ fn build_batch(dataset: &dyn Dataset, transform: &dyn SampleTransform, idx: &[us
             }
         }
         for (&i, out) in idx.iter().zip(view_slices.iter_mut()) {
-            let img = dataset.image(i)?;
-            let mut rng = sample_rng(seed, epoch, i);
-            transform.apply(&img, &mut rng, out)?;
+            // A decoder or transform that panics on one sample is an error naming that sample.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+                let img = dataset.image(i)?;
+                let mut rng = sample_rng(seed, epoch, i);
+                transform.apply(&img, &mut rng, out)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                Err(ProcoError::Data { path: dataset.describe(i).into(), reason: format!("preparing this sample panicked ({what}); replace the file or remove it from the dataset") })
+            })?;
         }
     }
     Ok(Batch { views, labels: Tensor::f_from_slice(&labels)?, indices: idx.to_vec() })
@@ -344,7 +351,7 @@ mod tests {
         let loader = Loader::new(dataset(10), Arc::new(Faulty), config).unwrap();
         let results: Vec<_> = loader.epoch(0).collect();
         let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error").to_string();
-        assert!(err.contains("bad sample"), "{err}");
+        assert!(err.contains("bad sample") && err.contains("sample 5"), "{err}");
     }
 
     #[test]
