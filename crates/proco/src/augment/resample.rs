@@ -220,13 +220,13 @@ pub(crate) fn resize_window_part(img: &RgbImage, window: (u32, u32, u32, u32), o
     let (left, top, w, h) = (window.0 as usize, window.1 as usize, window.2 as usize, window.3 as usize);
     let (ow, oh) = (out_width as usize, out_height as usize);
     let (px, py, pw, ph) = (part.0 as usize, part.1 as usize, part.2 as usize, part.3 as usize);
-    let mut out = RgbImage::new(part.2, part.3);
     if w == 0 || h == 0 || pw == 0 || ph == 0 || px + pw > ow || py + ph > oh {
-        return out;
+        return RgbImage::new(part.2, part.3);
     }
     let src = Region { data: img.as_raw(), stride: img.width() as usize, left, top, width: w };
     if (w, h) == (ow, oh) {
         let part_src = Region { left: left + px, top: top + py, width: pw, ..src };
+        let mut out = RgbImage::new(part.2, part.3);
         for (y, row) in out.chunks_exact_mut(pw * 3).enumerate() {
             row.copy_from_slice(part_src.row(y));
         }
@@ -252,8 +252,8 @@ pub(crate) fn resize_window_part(img: &RgbImage, window: (u32, u32, u32, u32), o
         let tmp = horizontal(src, first, last - first, &precompute_range(w, ow, px, px + pw), pw);
         vertical(Region::whole(&tmp, pw), &vert, ph)
     };
-    out.copy_from_slice(&data);
-    out
+    // The passes' buffer is the image (pw x ph x 3 samples by construction).
+    RgbImage::from_raw(part.2, part.3, data).unwrap_or_else(|| RgbImage::new(part.2, part.3))
 }
 
 #[cfg(test)]
