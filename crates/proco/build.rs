@@ -15,6 +15,12 @@ fn main() {
         panic!("torch-sys did not report the LibTorch library directory (DEP_TCH_LIBTORCH_LIB); proco needs a LibTorch build on Linux or macOS (see the README's setup)");
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    // Keep LibTorch's CUDA library linked (the linker's --as-needed would drop it and CUDA would
+    // never register); see crates/proco-cli/build.rs.
+    let cuda = PathBuf::from(&lib_dir).join("libtorch_cuda.so");
+    if cuda.exists() {
+        println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,{},--pop-state", cuda.display());
+    }
     let (include, abi) = libtorch_headers(&lib_dir);
     cc::Build::new()
         .cpp(true)

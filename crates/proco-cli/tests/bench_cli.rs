@@ -37,3 +37,16 @@ fn full_epoch_needs_the_training_suite() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--full-epoch") && err.contains("--only train"), "{err}");
 }
+
+/// Where this LibTorch has a CUDA library, the binary depends on it (so CUDA registers on a
+/// GPU machine): the dynamic loader's list of the binary's libraries names it.
+#[test]
+fn the_binary_links_libtorch_cuda_where_libtorch_has_it() {
+    let Some(cuda) = option_env!("PROCO_LIBTORCH_CUDA") else {
+        eprintln!("this LibTorch has no libtorch_cuda.so: nothing to link");
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proco")).env("LD_TRACE_LOADED_OBJECTS", "1").output().expect("the loader lists the binary's libraries");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("libtorch_cuda.so"), "{cuda} is not among the binary's libraries:\n{listed}");
+}
