@@ -44,10 +44,7 @@ pub fn rgb_to_hsv(px: [u8; 3]) -> [u8; 3] {
     } else {
         (4.0 + f64::from(gc) - f64::from(rc)) as f32
     };
-    // fmod(y, 1.0) for y = h / 6 + 1 in (5/6, 11/6]: y minus its integer part, exactly
-    // (without a call to libm's fmod).
-    let y = f64::from(h) / 6.0 + 1.0;
-    let h = (y - f64::from(y as i32)) as f32;
+    let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
     let uh = ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8;
     let us = ((f64::from(s) * 255.0) as i32).clamp(0, 255) as u8;
     [uh, us, maxc]
@@ -60,18 +57,11 @@ pub fn hsv_to_rgb(px: [u8; 3]) -> [u8; 3] {
         return [v, v, v];
     }
     let h6 = f64::from(h) * 6.0 / 255.0;
-    // h6 >= 0, so truncation is floor.
-    let i = h6 as i32;
+    let i = h6.floor() as i32;
     let f = (h6 - f64::from(i)) as f32;
     let fs = (f64::from(s) / 255.0) as f32;
     let vf = f64::from(v);
-    // C's lround for the non-negative products here, without a libm call: the integer part,
-    // plus one when the (exactly computed) fraction is at least a half.
-    let clip = |x: f64| {
-        let t = x as i32;
-        let r = if x - f64::from(t) >= 0.5 { t + 1 } else { t };
-        r.clamp(0, 255) as u8
-    };
+    let clip = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
     let p = clip(vf * (1.0 - f64::from(fs)));
     let q = clip(vf * (1.0 - f64::from(fs * f)));
     let t = clip(vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
@@ -136,9 +126,9 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
     let (mut hue, mut saturation) = ([0u8; BLOCK], [0u8; BLOCK]);
     let (mut fs_of, mut f_of, mut v_of) = ([0f32; BLOCK], [0f32; BLOCK], [0f64; BLOCK]);
     let (mut p_of, mut q_of, mut t_of) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
+    let tables = hsv_tables();
     for block in out.chunks_mut(3 * BLOCK) {
         let n = block.len() / 3;
-        let tables = hsv_tables();
         for ((px, uh), us) in block.chunks_exact(3).zip(hue.iter_mut()).zip(saturation.iter_mut()) {
             (*uh, *us) = tables.hue_saturation(px[0], px[1], px[2]);
         }
@@ -169,7 +159,7 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
 /// [`rgb_to_hsv`]'s hue and saturation bytes as look-ups. The hue depends only on which
 /// channel is the largest and on the other two channels' distances below it (the quotients
 /// are of those distances by their maximum), and the saturation only on the largest value and
-/// the range: four 64 Ki-entry tables (256 KiB), filled once by [`hue_saturation`] itself, so
+/// the range: four 64 Ki-entry tables (256 KiB), filled once by [`rgb_to_hsv`] itself, so
 /// they hold its exact results (tested on every colour).
 struct HsvTables {
     /// Hue byte by case (red, green, blue largest, in PIL's order of precedence) and the two
@@ -187,21 +177,21 @@ impl HsvTables {
             for b in 0..=255u8 {
                 let k = usize::from(a) * 256 + usize::from(b);
                 // Red largest: a = its distance to blue, b to green.
-                hue[k] = hue_saturation(255, 255 - b, 255 - a).0;
+                hue[k] = rgb_to_hsv([255, 255 - b, 255 - a])[0];
                 // Green largest (red below it): a to red, b to blue.
-                hue[65536 + k] = hue_saturation(255 - a.max(1), 255, 255 - b).0;
+                hue[65536 + k] = rgb_to_hsv([255 - a.max(1), 255, 255 - b])[0];
                 // Blue largest (red and green below it): a to red, b to green.
-                hue[2 * 65536 + k] = hue_saturation(255 - a.max(1), 255 - b.max(1), 255).0;
+                hue[2 * 65536 + k] = rgb_to_hsv([255 - a.max(1), 255 - b.max(1), 255])[0];
                 // Largest value a, range b (b <= a).
                 if b <= a {
-                    saturation[usize::from(a) * 256 + usize::from(b)] = hue_saturation(a, a - b, a - b).1;
+                    saturation[usize::from(a) * 256 + usize::from(b)] = rgb_to_hsv([a, a - b, a - b])[1];
                 }
             }
         }
         Self { hue, saturation }
     }
 
-    /// [`hue_saturation`] of one pixel.
+    /// The hue and saturation bytes of [`rgb_to_hsv`] of one pixel.
     #[inline(always)]
     fn hue_saturation(&self, r: u8, g: u8, b: u8) -> (u8, u8) {
         let maxc = r.max(g).max(b);
@@ -227,34 +217,6 @@ fn hsv_tables() -> &'static HsvTables {
     TABLES.get_or_init(HsvTables::new)
 }
 
-/// The hue and saturation bytes of [`rgb_to_hsv`], without branches: a divisor of 1 where the
-/// pixel is grey (whose results are then replaced by 0, 0), and the hue sector chosen by
-/// selects.
-#[inline(always)]
-fn hue_saturation(r: u8, g: u8, b: u8) -> (u8, u8) {
-    let maxc = r.max(g).max(b);
-    let minc = r.min(g).min(b);
-    let grey = maxc == minc;
-    let cr = f32::from(maxc - minc).max(1.0);
-    let s_f = cr / f32::from(maxc.max(1));
-    let rc = f32::from(maxc - r) / cr;
-    let gc = f32::from(maxc - g) / cr;
-    let bc = f32::from(maxc - b) / cr;
-    let h_r = bc - gc;
-    let h_g = (2.0 + f64::from(rc) - f64::from(bc)) as f32;
-    let h_b = (4.0 + f64::from(gc) - f64::from(rc)) as f32;
-    let h = if r == maxc { h_r } else if g == maxc { h_g } else { h_b };
-    let y = f64::from(h) / 6.0 + 1.0;
-    let h = (y - f64::from(y as i32)) as f32;
-    let uh = ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8;
-    let us = ((f64::from(s_f) * 255.0) as i32).clamp(0, 255) as u8;
-    if grey {
-        (0, 0)
-    } else {
-        (uh, us)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,62 +239,6 @@ mod tests {
                     for (x, y) in back.iter().zip([r, g, b]) {
                         assert!(x.abs_diff(y) <= 8, "{r} {g} {b} -> {back:?}");
                     }
-                }
-            }
-        }
-    }
-
-    /// The arithmetic before it was rewritten without libm calls, for every input.
-    fn hsv_to_rgb_reference(px: [u8; 3]) -> [u8; 3] {
-        let [h, s, v] = px;
-        if s == 0 {
-            return [v, v, v];
-        }
-        let h6 = f64::from(h) * 6.0 / 255.0;
-        let i = h6.floor() as i32;
-        let f = (h6 - f64::from(i)) as f32;
-        let fs = (f64::from(s) / 255.0) as f32;
-        let vf = f64::from(v);
-        let clip = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
-        let p = clip(vf * (1.0 - f64::from(fs)));
-        let q = clip(vf * (1.0 - f64::from(fs * f)));
-        let t = clip(vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
-        match i % 6 {
-            0 => [v, t, p],
-            1 => [q, v, p],
-            2 => [p, v, t],
-            3 => [p, q, v],
-            4 => [t, p, v],
-            _ => [v, p, q],
-        }
-    }
-
-    fn rgb_to_hsv_reference_hue(px: [u8; 3]) -> u8 {
-        let [r, g, b] = px;
-        let (maxc, minc) = (r.max(g).max(b), r.min(g).min(b));
-        if minc == maxc {
-            return 0;
-        }
-        let cr = f32::from(maxc - minc);
-        let (rc, gc, bc) = (f32::from(maxc - r) / cr, f32::from(maxc - g) / cr, f32::from(maxc - b) / cr);
-        let h: f32 = if r == maxc {
-            bc - gc
-        } else if g == maxc {
-            (2.0 + f64::from(rc) - f64::from(bc)) as f32
-        } else {
-            (4.0 + f64::from(gc) - f64::from(rc)) as f32
-        };
-        let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
-        ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8
-    }
-
-    #[test]
-    fn hsv_conversions_equal_the_libm_forms_on_every_input() {
-        for h in 0..=255u8 {
-            for s in 0..=255u8 {
-                for v in 0..=255u8 {
-                    assert_eq!(hsv_to_rgb([h, s, v]), hsv_to_rgb_reference([h, s, v]), "{h} {s} {v}");
-                    assert_eq!(rgb_to_hsv([h, s, v])[0], rgb_to_hsv_reference_hue([h, s, v]), "{h} {s} {v}");
                 }
             }
         }
