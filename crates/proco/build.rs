@@ -8,6 +8,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=csrc/host_gradient.cpp");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/c_error.h");
     for var in ["LIBTORCH_USE_PYTORCH", "LIBTORCH", "LIBTORCH_INCLUDE", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={var}");
     }

@@ -11,7 +11,8 @@ use proco::data::fetch::{fetch, official_archive, OFFICIAL_ARCHIVES};
 use proco::data::long_tail::{long_tailed, LongTailProfile, Shot, ShotGroups};
 use proco::data::Dataset;
 use proco::train::recipe::DatasetKind;
-use proco::train::run_data::{check_sources, counts_of, load_splits};
+use proco::data::class_counts;
+use proco::train::run_data::{check_sources, load_splits};
 
 /// `proco data ...` subcommands.
 #[derive(Subcommand)]
@@ -155,7 +156,7 @@ fn show(dataset: DatasetArg, imbalance: f64, profile: ProfileArg, dir: &std::pat
         (counts, names, Vec::new(), format!("IMBALANCE {imbalance}"))
     } else {
         let splits = load_splits(kind, 1.0, dir).with_context(|| format!("reading the {kind:?} splits in {}", dir.display()))?;
-        let counts = counts_of(&*splits.train);
+        let counts = class_counts(&*splits.train);
         println!("{} training images in {} classes ({kind:?} in {})", splits.train.len(), counts.len(), dir.display());
         (counts, splits.class_names, splits.eval, format!("{kind:?}").to_uppercase())
     };
@@ -169,21 +170,12 @@ fn show(dataset: DatasetArg, imbalance: f64, profile: ProfileArg, dir: &std::pat
     // Largest class first, whatever the label order.
     let mut order: Vec<usize> = (0..counts.len()).collect();
     order.sort_by_key(|&j| std::cmp::Reverse(counts[j]));
-    let groups: Vec<usize> = order.iter().map(|&j| group_of(counts[j])).collect();
+    let groups: Vec<usize> = order.iter().map(|&j| Shot::of(counts[j]).index()).collect();
     let values: Vec<f64> = order.iter().map(|&j| counts[j] as f64).collect();
     let title = format!("{} TRAINING IMAGES PER CLASS, {what}, LARGEST FIRST", counts.iter().sum::<usize>());
     proco::plot::log_bar_chart(png, &title, &values, &groups, &["MANY", "MEDIUM", "FEW"])?;
     println!("bar chart (log scale) written to {}", png.display());
     Ok(())
-}
-
-/// 0, 1, 2 for many, medium, few.
-fn group_of(n: usize) -> usize {
-    match Shot::of(n) {
-        Shot::Many => 0,
-        Shot::Medium => 1,
-        Shot::Few => 2,
-    }
 }
 
 /// One line per class up to 100 classes; beyond, the ten largest and ten smallest.

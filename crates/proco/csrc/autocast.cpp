@@ -7,23 +7,9 @@
 
 #include <ATen/autocast_mode.h>
 
-#include <cstring>
-#include <exception>
-#include <string>
+#include "c_error.h"
 
 namespace {
-
-void copy_message(const char* what, char* message, size_t capacity) {
-  if (capacity == 0) {
-    return;
-  }
-  size_t n = std::strlen(what);
-  if (n >= capacity) {
-    n = capacity - 1;
-  }
-  std::memcpy(message, what, n);
-  message[n] = '\0';
-}
 
 at::DeviceType device_of(int device) { return device == 1 ? at::kCUDA : at::kCPU; }
 
@@ -35,41 +21,33 @@ extern "C" {
 // `was_enabled` and `previous_dtype` (a c10::ScalarType value) for `proco_autocast_leave`.
 // Returns 0, or 1 with a NUL-terminated message in `message`.
 int proco_autocast_enter(int device, int* was_enabled, int* previous_dtype, char* message, size_t capacity) {
-  try {
-    auto type = device_of(device);
-    *was_enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
-    *previous_dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
-    at::autocast::set_autocast_dtype(type, at::kBFloat16);
-    at::autocast::set_autocast_enabled(type, true);
-    at::autocast::increment_nesting();
-    return 0;
-  } catch (const std::exception& e) {
-    copy_message(e.what(), message, capacity);
-    return 1;
-  } catch (...) {
-    copy_message("unknown C++ exception", message, capacity);
-    return 1;
-  }
+  return proco::guarded(
+      [&]() {
+        auto type = device_of(device);
+        *was_enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
+        *previous_dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
+        at::autocast::set_autocast_dtype(type, at::kBFloat16);
+        at::autocast::set_autocast_enabled(type, true);
+        at::autocast::increment_nesting();
+        return 0;
+      },
+      1, message, capacity);
 }
 
 // Restores the state saved by `proco_autocast_enter`; clears the cast cache when the
 // outermost region ends. Returns 0, or 1 with a NUL-terminated message in `message`.
 int proco_autocast_leave(int device, int was_enabled, int previous_dtype, char* message, size_t capacity) {
-  try {
-    auto type = device_of(device);
-    at::autocast::set_autocast_enabled(type, was_enabled != 0);
-    at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(previous_dtype));
-    if (at::autocast::decrement_nesting() == 0) {
-      at::autocast::clear_cache();
-    }
-    return 0;
-  } catch (const std::exception& e) {
-    copy_message(e.what(), message, capacity);
-    return 1;
-  } catch (...) {
-    copy_message("unknown C++ exception", message, capacity);
-    return 1;
-  }
+  return proco::guarded(
+      [&]() {
+        auto type = device_of(device);
+        at::autocast::set_autocast_enabled(type, was_enabled != 0);
+        at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(previous_dtype));
+        if (at::autocast::decrement_nesting() == 0) {
+          at::autocast::clear_cache();
+        }
+        return 0;
+      },
+      1, message, capacity);
 }
 
 }  // extern "C"

@@ -17,6 +17,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/autograd/graph_task.h>
 
+#include "c_error.h"
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -76,14 +77,6 @@ class HostGradientBackward final : public Node {
   at::Tensor grad_;
 };
 
-void copy_message(const char* what, char* message, size_t capacity) {
-  if (capacity == 0) {
-    return;
-  }
-  std::strncpy(message, what, capacity - 1);
-  message[capacity - 1] = '\0';
-}
-
 }  // namespace
 
 // A 0-dimensional tensor holding `value` in the dtype and on the device of `*features`,
@@ -93,24 +86,19 @@ void copy_message(const char* what, char* message, size_t capacity) {
 // Returns the new tensor (free it as tch frees tensors), or null with `message` filled in.
 extern "C" at::Tensor* proco_attach_host_gradient(const at::Tensor* features, const at::Tensor* grad, double value,
                                                   char* message, size_t capacity) {
-  try {
-    TORCH_CHECK(features->sizes() == grad->sizes(), "the gradient's shape ", grad->sizes(),
-                " differs from the features' ", features->sizes());
-    TORCH_CHECK(features->device() == grad->device(), "the gradient is on ", grad->device(),
-                " but the features on ", features->device());
-    at::Tensor out = at::scalar_tensor(value, features->options().requires_grad(false));
-    if (at::GradMode::is_enabled() && features->requires_grad()) {
-      auto node = c10::make_intrusive<HostGradientBackward>(*grad);
-      node->set_next_edges(torch::autograd::collect_next_edges(*features));
-      torch::autograd::set_history(out, node);
-    }
-    return new at::Tensor(std::move(out));
-  } catch (const c10::Error& e) {
-    copy_message(e.what_without_backtrace(), message, capacity);
-  } catch (const std::exception& e) {
-    copy_message(e.what(), message, capacity);
-  } catch (...) {
-    copy_message("unknown C++ exception", message, capacity);
-  }
-  return nullptr;
+  return proco::guarded(
+      [&]() -> at::Tensor* {
+        TORCH_CHECK(features->sizes() == grad->sizes(), "the gradient's shape ", grad->sizes(),
+                    " differs from the features' ", features->sizes());
+        TORCH_CHECK(features->device() == grad->device(), "the gradient is on ", grad->device(),
+                    " but the features on ", features->device());
+        at::Tensor out = at::scalar_tensor(value, features->options().requires_grad(false));
+        if (at::GradMode::is_enabled() && features->requires_grad()) {
+          auto node = c10::make_intrusive<HostGradientBackward>(*grad);
+          node->set_next_edges(torch::autograd::collect_next_edges(*features));
+          torch::autograd::set_history(out, node);
+        }
+        return new at::Tensor(std::move(out));
+      },
+      static_cast<at::Tensor*>(nullptr), message, capacity);
 }

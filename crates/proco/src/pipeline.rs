@@ -32,6 +32,12 @@ impl Default for CifarTrainViews {
     }
 }
 
+/// The `N` output views of a transform's `apply`, or an error naming the count received.
+fn views_of<'a, 'b, const N: usize>(out: &'a mut [&'b mut [f32]]) -> Result<&'a mut [&'b mut [f32]; N]> {
+    let received = out.len();
+    out.try_into().map_err(|_| ProcoError::InvalidConfig { reason: format!("{received} output views for a {N}-view transform") })
+}
+
 fn check_size(img: &RgbImage, size: u32) -> Result<()> {
     if img.dimensions() != (size, size) {
         return Err(ProcoError::InvalidConfig { reason: format!("expected {size}x{size} images, got {:?}", img.dimensions()) });
@@ -51,9 +57,7 @@ impl SampleTransform for CifarTrainViews {
     }
     fn apply(&self, img: &RgbImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
         check_size(img, 32)?;
-        let [first, second, third] = out else {
-            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 3-view transform", out.len()) });
-        };
+        let [first, second, third] = views_of::<3>(out)?;
         normalize_into(&self.classification.apply(img, rng), CIFAR_MEAN, CIFAR_STD, first)?;
         normalize_into(&self.contrastive.apply(img, rng), CIFAR_MEAN, CIFAR_STD, second)?;
         normalize_into(&self.contrastive.apply(img, rng), CIFAR_MEAN, CIFAR_STD, third)
@@ -75,9 +79,7 @@ impl SampleTransform for CifarTestView {
     }
     fn apply(&self, img: &RgbImage, _rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
         check_size(img, 32)?;
-        let [only] = out else {
-            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 1-view transform", out.len()) });
-        };
+        let [only] = views_of::<1>(out)?;
         normalize_into(img, CIFAR_MEAN, CIFAR_STD, only)
     }
 }
@@ -119,9 +121,7 @@ impl SampleTransform for ImageNetTrainViews {
         self.size as usize
     }
     fn apply(&self, img: &RgbImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
-        let [first, second, third] = out else {
-            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 3-view transform", out.len()) });
-        };
+        let [first, second, third] = views_of::<3>(out)?;
         normalize_into(&self.classification.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, first)?;
         normalize_into(&self.contrastive.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, second)?;
         normalize_into(&self.contrastive.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, third)
@@ -200,9 +200,7 @@ impl SampleTransform for ImageNetTestView {
         self.crop as usize
     }
     fn apply(&self, img: &RgbImage, _rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
-        let [only] = out else {
-            return Err(ProcoError::InvalidConfig { reason: format!("{} output views for a 1-view transform", out.len()) });
-        };
+        let [only] = views_of::<1>(out)?;
         normalize_into(&self.preprocess(img)?, IMAGENET_MEAN, IMAGENET_STD, only)
     }
 }

@@ -34,7 +34,7 @@ fn parse(name: &str) -> ListFileDataset {
 /// The class counts of a split, asserting that every class has exactly `per_class` images.
 fn balanced(ds: &ListFileDataset, classes: usize, per_class: usize) {
     assert_eq!(ds.num_classes(), classes);
-    let counts = ds.class_counts();
+    let counts = proco::data::class_counts(ds);
     assert_eq!(counts.len(), classes);
     if let Some((j, n)) = counts.iter().enumerate().find(|(_, &n)| n != per_class) {
         panic!("class {j} has {n} images, not {per_class}");

@@ -175,13 +175,6 @@ impl ListFileDataset {
         &self.labels
     }
 
-    /// Images per class (`num_classes` entries).
-    pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0usize; self.num_classes];
-        self.labels.iter().for_each(|&l| counts[l as usize] += 1);
-        counts
-    }
-
     /// Bytes held for the paths and the per-sample numbers (what the dataset costs in memory).
     pub fn heap_bytes(&self) -> usize {
         self.paths.capacity() + 4 * (self.ends.capacity() + self.labels.capacity() + self.lines.capacity())

@@ -196,6 +196,15 @@ impl Shot {
             Shot::Medium
         }
     }
+
+    /// 0, 1, 2 for many, medium, few: the group's position in tables and plots.
+    pub fn index(self) -> usize {
+        match self {
+            Shot::Many => 0,
+            Shot::Medium => 1,
+            Shot::Few => 2,
+        }
+    }
 }
 
 impl ShotGroups {

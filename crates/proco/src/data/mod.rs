@@ -45,3 +45,10 @@ pub trait Dataset: Send + Sync {
         format!("sample {i}")
     }
 }
+
+/// Images per class of `dataset` (`num_classes` entries).
+pub fn class_counts(dataset: &dyn Dataset) -> Vec<usize> {
+    let mut counts = vec![0usize; dataset.num_classes()];
+    (0..dataset.len()).for_each(|i| counts[dataset.label(i)] += 1);
+    counts
+}

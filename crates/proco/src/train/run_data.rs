@@ -25,7 +25,7 @@ use crate::data::cifar::{load_cifar, Checksum, CifarVariant, Split};
 use crate::data::folder::ImageFolder;
 use crate::data::list_file::ListFileDataset;
 use crate::data::long_tail::{long_tailed, LongTailProfile};
-use crate::data::{Dataset, Subset};
+use crate::data::{class_counts, Dataset, Subset};
 use crate::error::{ProcoError, Result};
 use crate::loader::SampleTransform;
 use crate::pipeline::{CifarTestView, CifarTrainViews, ImageNetTestView, ImageNetTrainViews};
@@ -146,7 +146,7 @@ pub fn load_run_data(recipe: &Recipe, dir: &Path) -> Result<RunData> {
     // Evaluation splits are cut by class too: the authors' val and test lists are sorted by
     // class, so their first N lines would hold a few classes only.
     let eval = eval.into_iter().map(|s| Ok(EvalSplit { name: s.name, dataset: Arc::new(stratified(s.dataset, recipe.limit)?) })).collect::<Result<Vec<_>>>()?;
-    let class_counts = counts_of(&*train);
+    let class_counts = crate::data::class_counts(&*train);
     let (train_transform, test_transform): (Arc<dyn SampleTransform>, Arc<dyn SampleTransform>) = if recipe.dataset.is_cifar() {
         (Arc::new(CifarTrainViews::new()), Arc::new(CifarTestView))
     } else {
@@ -191,7 +191,7 @@ pub fn load_splits(kind: DatasetKind, imbalance_ratio: f64, dir: &Path) -> Resul
             for (name, path) in &splits[1..] {
                 eval.push(EvalSplit { name, dataset: Arc::new(ListFileDataset::open(path, dir)?.with_num_classes(c)?) as Arc<dyn Dataset> });
             }
-            check_every_class_trained(&train.class_counts(), &splits[0].1)?;
+            check_every_class_trained(&class_counts(&train), &splits[0].1)?;
             (Arc::new(train), eval, None)
         }
         Sources::Folders(splits) => {
@@ -250,7 +250,7 @@ pub fn check_sources(kind: DatasetKind, dir: &Path, threads: usize, progress: &(
                 problems.extend(skipped);
                 if k == 0 {
                     num_classes = Some(ds.num_classes());
-                    if let Err(e) = check_every_class_trained(&ds.class_counts(), path) {
+                    if let Err(e) = check_every_class_trained(&class_counts(&ds), path) {
                         problems.push(e);
                     }
                 } else if let Some(c) = num_classes {
@@ -279,13 +279,6 @@ pub fn check_sources(kind: DatasetKind, dir: &Path, threads: usize, progress: &(
         splits.push((*name, total));
     }
     Ok(DataCheck { splits, problems })
-}
-
-/// Images per class of a dataset.
-pub fn counts_of(d: &dyn Dataset) -> Vec<usize> {
-    let mut c = vec![0usize; d.num_classes()];
-    (0..d.len()).for_each(|i| c[d.label(i)] += 1);
-    c
 }
 
 /// A class without training images has no prior and no estimate: refuse it, naming the list.
@@ -335,7 +328,7 @@ mod tests {
         let labels: Vec<u32> = (0..100).map(|i| if i < 90 { 0 } else { 1 + (i % 2) }).collect();
         let d: Arc<dyn Dataset> = Arc::new(InMemoryDataset::new(1, 1, vec![0; 300], labels, 3).unwrap());
         let s = stratified(d.clone(), Some(10)).unwrap();
-        assert_eq!(counts_of(&s), [9, 1, 1]);
+        assert_eq!(class_counts(&s), [9, 1, 1]);
         assert_eq!(stratified(d, None).unwrap().len(), 100);
     }
 

@@ -498,11 +498,7 @@ fn write_plots(dir: &Path, log: &JsonlLog, class_counts: &[usize], best: Option<
     if let Some(b) = best {
         let groups: Vec<usize> = class_counts
             .iter()
-            .map(|&n| match crate::data::long_tail::Shot::of(n) {
-                crate::data::long_tail::Shot::Many => 0,
-                crate::data::long_tail::Shot::Medium => 1,
-                crate::data::long_tail::Shot::Few => 2,
-            })
+            .map(|&n| crate::data::long_tail::Shot::of(n).index())
             .collect();
         // Classes sorted by training size (largest first): accuracy against class size.
         let mut order: Vec<usize> = (0..class_counts.len()).collect();
