@@ -130,11 +130,13 @@ impl Loader {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel::<(usize, Result<Batch>)>(self.config.prefetch.max(1));
         let workers = (0..self.config.threads.min(batches.max(1)))
-            .map(|_| {
+            .map(|k| {
                 let (dataset, transform, order, next, stop, tx) =
                     (self.dataset.clone(), self.transform.clone(), order.clone(), next.clone(), stop.clone(), tx.clone());
                 let (bs, seed) = (self.config.batch_size, self.config.seed);
-                std::thread::spawn(move || loop {
+                // Named, so that `top -H` and profilers tell the loader's threads apart.
+                let builder = std::thread::Builder::new().name(format!("proco-loader-{k}"));
+                let work = move || loop {
                     let b = next.fetch_add(1, Ordering::SeqCst);
                     if b >= batches || stop.load(Ordering::SeqCst) {
                         return;
@@ -152,7 +154,9 @@ impl Loader {
                         stop.store(true, Ordering::SeqCst);
                         return;
                     }
-                })
+                };
+                // As std::thread::spawn: a thread that cannot be created is a panic.
+                builder.spawn(work).expect("the system refused to create a loader thread")
             })
             .collect();
         EpochBatches { rx, pending: BTreeMap::new(), next: 0, total: batches, stop, workers }
@@ -163,15 +167,22 @@ fn build_batch(dataset: &dyn Dataset, transform: &dyn SampleTransform, idx: &[us
     let (v, h, w, n) = (transform.views(), transform.height(), transform.width(), idx.len());
     let per_view = 3 * h * w;
     // The transforms write straight into the batch tensor's storage: no staging buffer and
-    // no copy into LibTorch afterwards.
-    let views = Tensor::f_zeros([v as i64, n as i64, 3, h as i64, w as i64], (Kind::Float, Device::Cpu))?;
+    // no copy into LibTorch afterwards. Allocated empty and zeroed here, on this thread:
+    // LibTorch's own fill would run on an OpenMP team of this loader thread, whose workers
+    // then spin for milliseconds on the cores the other loader threads need.
+    let views = Tensor::f_empty([v as i64, n as i64, 3, h as i64, w as i64], (Kind::Float, Device::Cpu))?;
     let len = v * n * per_view;
     let labels: Vec<i64> = idx.iter().map(|&i| dataset.label(i) as i64).collect();
     if len > 0 {
-        // SAFETY: `views` is a freshly allocated, zero-filled, contiguous CPU f32 tensor of
-        // exactly `len` elements that nothing else references; `buf` is its only view and
-        // lives only inside this block, before `views` is moved out.
-        let buf: &mut [f32] = unsafe { std::slice::from_raw_parts_mut(views.data_ptr() as *mut f32, len) };
+        let data = views.data_ptr() as *mut f32;
+        // SAFETY: `views` is a freshly allocated, contiguous CPU f32 tensor of exactly `len`
+        // elements that nothing else references. Its memory is first zeroed through the raw
+        // pointer (all-zero bytes are the f32 0.0), so `buf` views initialised values; `buf`
+        // is its only view and lives only inside this block, before `views` is moved out.
+        let buf: &mut [f32] = unsafe {
+            std::ptr::write_bytes(data, 0, len);
+            std::slice::from_raw_parts_mut(data, len)
+        };
         // Layout [V, N, 3, H, W]: view k of sample s starts at (k * n + s) * per_view.
         let mut view_slices: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::with_capacity(v)).collect();
         for view_block in buf.chunks_mut(n * per_view) {

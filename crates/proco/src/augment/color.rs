@@ -1,6 +1,8 @@
 //! Colour-space conversions with Pillow's exact integer/float arithmetic: RGB to luma ("L"),
 //! grayscale replicated to RGB, RGB <-> HSV, and torchvision's PIL-path hue shift.
 
+use std::hint::select_unpredictable;
+
 use image::RgbImage;
 
 /// Pillow's `RGB -> L` luma: ITU-R 601-2 weights in 16.16 fixed point with rounding,
@@ -88,10 +90,9 @@ pub fn hue_shift(factor: f64) -> u8 {
 /// wrap around the hue circle and NaN shifts by zero. Even `factor == 0` is not the identity:
 /// the HSV round trip quantises, exactly as in torchvision.
 ///
-/// Per pixel this is [`rgb_to_hsv`] and [`hsv_to_rgb`] written without branches on the pixel
-/// (selects instead, the six hue sectors through a permutation table, the per-hue and
-/// per-saturation factors from 256-entry tables), so it runs at a steady rate whatever the
-/// colours; the results are the same bits (tested on every input).
+/// Per pixel this is [`rgb_to_hsv`] and [`hsv_to_rgb`] through look-up tables filled by that
+/// same arithmetic (see [`HsvTables`]), without branches on the pixel, so it runs at a steady
+/// rate whatever the colours; the results are the same bits (tested on every input).
 pub fn adjust_hue(img: &RgbImage, factor: f64) -> RgbImage {
     let mut out = img.clone();
     adjust_hue_in_place(&mut out, factor);
@@ -101,78 +102,80 @@ pub fn adjust_hue(img: &RgbImage, factor: f64) -> RgbImage {
 /// [`adjust_hue`] in place.
 pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
     let shift = hue_shift(factor);
-    // Per hue byte: sector i and fraction f of hsv_to_rgb; per saturation byte: fs.
-    let mut sector = [0u8; 256];
-    let mut fraction = [0f32; 256];
-    let mut sat = [0f32; 256];
-    for k in 0..256usize {
-        let h6 = k as f64 * 6.0 / 255.0;
-        let i = h6 as i32;
-        sector[k] = (i % 6) as u8;
-        fraction[k] = (h6 - f64::from(i)) as f32;
-        sat[k] = (k as f64 / 255.0) as f32;
-    }
-    // Output channels as indices into [v, p, q, t], per sector (hsv_to_rgb's match).
-    const PERM: [[usize; 3]; 6] = [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]];
-    let round = |x: f64| -> u8 {
-        let t = x as i32;
-        let r = t + i32::from(x - f64::from(t) >= 0.5);
-        r.clamp(0, 255) as u8
-    };
-    // Pass 1 over blocks of pixels: hue and saturation bytes from the tables of
-    // [`HsvTables`]. Pass 2 gathers each pixel's factors from the tables, pass 3 computes
-    // hsv_to_rgb's p, q, t (vectorised), pass 4 places them by hue sector.
-    const BLOCK: usize = 256;
-    let (mut hue, mut saturation) = ([0u8; BLOCK], [0u8; BLOCK]);
-    let (mut fs_of, mut f_of, mut v_of) = ([0f32; BLOCK], [0f32; BLOCK], [0f64; BLOCK]);
-    let (mut p_of, mut q_of, mut t_of) = ([0u8; BLOCK], [0u8; BLOCK], [0u8; BLOCK]);
     let tables = hsv_tables();
-    for block in out.chunks_mut(3 * BLOCK) {
-        let n = block.len() / 3;
-        for ((px, uh), us) in block.chunks_exact(3).zip(hue.iter_mut()).zip(saturation.iter_mut()) {
-            (*uh, *us) = tables.hue_saturation(px[0], px[1], px[2]);
-        }
-        for k in 0..n {
-            let hh = hue[k].wrapping_add(shift) as usize;
-            hue[k] = hh as u8;
-            fs_of[k] = sat[saturation[k] as usize];
-            f_of[k] = fraction[hh];
-            let px = &block[3 * k..3 * k + 3];
-            v_of[k] = f64::from(px[0].max(px[1]).max(px[2]));
-        }
-        for k in 0..n {
-            let (fs, f, v) = (fs_of[k], f_of[k], v_of[k]);
-            p_of[k] = round(v * (1.0 - f64::from(fs)));
-            q_of[k] = round(v * (1.0 - f64::from(fs * f)));
-            t_of[k] = round(v * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
-        }
-        for (k, px) in block.chunks_exact_mut(3).enumerate() {
-            let vals = [v_of[k] as u8, p_of[k], q_of[k], t_of[k]];
-            let perm = PERM[sector[hue[k] as usize] as usize];
-            px[0] = vals[perm[0]];
-            px[1] = vals[perm[1]];
-            px[2] = vals[perm[2]];
-        }
+    // hsv_to_rgb places v, p and one of q / t by hue sector: packed as v | p << 8 | x << 16
+    // (x = t in even sectors, q in odd ones), sector i's output channel c is the byte at bit
+    // offset SHIFT[i][c].
+    const SHIFT: [[u32; 3]; 6] = [[0, 16, 8], [16, 0, 8], [8, 0, 16], [8, 16, 0], [16, 8, 0], [0, 8, 16]];
+    for px in out.chunks_exact_mut(3) {
+        let (r, g, b) = (px[0], px[1], px[2]);
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        let (dr, dg, db) = (usize::from(maxc - r), usize::from(maxc - g), usize::from(maxc - b));
+        // rgb_to_hsv's case by PIL's precedence (red, then green, then blue largest); a grey
+        // pixel falls in the red case at distances (0, 0), whose hue byte is 0. Selects, not
+        // branches: the case is as unpredictable as the colours.
+        let (red, green) = (r == maxc, g == maxc);
+        let first = select_unpredictable(red, db, dr);
+        let second = select_unpredictable(red, dg, select_unpredictable(green, db, dg));
+        let case = select_unpredictable(red, 0, select_unpredictable(green, 65536, 2 * 65536));
+        let hh = tables.hue[case + first * 256 + second].wrapping_add(shift);
+        let (s, p) = tables.saturation_p[usize::from(maxc) * 256 + usize::from(maxc - minc)];
+        let x = round_byte(f64::from(maxc) * tables.multiplier[usize::from(s) * 256 + usize::from(hh)]);
+        let packed = u32::from(maxc) | u32::from(p) << 8 | u32::from(x) << 16;
+        let shift_of = SHIFT[usize::from(tables.sector[usize::from(hh)])];
+        px[0] = (packed >> shift_of[0]) as u8;
+        px[1] = (packed >> shift_of[1]) as u8;
+        px[2] = (packed >> shift_of[2]) as u8;
     }
 }
 
-/// [`rgb_to_hsv`]'s hue and saturation bytes as look-ups. The hue depends only on which
-/// channel is the largest and on the other two channels' distances below it (the quotients
-/// are of those distances by their maximum), and the saturation only on the largest value and
-/// the range: four 64 Ki-entry tables (256 KiB), filled once by [`rgb_to_hsv`] itself, so
-/// they hold its exact results (tested on every colour).
+/// [`round_to_u8`] of a product `v * m` with `v <= 255` and `m` in [0, 1] (every entry of
+/// [`HsvTables::multiplier`], checked when the table is built), so in 0..=255: the same bits
+/// without the saturating conversion's range and NaN checks, which are most of its cost.
+#[inline(always)]
+fn round_byte(x: f64) -> u8 {
+    debug_assert!((0.0..=255.0).contains(&x));
+    // SAFETY: x is finite and in [0, 255] (above), so it is representable as an i32.
+    let t = unsafe { x.to_int_unchecked::<i32>() };
+    (t + i32::from(x - f64::from(t) >= 0.5)) as u8
+}
+
+/// hsv_to_rgb's rounding of a non-negative product to a byte (half away from zero, clamped).
+#[inline(always)]
+fn round_to_u8(x: f64) -> u8 {
+    let t = x as i32;
+    let r = t + i32::from(x - f64::from(t) >= 0.5);
+    r.clamp(0, 255) as u8
+}
+
+/// [`rgb_to_hsv`] and [`hsv_to_rgb`] as look-ups, filled once by the arithmetic itself (each
+/// entry is its exact result, tested on every colour).
+///
+/// - The hue byte depends only on which channel is the largest and on the other two
+///   channels' distances below it (rgb_to_hsv's quotients are of those distances by their
+///   maximum): three 64 Ki tables.
+/// - The saturation byte, and hsv_to_rgb's `p = round(v (1 - s))`, depend only on the largest
+///   value and the range.
+/// - hsv_to_rgb's third value is `round(v * m)` with `m = 1 - s f` (q, odd sectors) or
+///   `1 - s (1 - f)` (t, even sectors), where `f` and the sector come from the shifted hue
+///   byte: `m` by (saturation, hue) bytes, 64 Ki doubles.
 struct HsvTables {
     /// Hue byte by case (red, green, blue largest, in PIL's order of precedence) and the two
     /// other channels' distances below the largest, `case * 65536 + a * 256 + b`.
     hue: Box<[u8]>,
-    /// Saturation byte by `max * 256 + (max - min)`.
-    saturation: Box<[u8]>,
+    /// Saturation byte and p by `max * 256 + (max - min)`.
+    saturation_p: Box<[(u8, u8)]>,
+    /// The multiplier `m` of hsv_to_rgb's q or t by `saturation * 256 + hue`.
+    multiplier: Box<[f64]>,
+    /// hsv_to_rgb's sector `floor(h * 6 / 255) mod 6` by hue byte.
+    sector: [u8; 256],
 }
 
 impl HsvTables {
     fn new() -> Self {
         let mut hue = vec![0u8; 3 * 65536].into_boxed_slice();
-        let mut saturation = vec![0u8; 65536].into_boxed_slice();
+        let mut saturation_p = vec![(0u8, 0u8); 65536].into_boxed_slice();
         for a in 0..=255u8 {
             for b in 0..=255u8 {
                 let k = usize::from(a) * 256 + usize::from(b);
@@ -184,21 +187,31 @@ impl HsvTables {
                 hue[2 * 65536 + k] = rgb_to_hsv([255 - a.max(1), 255 - b.max(1), 255])[0];
                 // Largest value a, range b (b <= a).
                 if b <= a {
-                    saturation[usize::from(a) * 256 + usize::from(b)] = rgb_to_hsv([a, a - b, a - b])[1];
+                    let s = rgb_to_hsv([a, a - b, a - b])[1];
+                    saturation_p[k] = (s, p_of(s, a));
                 }
             }
         }
-        Self { hue, saturation }
+        let mut multiplier = vec![0f64; 65536].into_boxed_slice();
+        let mut sector = [0u8; 256];
+        for h in 0..256usize {
+            let (i, f) = sector_fraction(h as u8);
+            sector[h] = i;
+            for s in 0..256usize {
+                let fs = (s as f64 / 255.0) as f32;
+                multiplier[s * 256 + h] = if i % 2 == 1 { 1.0 - f64::from(fs * f) } else { 1.0 - f64::from(fs) * (1.0 - f64::from(f)) };
+            }
+        }
+        // round_byte relies on this: every product v * m lies in [0, 255].
+        assert!(multiplier.iter().all(|m| (0.0..=1.0).contains(m)), "hsv_to_rgb multipliers outside [0, 1]");
+        Self { hue, saturation_p, multiplier, sector }
     }
 
     /// The hue and saturation bytes of [`rgb_to_hsv`] of one pixel.
-    #[inline(always)]
+    #[cfg(test)]
     fn hue_saturation(&self, r: u8, g: u8, b: u8) -> (u8, u8) {
         let maxc = r.max(g).max(b);
         let minc = r.min(g).min(b);
-        if maxc == minc {
-            return (0, 0);
-        }
         let (dr, dg, db) = (usize::from(maxc - r), usize::from(maxc - g), usize::from(maxc - b));
         let k = if r == maxc {
             db * 256 + dg
@@ -207,8 +220,21 @@ impl HsvTables {
         } else {
             2 * 65536 + dr * 256 + dg
         };
-        (self.hue[k], self.saturation[usize::from(maxc) * 256 + usize::from(maxc - minc)])
+        (self.hue[k], self.saturation_p[usize::from(maxc) * 256 + usize::from(maxc - minc)].0)
     }
+}
+
+/// hsv_to_rgb's sector `i` (0..6) and fraction `f` of hue byte `h`.
+fn sector_fraction(h: u8) -> (u8, f32) {
+    let h6 = f64::from(h) * 6.0 / 255.0;
+    let i = h6.floor() as i32;
+    (i.rem_euclid(6) as u8, (h6 - f64::from(i)) as f32)
+}
+
+/// hsv_to_rgb's `p = round(v (1 - s / 255))`.
+fn p_of(s: u8, v: u8) -> u8 {
+    let fs = (f64::from(s) / 255.0) as f32;
+    round_to_u8(f64::from(v) * (1.0 - f64::from(fs)))
 }
 
 /// The tables of [`HsvTables`], built on first use.
