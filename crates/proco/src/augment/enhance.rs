@@ -22,12 +22,42 @@ fn blend_sample(d: u8, i: u8, alpha: f32) -> u8 {
 /// If the sizes differ, the extra samples of the larger image are ignored (callers in this
 /// module always pass equal sizes).
 fn blend(degenerate: &RgbImage, img: &RgbImage, factor: f64) -> RgbImage {
-    let alpha = factor as f32;
+    let table = BlendTable::new(factor);
     let mut out = img.clone();
     for (o, d) in out.iter_mut().zip(degenerate.iter()) {
-        *o = blend_sample(*d, *o, alpha);
+        *o = table.blend(*d, *o);
     }
     out
+}
+
+/// [`blend_sample`] at one factor for every pair of bytes (64 KiB): the blends of an image
+/// then cost a look-up per sample instead of float arithmetic on interleaved samples the
+/// compiler cannot vectorise, and the table itself fills with contiguous, vectorised
+/// arithmetic (about a fifth of one 224 x 224 image's blend).
+struct BlendTable(Box<[u8]>);
+
+impl BlendTable {
+    fn new(factor: f64) -> Self {
+        let alpha = factor as f32;
+        let mut table = vec![0u8; 65536].into_boxed_slice();
+        for (d, row) in table.chunks_exact_mut(256).enumerate() {
+            let d = d as f32;
+            for (i, t) in row.iter_mut().enumerate() {
+                // blend_sample, written so that it vectorises: max then min maps NaN to 0
+                // (f32::max returns the other operand), so the value is always in [0, 255].
+                let v = (d + alpha * (i as f32 - d)).max(0.0).min(255.0);
+                // SAFETY: v is finite and in [0, 255], representable as an i32.
+                *t = unsafe { v.to_int_unchecked::<i32>() } as u8;
+            }
+        }
+        Self(table)
+    }
+
+    /// [`blend_sample`]`(d, i, factor)`.
+    #[inline(always)]
+    fn blend(&self, d: u8, i: u8) -> u8 {
+        self.0[usize::from(d) * 256 + usize::from(i)]
+    }
 }
 
 /// Blend with a constant grey level `d` (the degenerate image of brightness and contrast):
@@ -89,11 +119,11 @@ pub fn color(img: &RgbImage, factor: f64) -> RgbImage {
 /// [`color`] in place.
 pub fn color_in_place(img: &mut RgbImage, factor: f64) {
     // `blend(&grayscale(img), img, factor)` in one pass, without the grey image.
-    let alpha = factor as f32;
+    let table = BlendTable::new(factor);
     for px in img.chunks_exact_mut(3) {
-        let l = luma(px[0], px[1], px[2]);
+        let row = &table.0[usize::from(luma(px[0], px[1], px[2])) * 256..][..256];
         for v in px.iter_mut() {
-            *v = blend_sample(l, *v, alpha);
+            *v = row[usize::from(*v)];
         }
     }
 }
@@ -158,5 +188,17 @@ mod tests {
         assert_eq!(blend_sample(0, 200, 1.9), 255);
         assert_eq!(blend_sample(200, 10, 1.9), 0);
         assert_eq!(blend_sample(0, 100, 0.55), 55);
+    }
+
+    #[test]
+    fn blend_table_equals_blend_sample_on_every_pair() {
+        for factor in [0.0, 0.6, 0.9999, 1.0, 1.37, 1.4, 2.0, -0.3, 40.0, f64::NAN, f64::INFINITY] {
+            let table = BlendTable::new(factor);
+            for d in 0..=255u8 {
+                for i in 0..=255u8 {
+                    assert_eq!(table.blend(d, i), blend_sample(d, i, factor as f32), "d {d} i {i} factor {factor}");
+                }
+            }
+        }
     }
 }
