@@ -103,10 +103,6 @@ pub fn adjust_hue(img: &RgbImage, factor: f64) -> RgbImage {
 pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
     let shift = hue_shift(factor);
     let tables = hsv_tables();
-    // hsv_to_rgb places v, p and one of q / t by hue sector: packed as v | p << 8 | x << 16
-    // (x = t in even sectors, q in odd ones), sector i's output channel c is the byte at bit
-    // offset SHIFT[i][c].
-    const SHIFT: [[u32; 3]; 6] = [[0, 16, 8], [16, 0, 8], [8, 0, 16], [8, 16, 0], [16, 8, 0], [0, 8, 16]];
     for px in out.chunks_exact_mut(3) {
         let (r, g, b) = (px[0], px[1], px[2]);
         let maxc = r.max(g).max(b);
@@ -118,12 +114,14 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
         let (red, green) = (r == maxc, g == maxc);
         let first = select_unpredictable(red, db, dr);
         let second = select_unpredictable(red, dg, select_unpredictable(green, db, dg));
-        let case = select_unpredictable(red, 0, select_unpredictable(green, 65536, 2 * 65536));
-        let hh = tables.hue[case + first * 256 + second].wrapping_add(shift);
-        let (s, p) = tables.saturation_p[usize::from(maxc) * 256 + usize::from(maxc - minc)];
-        let x = round_byte(f64::from(maxc) * tables.multiplier[usize::from(s) * 256 + usize::from(hh)]);
+        let case = select_unpredictable(red, 0, select_unpredictable(green, 1, 2));
+        // Every index below is in range by its type (bytes, and the case masked to 0..4):
+        // no bounds checks in the loop.
+        let hh = tables.hue[case & 3][first << 8 | second].wrapping_add(shift);
+        let (s, p) = tables.saturation_p[usize::from(maxc) << 8 | usize::from(maxc - minc)];
+        let x = round_byte(f64::from(maxc) * tables.multiplier[usize::from(s) << 8 | usize::from(hh)]);
         let packed = u32::from(maxc) | u32::from(p) << 8 | u32::from(x) << 16;
-        let shift_of = SHIFT[usize::from(tables.sector[usize::from(hh)])];
+        let shift_of = tables.placement[usize::from(hh)];
         px[0] = (packed >> shift_of[0]) as u8;
         px[1] = (packed >> shift_of[1]) as u8;
         px[2] = (packed >> shift_of[2]) as u8;
@@ -163,28 +161,29 @@ fn round_to_u8(x: f64) -> u8 {
 struct HsvTables {
     /// Hue byte by case (red, green, blue largest, in PIL's order of precedence) and the two
     /// other channels' distances below the largest, `case * 65536 + a * 256 + b`.
-    hue: Box<[u8]>,
+    hue: Box<[[u8; 65536]; 4]>,
     /// Saturation byte and p by `max * 256 + (max - min)`.
-    saturation_p: Box<[(u8, u8)]>,
+    saturation_p: Box<[(u8, u8); 65536]>,
     /// The multiplier `m` of hsv_to_rgb's q or t by `saturation * 256 + hue`.
-    multiplier: Box<[f64]>,
-    /// hsv_to_rgb's sector `floor(h * 6 / 255) mod 6` by hue byte.
-    sector: [u8; 256],
+    multiplier: Box<[f64; 65536]>,
+    /// Where hsv_to_rgb puts v, p and x, by hue byte: the bit offsets (in `v | p << 8 |
+    /// x << 16`) of the output's red, green and blue.
+    placement: [[u32; 3]; 256],
 }
 
 impl HsvTables {
     fn new() -> Self {
-        let mut hue = vec![0u8; 3 * 65536].into_boxed_slice();
+        let mut hue = vec![[0u8; 65536]; 4].into_boxed_slice();
         let mut saturation_p = vec![(0u8, 0u8); 65536].into_boxed_slice();
         for a in 0..=255u8 {
             for b in 0..=255u8 {
                 let k = usize::from(a) * 256 + usize::from(b);
                 // Red largest: a = its distance to blue, b to green.
-                hue[k] = rgb_to_hsv([255, 255 - b, 255 - a])[0];
+                hue[0][k] = rgb_to_hsv([255, 255 - b, 255 - a])[0];
                 // Green largest (red below it): a to red, b to blue.
-                hue[65536 + k] = rgb_to_hsv([255 - a.max(1), 255, 255 - b])[0];
+                hue[1][k] = rgb_to_hsv([255 - a.max(1), 255, 255 - b])[0];
                 // Blue largest (red and green below it): a to red, b to green.
-                hue[2 * 65536 + k] = rgb_to_hsv([255 - a.max(1), 255 - b.max(1), 255])[0];
+                hue[2][k] = rgb_to_hsv([255 - a.max(1), 255 - b.max(1), 255])[0];
                 // Largest value a, range b (b <= a).
                 if b <= a {
                     let s = rgb_to_hsv([a, a - b, a - b])[1];
@@ -193,10 +192,13 @@ impl HsvTables {
             }
         }
         let mut multiplier = vec![0f64; 65536].into_boxed_slice();
-        let mut sector = [0u8; 256];
+        // hsv_to_rgb's output by sector: [v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v],
+        // [v, p, q]; as bit offsets into v | p << 8 | x << 16 (x = t in even sectors, q in odd).
+        const SHIFT: [[u32; 3]; 6] = [[0, 16, 8], [16, 0, 8], [8, 0, 16], [8, 16, 0], [16, 8, 0], [0, 8, 16]];
+        let mut placement = [[0u32; 3]; 256];
         for h in 0..256usize {
             let (i, f) = sector_fraction(h as u8);
-            sector[h] = i;
+            placement[h] = SHIFT[usize::from(i)];
             for s in 0..256usize {
                 let fs = (s as f64 / 255.0) as f32;
                 multiplier[s * 256 + h] = if i % 2 == 1 { 1.0 - f64::from(fs * f) } else { 1.0 - f64::from(fs) * (1.0 - f64::from(f)) };
@@ -204,7 +206,10 @@ impl HsvTables {
         }
         // round_byte relies on this: every product v * m lies in [0, 255].
         assert!(multiplier.iter().all(|m| (0.0..=1.0).contains(m)), "hsv_to_rgb multipliers outside [0, 1]");
-        Self { hue, saturation_p, multiplier, sector }
+        let (Ok(hue), Ok(saturation_p), Ok(multiplier)) = (hue.try_into(), saturation_p.try_into(), multiplier.try_into()) else {
+            unreachable!("the tables are allocated at their sizes above")
+        };
+        Self { hue, saturation_p, multiplier, placement }
     }
 
     /// The hue and saturation bytes of [`rgb_to_hsv`] of one pixel.
@@ -220,7 +225,7 @@ impl HsvTables {
         } else {
             2 * 65536 + dr * 256 + dg
         };
-        (self.hue[k], self.saturation_p[usize::from(maxc) * 256 + usize::from(maxc - minc)].0)
+        (self.hue[k >> 16][k & 0xFFFF], self.saturation_p[usize::from(maxc) * 256 + usize::from(maxc - minc)].0)
     }
 }
 

@@ -185,17 +185,28 @@ fn grid_cell(img: &RgbImage, xin: f64, yin: f64) -> Option<(i64, i64, f64, f64)>
 }
 
 /// Pillow's `bilinear_filter32RGB`; `None` when the point lies outside the image.
+///
+/// The four neighbours' offsets are clamped once per point (not per channel and sample), then
+/// each channel interpolates in Pillow's order: along x in the row, along x in the next row
+/// (the first row's value again when that row lies outside the image), then along y.
 fn bilinear_at(img: &RgbImage, xin: f64, yin: f64) -> Option<[u8; 3]> {
     let (x, y, dx, dy) = grid_cell(img, xin, yin)?;
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    let column = |x: i64| x.clamp(0, w - 1) as usize * 3;
+    let row = |y: i64| y.clamp(0, h - 1) as usize * w as usize * 3;
+    let (x0, x1) = (column(x), column(x + 1));
+    let first = row(y);
+    // Pillow reads the next row only inside the image.
+    let second = (y + 1 < h).then(|| row(y + 1));
+    let data = img.as_raw();
     let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
-    let row_valid = |r: i64| r >= 0 && r < i64::from(img.height());
+    let sample = |at: usize| f64::from(data[at]);
     let mut px = [0u8; 3];
     for (c, o) in px.iter_mut().enumerate() {
-        let v1 = lerp(clamped(img, x, y, c), clamped(img, x + 1, y, c), dx);
-        let v2 = if row_valid(y + 1) {
-            lerp(clamped(img, x, y + 1, c), clamped(img, x + 1, y + 1, c), dx)
-        } else {
-            v1
+        let v1 = lerp(sample(first + x0 + c), sample(first + x1 + c), dx);
+        let v2 = match second {
+            Some(r) => lerp(sample(r + x0 + c), sample(r + x1 + c), dx),
+            None => v1,
         };
         *o = lerp(v1, v2, dy) as u8;
     }
