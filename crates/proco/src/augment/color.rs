@@ -104,21 +104,9 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
     let shift = hue_shift(factor);
     let tables = hsv_tables();
     for px in out.chunks_exact_mut(3) {
-        let (r, g, b) = (px[0], px[1], px[2]);
-        let maxc = r.max(g).max(b);
-        let minc = r.min(g).min(b);
-        let (dr, dg, db) = (usize::from(maxc - r), usize::from(maxc - g), usize::from(maxc - b));
-        // rgb_to_hsv's case by PIL's precedence (red, then green, then blue largest); a grey
-        // pixel falls in the red case at distances (0, 0), whose hue byte is 0. Selects, not
-        // branches: the case is as unpredictable as the colours.
-        let (red, green) = (r == maxc, g == maxc);
-        let first = select_unpredictable(red, db, dr);
-        let second = select_unpredictable(red, dg, select_unpredictable(green, db, dg));
-        let case = select_unpredictable(red, 0, select_unpredictable(green, 1, 2));
-        // Every index below is in range by its type (bytes, and the case masked to 0..4):
-        // no bounds checks in the loop.
-        let hh = tables.hue[case & 3][first << 8 | second].wrapping_add(shift);
-        let (s, p) = tables.saturation_p[usize::from(maxc) << 8 | usize::from(maxc - minc)];
+        let (maxc, h, s, p) = tables.hsv_p(px[0], px[1], px[2]);
+        let hh = h.wrapping_add(shift);
+        // In range by its type (bytes): no bounds checks in the loop.
         let x = round_byte(f64::from(maxc) * tables.multiplier[usize::from(s) << 8 | usize::from(hh)]);
         let packed = u32::from(maxc) | u32::from(p) << 8 | u32::from(x) << 16;
         let shift_of = tables.placement[usize::from(hh)];
@@ -128,23 +116,16 @@ pub fn adjust_hue_in_place(out: &mut RgbImage, factor: f64) {
     }
 }
 
-/// [`round_to_u8`] of a product `v * m` with `v <= 255` and `m` in [0, 1] (every entry of
-/// [`HsvTables::multiplier`], checked when the table is built), so in 0..=255: the same bits
-/// without the saturating conversion's range and NaN checks, which are most of its cost.
+/// hsv_to_rgb's rounding (half away from zero) of a product `v * m` with `v <= 255` and `m`
+/// in [0, 1] (every entry of [`HsvTables::multiplier`], checked when the table is built, and
+/// `1 - s` in `p`), so in 0..=255: the same bits as `x.round() as i32` clamped, without the
+/// saturating conversion's range and NaN checks, which are most of its cost.
 #[inline(always)]
 fn round_byte(x: f64) -> u8 {
     debug_assert!((0.0..=255.0).contains(&x));
     // SAFETY: x is finite and in [0, 255] (above), so it is representable as an i32.
     let t = unsafe { x.to_int_unchecked::<i32>() };
     (t + i32::from(x - f64::from(t) >= 0.5)) as u8
-}
-
-/// hsv_to_rgb's rounding of a non-negative product to a byte (half away from zero, clamped).
-#[inline(always)]
-fn round_to_u8(x: f64) -> u8 {
-    let t = x as i32;
-    let r = t + i32::from(x - f64::from(t) >= 0.5);
-    r.clamp(0, 255) as u8
 }
 
 /// [`rgb_to_hsv`] and [`hsv_to_rgb`] as look-ups, filled once by the arithmetic itself (each
@@ -212,20 +193,24 @@ impl HsvTables {
         Self { hue, saturation_p, multiplier, placement }
     }
 
-    /// The hue and saturation bytes of [`rgb_to_hsv`] of one pixel.
-    #[cfg(test)]
-    fn hue_saturation(&self, r: u8, g: u8, b: u8) -> (u8, u8) {
+    /// [`rgb_to_hsv`] of one pixel, `[h, s, v]` as `(v, h, s)`, and hsv_to_rgb's `p` of it.
+    #[inline(always)]
+    fn hsv_p(&self, r: u8, g: u8, b: u8) -> (u8, u8, u8, u8) {
         let maxc = r.max(g).max(b);
         let minc = r.min(g).min(b);
         let (dr, dg, db) = (usize::from(maxc - r), usize::from(maxc - g), usize::from(maxc - b));
-        let k = if r == maxc {
-            db * 256 + dg
-        } else if g == maxc {
-            65536 + dr * 256 + db
-        } else {
-            2 * 65536 + dr * 256 + dg
-        };
-        (self.hue[k >> 16][k & 0xFFFF], self.saturation_p[usize::from(maxc) * 256 + usize::from(maxc - minc)].0)
+        // rgb_to_hsv's case by PIL's precedence (red, then green, then blue largest); a grey
+        // pixel falls in the red case at distances (0, 0), whose hue byte is 0. Selects, not
+        // branches: the case is as unpredictable as the colours.
+        let (red, green) = (r == maxc, g == maxc);
+        let first = select_unpredictable(red, db, dr);
+        let second = select_unpredictable(red, dg, select_unpredictable(green, db, dg));
+        let case = select_unpredictable(red, 0, select_unpredictable(green, 1, 2));
+        // Every index is in range by its type (bytes, and the case masked to 0..4): no
+        // bounds checks.
+        let h = self.hue[case & 3][first << 8 | second];
+        let (s, p) = self.saturation_p[usize::from(maxc) << 8 | usize::from(maxc - minc)];
+        (maxc, h, s, p)
     }
 }
 
@@ -239,7 +224,7 @@ fn sector_fraction(h: u8) -> (u8, f32) {
 /// hsv_to_rgb's `p = round(v (1 - s / 255))`.
 fn p_of(s: u8, v: u8) -> u8 {
     let fs = (f64::from(s) / 255.0) as f32;
-    round_to_u8(f64::from(v) * (1.0 - f64::from(fs)))
+    round_byte(f64::from(v) * (1.0 - f64::from(fs)))
 }
 
 /// The tables of [`HsvTables`], built on first use.
@@ -281,8 +266,9 @@ mod tests {
         for r in 0..=255u8 {
             for g in 0..=255u8 {
                 for b in 0..=255u8 {
-                    let [h, s, _] = rgb_to_hsv([r, g, b]);
-                    assert_eq!(t.hue_saturation(r, g, b), (h, s), "{r} {g} {b}");
+                    let [h, s, v] = rgb_to_hsv([r, g, b]);
+                    let (tv, th, ts, _) = t.hsv_p(r, g, b);
+                    assert_eq!((th, ts, tv), (h, s, v), "{r} {g} {b}");
                 }
             }
         }

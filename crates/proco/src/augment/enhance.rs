@@ -12,9 +12,12 @@ use super::color::luma;
 /// One sample of Pillow's `ImagingBlend`: `d + alpha * (i - d)` in `f32`, clamped, truncated.
 #[inline(always)]
 fn blend_sample(d: u8, i: u8, alpha: f32) -> u8 {
-    let v = f32::from(d) + alpha * (f32::from(i) - f32::from(d));
-    // Clamp, then truncate (NaN, from a NaN factor, gives 0 either way): branch-free.
-    v.clamp(0.0, 255.0) as u8
+    // max then min clamps and maps NaN (from a NaN factor) to 0, as Pillow's clamp-and-truncate
+    // does (f32::max returns the other operand), so the value is always in [0, 255]; written so
+    // that a loop of it vectorises.
+    let v = (f32::from(d) + alpha * (f32::from(i) - f32::from(d))).max(0.0).min(255.0);
+    // SAFETY: v is finite and in [0, 255], representable as an i32.
+    unsafe { v.to_int_unchecked::<i32>() as u8 }
 }
 
 /// `Image.blend(degenerate, img, factor)` for two images of the same size.
@@ -41,13 +44,8 @@ impl BlendTable {
         let alpha = factor as f32;
         let mut table = vec![0u8; 65536].into_boxed_slice();
         for (d, row) in table.chunks_exact_mut(256).enumerate() {
-            let d = d as f32;
             for (i, t) in row.iter_mut().enumerate() {
-                // blend_sample, written so that it vectorises: max then min maps NaN to 0
-                // (f32::max returns the other operand), so the value is always in [0, 255].
-                let v = (d + alpha * (i as f32 - d)).max(0.0).min(255.0);
-                // SAFETY: v is finite and in [0, 255], representable as an i32.
-                *t = unsafe { v.to_int_unchecked::<i32>() } as u8;
+                *t = blend_sample(d as u8, i as u8, alpha);
             }
         }
         Self(table)
@@ -56,7 +54,13 @@ impl BlendTable {
     /// [`blend_sample`]`(d, i, factor)`.
     #[inline(always)]
     fn blend(&self, d: u8, i: u8) -> u8 {
-        self.0[usize::from(d) * 256 + usize::from(i)]
+        self.row(d)[usize::from(i)]
+    }
+
+    /// The blends of degenerate value `d` with every sample value.
+    #[inline(always)]
+    fn row(&self, d: u8) -> &[u8] {
+        &self.0[usize::from(d) * 256..][..256]
     }
 }
 
@@ -121,7 +125,7 @@ pub fn color_in_place(img: &mut RgbImage, factor: f64) {
     // `blend(&grayscale(img), img, factor)` in one pass, without the grey image.
     let table = BlendTable::new(factor);
     for px in img.chunks_exact_mut(3) {
-        let row = &table.0[usize::from(luma(px[0], px[1], px[2])) * 256..][..256];
+        let row = table.row(luma(px[0], px[1], px[2]));
         for v in px.iter_mut() {
             *v = row[usize::from(*v)];
         }
@@ -191,12 +195,14 @@ mod tests {
     }
 
     #[test]
-    fn blend_table_equals_blend_sample_on_every_pair() {
+    fn blend_table_equals_pillows_blend_on_every_pair() {
+        // Pillow's ImagingBlend as written there: clamp to [0, 255], truncate (NaN gives 0).
+        let pillow = |d: u8, i: u8, alpha: f32| (f32::from(d) + alpha * (f32::from(i) - f32::from(d))).clamp(0.0, 255.0) as u8;
         for factor in [0.0, 0.6, 0.9999, 1.0, 1.37, 1.4, 2.0, -0.3, 40.0, f64::NAN, f64::INFINITY] {
             let table = BlendTable::new(factor);
             for d in 0..=255u8 {
                 for i in 0..=255u8 {
-                    assert_eq!(table.blend(d, i), blend_sample(d, i, factor as f32), "d {d} i {i} factor {factor}");
+                    assert_eq!(table.blend(d, i), pillow(d, i, factor as f32), "d {d} i {i} factor {factor}");
                 }
             }
         }
