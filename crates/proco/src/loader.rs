@@ -175,27 +175,31 @@ fn build_batch(dataset: &dyn Dataset, transform: &dyn SampleTransform, idx: &[us
     let labels: Vec<i64> = idx.iter().map(|&i| dataset.label(i) as i64).collect();
     if len > 0 {
         let data = views.data_ptr() as *mut f32;
-        // SAFETY: `views` is a freshly allocated, contiguous CPU f32 tensor of exactly `len`
-        // elements that nothing else references. Its memory is first zeroed through the raw
-        // pointer (all-zero bytes are the f32 0.0), so `buf` views initialised values; `buf`
-        // is its only view and lives only inside this block, before `views` is moved out.
-        let buf: &mut [f32] = unsafe {
-            std::ptr::write_bytes(data, 0, len);
-            std::slice::from_raw_parts_mut(data, len)
-        };
-        // Layout [V, N, 3, H, W]: view k of sample s starts at (k * n + s) * per_view.
-        let mut view_slices: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::with_capacity(v)).collect();
-        for view_block in buf.chunks_mut(n * per_view) {
-            for (s, chunk) in view_block.chunks_mut(per_view).enumerate() {
-                view_slices[s].push(chunk);
-            }
-        }
-        for (&i, out) in idx.iter().zip(view_slices.iter_mut()) {
+        for (s, &i) in idx.iter().enumerate() {
+            // Layout [V, N, 3, H, W]: view k of sample s starts at (k * n + s) * per_view.
+            // Each sample's chunks are zeroed just before its transform writes them, so the
+            // zeros are still in cache when they are overwritten (zeroing the whole batch
+            // first sent every byte to memory twice).
+            let mut out: Vec<&mut [f32]> = (0..v)
+                .map(|k| {
+                    // SAFETY: `views` is a freshly allocated, contiguous CPU f32 tensor of
+                    // exactly `len` = v * n * per_view elements that nothing else references;
+                    // chunk (k, s) lies inside it and is disjoint from every other chunk. It is
+                    // zeroed through the raw pointer first (all-zero bytes are the f32 0.0), so
+                    // the slice views initialised values; it lives only in this iteration,
+                    // before `views` is moved out.
+                    unsafe {
+                        let chunk = data.add((k * n + s) * per_view);
+                        std::ptr::write_bytes(chunk, 0, per_view);
+                        std::slice::from_raw_parts_mut(chunk, per_view)
+                    }
+                })
+                .collect();
             // A decoder or transform that panics on one sample is an error naming that sample.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
                 let img = dataset.image(i)?;
                 let mut rng = sample_rng(seed, epoch, i);
-                transform.apply(&img, &mut rng, out)
+                transform.apply(&img, &mut rng, &mut out)
             }))
             .unwrap_or_else(|panic| {
                 let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
