@@ -4,7 +4,10 @@
 weigh what ImageNet's do (about 110 KB on average), in class folders, with an
 ImageNet_LT_train.txt list (paths relative to the output directory) over 20 classes.
 
-Usage: python bench/gen_jpeg_set.py OUT_DIR [--images 2000] [--seed 0]
+With --scale S every side is S times larger (1.6: iNaturalist's 800-pixel images; 6: a
+camera's 3000 x 2250 photos), the set that DCT-domain reduced decoding is for.
+
+Usage: python bench/gen_jpeg_set.py OUT_DIR [--images 2000] [--seed 0] [--scale 1]
 """
 import argparse
 import os
@@ -38,12 +41,14 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     lines, total = [], 0
     for i in range(args.images):
         c = i % 20
         w, h = SHAPES[rng.integers(len(SHAPES))]
+        w, h = round(w * args.scale), round(h * args.scale)
         rel = f"train/n{c:04d}/img_{i:05d}.JPEG"
         path = os.path.join(args.out, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)

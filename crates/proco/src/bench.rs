@@ -99,9 +99,10 @@ pub fn loss_step_time(n: usize, c: usize, p: usize, kind: Kind, device: Device, 
 
 /// Images per second of a loader pass: `epochs` full epochs of `dataset` through `transform`
 /// on `threads` loader threads, batches of `batch_size` materialised as tensors (what training
-/// consumes), nothing else running.
-pub fn pipeline_throughput(dataset: std::sync::Arc<dyn crate::data::Dataset>, transform: std::sync::Arc<dyn crate::loader::SampleTransform>, threads: usize, batch_size: usize, epochs: usize) -> Result<f64> {
-    let config = crate::loader::LoaderConfig { batch_size, drop_last: true, shuffle: true, seed: 0, threads, prefetch: 4 };
+/// consumes), nothing else running; JPEGs decoded at reduced scale where the views allow it
+/// when `reduced_decode` is set.
+pub fn pipeline_throughput(dataset: std::sync::Arc<dyn crate::data::Dataset>, transform: std::sync::Arc<dyn crate::loader::SampleTransform>, threads: usize, batch_size: usize, epochs: usize, reduced_decode: bool) -> Result<f64> {
+    let config = crate::loader::LoaderConfig { batch_size, drop_last: true, shuffle: true, seed: 0, threads, prefetch: 4, reduced_decode };
     let loader = crate::loader::Loader::new(dataset, transform, config)?;
     let start = Instant::now();
     let mut images = 0usize;

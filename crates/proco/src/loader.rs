@@ -17,6 +17,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
+use crate::data::decode::DecodedImage;
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
 
@@ -30,6 +31,26 @@ pub trait SampleTransform: Send + Sync {
     fn width(&self) -> usize;
     /// Writes view v of `img` into `out[v]`, each a 3 x H x W slice.
     fn apply(&self, img: &RgbImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()>;
+    /// The largest reduction (1, 2, 4 or 8) of a stored `width` x `height` image from which
+    /// [`SampleTransform::apply_decoded`] still makes every view by downscaling alone, for
+    /// the sample whose generator `rng` is (as `apply_decoded` will receive it; not advanced).
+    /// The default, 1, asks for full-size images.
+    fn reduction(&self, width: u32, height: u32, rng: &StdRng) -> u32 {
+        let _ = (width, height, rng);
+        1
+    }
+    /// [`SampleTransform::apply`] on an image decoded at a reduction that
+    /// [`SampleTransform::reduction`] allowed. The default takes full-size images only.
+    ///
+    /// # Errors
+    /// As `apply`; [`ProcoError::InvalidImages`] for a reduced image where the transform
+    /// asked for none.
+    fn apply_decoded(&self, img: &DecodedImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
+        if img.reduction != 1 {
+            return Err(ProcoError::InvalidImages { reason: format!("this transform takes full-size images, got one decoded at 1/{}", img.reduction) });
+        }
+        self.apply(&img.pixels, rng, out)
+    }
 }
 
 /// How batches are formed.
@@ -47,11 +68,15 @@ pub struct LoaderConfig {
     pub threads: usize,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
+    /// Decode JPEGs at a reduced scale in the DCT domain where the transform allows it (see
+    /// [`SampleTransform::reduction`]); off, every image is decoded in full, as torchvision
+    /// does.
+    pub reduced_decode: bool,
 }
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self { batch_size: 256, drop_last: true, shuffle: true, seed: 0, threads: 2, prefetch: 4 }
+        Self { batch_size: 256, drop_last: true, shuffle: true, seed: 0, threads: 2, prefetch: 4, reduced_decode: true }
     }
 }
 
@@ -133,7 +158,7 @@ impl Loader {
             .map(|k| {
                 let (dataset, transform, order, next, stop, tx) =
                     (self.dataset.clone(), self.transform.clone(), order.clone(), next.clone(), stop.clone(), tx.clone());
-                let (bs, seed) = (self.config.batch_size, self.config.seed);
+                let (bs, seed, reduced_decode) = (self.config.batch_size, self.config.seed, self.config.reduced_decode);
                 // Named, so that `top -H` and profilers tell the loader's threads apart.
                 let builder = std::thread::Builder::new().name(format!("proco-loader-{k}"));
                 let work = move || loop {
@@ -144,7 +169,7 @@ impl Loader {
                     let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
                     // A panicking transform must surface as an error of this batch, not as a
                     // silently missing batch.
-                    let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_batch(&*dataset, &*transform, idx, seed, epoch)))
+                    let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_batch(&*dataset, &*transform, idx, seed, epoch, reduced_decode)))
                         .unwrap_or_else(|panic| {
                             let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
                             Err(ProcoError::InvalidConfig { reason: format!("preparing batch {b} panicked: {what}") })
@@ -163,7 +188,7 @@ impl Loader {
     }
 }
 
-fn build_batch(dataset: &dyn Dataset, transform: &dyn SampleTransform, idx: &[usize], seed: u64, epoch: u64) -> Result<Batch> {
+fn build_batch(dataset: &dyn Dataset, transform: &dyn SampleTransform, idx: &[usize], seed: u64, epoch: u64, reduced_decode: bool) -> Result<Batch> {
     let (v, h, w, n) = (transform.views(), transform.height(), transform.width(), idx.len());
     let per_view = 3 * h * w;
     // The transforms write straight into the batch tensor's storage: no staging buffer and
@@ -197,9 +222,13 @@ fn build_batch(dataset: &dyn Dataset, transform: &dyn SampleTransform, idx: &[us
                 .collect();
             // A decoder or transform that panics on one sample is an error naming that sample.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
-                let img = dataset.image(i)?;
                 let mut rng = sample_rng(seed, epoch, i);
-                transform.apply(&img, &mut rng, &mut out)
+                if reduced_decode {
+                    let img = dataset.image_reduced(i, &|w, h| transform.reduction(w, h, &rng))?;
+                    transform.apply_decoded(&img, &mut rng, &mut out)
+                } else {
+                    transform.apply(&dataset.image(i)?, &mut rng, &mut out)
+                }
             }))
             .unwrap_or_else(|panic| {
                 let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
@@ -313,7 +342,7 @@ mod tests {
     }
 
     fn collect(threads: usize, epoch: u64) -> Vec<(Vec<f32>, Vec<i64>, Vec<usize>)> {
-        let config = LoaderConfig { batch_size: 4, drop_last: true, shuffle: true, seed: 9, threads, prefetch: 2 };
+        let config = LoaderConfig { batch_size: 4, drop_last: true, shuffle: true, seed: 9, threads, prefetch: 2, reduced_decode: true };
         let loader = Loader::new(dataset(10), Arc::new(Jitter), config).unwrap();
         loader
             .epoch(epoch)
@@ -362,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_panicking_transform_is_an_error_not_a_hang() {
-        let config = LoaderConfig { batch_size: 2, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1 };
+        let config = LoaderConfig { batch_size: 2, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1, reduced_decode: true };
         let loader = Loader::new(dataset(10), Arc::new(Faulty), config).unwrap();
         let results: Vec<_> = loader.epoch(0).collect();
         let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error").to_string();
@@ -371,7 +400,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_partial_batch_when_asked() {
-        let config = LoaderConfig { batch_size: 4, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1 };
+        let config = LoaderConfig { batch_size: 4, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1, reduced_decode: true };
         let loader = Loader::new(dataset(10), Arc::new(Jitter), config).unwrap();
         let sizes: Vec<usize> = loader.epoch(0).map(|b| b.unwrap().indices.len()).collect();
         assert_eq!(sizes, [4, 4, 2]);

@@ -6,10 +6,12 @@ use std::num::NonZeroU32;
 
 use image::RgbImage;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::augment::resample::resize_window_part;
-use crate::augment::{normalize_into, ClassificationView, ContrastiveView, RandAugment, RandAugmentView, RandomResizedCrop, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD};
+use crate::augment::{normalize_into, resized_crop, ClassificationView, ContrastiveView, RandAugment, RandAugmentView, RandomResizedCrop, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{ProcoError, Result};
+use crate::data::decode::DecodedImage;
 use crate::loader::SampleTransform;
 
 /// View 1: crop + flip + AutoAugment + Cutout (classifier branch); views 2 and 3: SimCLR-style
@@ -110,6 +112,33 @@ impl ImageNetTrainViews {
     }
 }
 
+impl ImageNetTrainViews {
+    /// The views' own generators, seeded from the sample's: each view's crop box is then its
+    /// generator's first draw, so that all three boxes are known from the stored image size
+    /// before decoding ([`SampleTransform::reduction`]).
+    fn view_rngs(rng: &mut StdRng) -> [StdRng; 3] {
+        let seeds: [u64; 3] = rng.random();
+        seeds.map(StdRng::seed_from_u64)
+    }
+
+    /// The three views of `img`, decoded from a `full` (width, height) image at `reduction`.
+    fn views_into(&self, img: &RgbImage, full: (u32, u32), reduction: u32, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
+        let [first, second, third] = views_of::<3>(out)?;
+        let [mut r1, mut r2, mut r3] = Self::view_rngs(rng);
+        let crop = |b: crate::augment::CropBox| {
+            let b = if reduction > 1 { b.reduced(reduction, img.dimensions()) } else { b };
+            resized_crop(img, b, self.size, self.size)
+        };
+        let c = &self.classification;
+        normalize_into(&c.finish(crop(c.crop().sample_box(full.0, full.1, &mut r1)), &mut r1), IMAGENET_MEAN, IMAGENET_STD, first)?;
+        for (view, r) in [(second, &mut r2), (third, &mut r3)] {
+            let c = &self.contrastive;
+            normalize_into(&c.finish(crop(c.crop().sample_box(full.0, full.1, r)), r), IMAGENET_MEAN, IMAGENET_STD, view)?;
+        }
+        Ok(())
+    }
+}
+
 impl SampleTransform for ImageNetTrainViews {
     fn views(&self) -> usize {
         3
@@ -121,10 +150,23 @@ impl SampleTransform for ImageNetTrainViews {
         self.size as usize
     }
     fn apply(&self, img: &RgbImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
-        let [first, second, third] = views_of::<3>(out)?;
-        normalize_into(&self.classification.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, first)?;
-        normalize_into(&self.contrastive.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, second)?;
-        normalize_into(&self.contrastive.apply(img, rng), IMAGENET_MEAN, IMAGENET_STD, third)
+        self.views_into(img, img.dimensions(), 1, rng, out)
+    }
+    /// The reduction that keeps all three crop boxes at least the output size.
+    fn reduction(&self, width: u32, height: u32, rng: &StdRng) -> u32 {
+        let [mut r1, mut r2, mut r3] = Self::view_rngs(&mut rng.clone());
+        [
+            self.classification.crop().sample_box(width, height, &mut r1),
+            self.contrastive.crop().sample_box(width, height, &mut r2),
+            self.contrastive.crop().sample_box(width, height, &mut r3),
+        ]
+        .iter()
+        .map(|b| b.largest_reduction(self.size, self.size))
+        .min()
+        .unwrap_or(1)
+    }
+    fn apply_decoded(&self, img: &DecodedImage, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
+        self.views_into(&img.pixels, img.full_size, img.reduction, rng, out)
     }
 }
 
@@ -177,10 +219,17 @@ impl ImageNetTestView {
     /// [`ProcoError::InvalidImages`] when the resized long side would pass 2^32 - 1 pixels (an
     /// image thinner than 1 : 16 million).
     pub fn preprocess(&self, img: &RgbImage) -> Result<RgbImage> {
-        let (rw, rh) = self.resized_size(img.width(), img.height());
+        self.preprocess_reduced(img, img.dimensions())
+    }
+
+    /// [`ImageNetTestView::preprocess`] of a `full` (width, height) image from `img`, its
+    /// decoding at a reduced scale: the resize to the full image's resized size reads the
+    /// reduced pixels (the same picture, to within the reduced decoding).
+    fn preprocess_reduced(&self, img: &RgbImage, full: (u32, u32)) -> Result<RgbImage> {
+        let (rw, rh) = self.resized_size(full.0, full.1);
         let (rw, rh) = match (u32::try_from(rw), u32::try_from(rh)) {
             (Ok(w), Ok(h)) => (w, h),
-            _ => return Err(ProcoError::InvalidImages { reason: format!("a {} x {} image resized to a shorter side of {} would be {rw} x {rh} pixels", img.width(), img.height(), self.resize) }),
+            _ => return Err(ProcoError::InvalidImages { reason: format!("a {} x {} image resized to a shorter side of {} would be {rw} x {rh} pixels", full.0, full.1, self.resize) }),
         };
         // Both resized sides are at least `resize` >= `crop`: the crop lies inside.
         let offset = |dim: u32| ((f64::from(dim) - f64::from(self.crop)) / 2.0).round_ties_even() as u32;
@@ -202,6 +251,15 @@ impl SampleTransform for ImageNetTestView {
     fn apply(&self, img: &RgbImage, _rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
         let [only] = views_of::<1>(out)?;
         normalize_into(&self.preprocess(img)?, IMAGENET_MEAN, IMAGENET_STD, only)
+    }
+    /// The reduction that keeps the shorter side at least `resize`.
+    fn reduction(&self, width: u32, height: u32, _rng: &StdRng) -> u32 {
+        let short = u64::from(width.min(height));
+        [8u32, 4, 2].into_iter().find(|&r| short >= u64::from(r) * u64::from(self.resize)).unwrap_or(1)
+    }
+    fn apply_decoded(&self, img: &DecodedImage, _rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
+        let [only] = views_of::<1>(out)?;
+        normalize_into(&self.preprocess_reduced(&img.pixels, img.full_size)?, IMAGENET_MEAN, IMAGENET_STD, only)
     }
 }
 
@@ -293,5 +351,85 @@ mod tests {
             test.apply(&img, &mut rng, &mut [one.as_mut_slice()]).unwrap();
             assert!(one.iter().all(|v| v.is_finite()), "{w}x{h}");
         }
+    }
+
+    /// A smooth 2401 x 1801 picture as a quality-95 JPEG.
+    fn large_jpeg() -> Vec<u8> {
+        let (w, h) = (2401u32, 1801u32);
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            let (u, v) = (f64::from(x) / f64::from(w), f64::from(y) / f64::from(h));
+            image::Rgb([(220.0 * u) as u8, (200.0 * v) as u8, (60.0 + 150.0 * (u * v).sqrt()) as u8])
+        });
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95).encode_image(&img).unwrap();
+        bytes
+    }
+
+    fn mean_abs(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).sum::<f64>() / a.len() as f64
+    }
+
+    #[test]
+    fn train_views_from_a_reduced_decode_match_the_full_decode() {
+        use crate::data::decode::{decode_bytes, decode_bytes_reduced, DecodedImage};
+        let views = ImageNetTrainViews::new(64).unwrap();
+        let bytes = large_jpeg();
+        let full = decode_bytes(&bytes).unwrap();
+        let mut reductions = std::collections::BTreeMap::new();
+        let mut worst: f64 = 0.0;
+        for seed in 0..24u64 {
+            let rng = StdRng::seed_from_u64(seed);
+            let reduced = decode_bytes_reduced(&bytes, &|w, h| views.reduction(w, h, &rng)).unwrap();
+            *reductions.entry(reduced.reduction).or_insert(0) += 1;
+            // Every box of this sample allows the reduction chosen.
+            let [mut r1, mut r2, mut r3] = ImageNetTrainViews::view_rngs(&mut rng.clone());
+            for (crop, r) in [(views.classification.crop(), &mut r1), (views.contrastive.crop(), &mut r2), (views.contrastive.crop(), &mut r3)] {
+                let b = crop.sample_box(2401, 1801, r);
+                assert!(b.width >= reduced.reduction * 64 && b.height >= reduced.reduction * 64, "seed {seed}: {b:?} at 1/{}", reduced.reduction);
+            }
+            let mut ours = vec![vec![0f32; 3 * 64 * 64]; 3];
+            let mut theirs = ours.clone();
+            let mut outs: Vec<&mut [f32]> = ours.iter_mut().map(|b| b.as_mut_slice()).collect();
+            views.apply_decoded(&reduced, &mut rng.clone(), &mut outs).unwrap();
+            let mut outs: Vec<&mut [f32]> = theirs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            views.apply_decoded(&DecodedImage::full(full.clone()), &mut rng.clone(), &mut outs).unwrap();
+            for (v, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                let d = mean_abs(a, b);
+                worst = worst.max(d);
+                // Normalised units: 0.1 is about 6 of 255 levels, far below what a crop of
+                // another part of the picture gives.
+                assert!(d < 0.1, "seed {seed}, view {v}, 1/{}: {d:.3}", reduced.reduction);
+            }
+        }
+        assert!(reductions.keys().any(|&r| r >= 2), "some samples decode reduced: {reductions:?}");
+        assert!(worst > 0.0, "the reduced decode is not the full one");
+    }
+
+    #[test]
+    fn the_test_view_reduces_while_the_shorter_side_keeps_the_resize() {
+        use crate::data::decode::{decode_bytes, decode_bytes_reduced, DecodedImage};
+        let v = ImageNetTestView::for_size(224).unwrap();
+        let rng = StdRng::seed_from_u64(0);
+        assert_eq!(v.reduction(500, 375, &rng), 1);
+        assert_eq!(v.reduction(1024, 512, &rng), 2);
+        assert_eq!(v.reduction(1023, 2000, &rng), 2);
+        assert_eq!(v.reduction(2401, 1801, &rng), 4);
+        assert_eq!(v.reduction(5000, 4096, &rng), 8);
+        let bytes = large_jpeg();
+        let reduced = decode_bytes_reduced(&bytes, &|w, h| v.reduction(w, h, &rng)).unwrap();
+        assert_eq!(reduced.reduction, 4);
+        let (mut a, mut b) = (vec![0f32; 3 * 224 * 224], vec![0f32; 3 * 224 * 224]);
+        v.apply_decoded(&reduced, &mut rng.clone(), &mut [a.as_mut_slice()]).unwrap();
+        v.apply_decoded(&DecodedImage::full(decode_bytes(&bytes).unwrap()), &mut rng.clone(), &mut [b.as_mut_slice()]).unwrap();
+        let d = mean_abs(&a, &b);
+        assert!(d > 0.0 && d < 0.03, "{d}");
+    }
+
+    #[test]
+    fn transforms_without_reduction_refuse_reduced_images() {
+        use crate::data::decode::DecodedImage;
+        let reduced = DecodedImage { pixels: RgbImage::new(40, 40), full_size: (80, 80), reduction: 2 };
+        let mut one = vec![0f32; 3 * 32 * 32];
+        assert!(CifarTestView.apply_decoded(&reduced, &mut StdRng::seed_from_u64(0), &mut [one.as_mut_slice()]).is_err());
     }
 }

@@ -22,6 +22,28 @@ pub struct CropBox {
     pub width: u32,
 }
 
+impl CropBox {
+    /// The largest reduction `r` of 1, 2, 4 or 8 at which this box still spans at least
+    /// `out_width` x `out_height` pixels (`width >= r * out_width`, likewise the height), so
+    /// that its crop from an image reduced by `r` is still downscaled to the output.
+    pub fn largest_reduction(&self, out_width: u32, out_height: u32) -> u32 {
+        [8u32, 4, 2].into_iter().find(|&r| u64::from(self.width) >= u64::from(r) * u64::from(out_width) && u64::from(self.height) >= u64::from(r) * u64::from(out_height)).unwrap_or(1)
+    }
+
+    /// This box on the image reduced by `reduction`, whose size is `(width, height)`: each
+    /// edge divided by `reduction` and rounded to the nearest pixel, at least one pixel wide
+    /// and tall, inside the image. The crop from the reduced image then covers the same part
+    /// of the picture to within half a reduced pixel.
+    pub fn reduced(&self, reduction: u32, (width, height): (u32, u32)) -> CropBox {
+        let r = f64::from(reduction.max(1));
+        let edge = |v: u32, size: u32| ((f64::from(v) / r).round() as u32).min(size);
+        let (left, top) = (edge(self.left, width).min(width.saturating_sub(1)), edge(self.top, height).min(height.saturating_sub(1)));
+        let right = edge(self.left.saturating_add(self.width), width).max(left + 1).min(width.max(1));
+        let bottom = edge(self.top.saturating_add(self.height), height).max(top + 1).min(height.max(1));
+        CropBox { top, left, height: bottom - top, width: right - left }
+    }
+}
+
 /// `F.resized_crop(img, top, left, height, width, [out_height, out_width], BILINEAR,
 /// antialias=True)` on a PIL image: crop, then [`resize_bilinear`].
 ///
@@ -188,6 +210,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_reduced_box_covers_the_same_part(w in 1u32..5000, h in 1u32..5000, r in prop::sample::select(vec![1u32, 2, 4, 8]), seed in any::<u64>()) {
+            let rrc = RandomResizedCrop::square(NonZeroU32::MIN.saturating_add(223));
+            let b = rrc.sample_box(w, h, &mut rand::rngs::StdRng::seed_from_u64(seed));
+            let size = (w.div_ceil(r), h.div_ceil(r));
+            let q = b.reduced(r, size);
+            prop_assert!(q.width >= 1 && q.height >= 1 && q.left + q.width <= size.0 && q.top + q.height <= size.1, "{q:?} in {size:?}");
+            // Each edge within half a reduced pixel of the exact edge (or clamped into the image).
+            let near = |edge: u32, exact: u32, limit: u32| (f64::from(edge) - (f64::from(exact) / f64::from(r)).min(f64::from(limit))).abs() <= 1.0;
+            prop_assert!(near(q.left, b.left, size.0) && near(q.left + q.width, b.left + b.width, size.0), "{b:?} -> {q:?}");
+            prop_assert!(near(q.top, b.top, size.1) && near(q.top + q.height, b.top + b.height, size.1), "{b:?} -> {q:?}");
+            let allowed = b.largest_reduction(224, 224);
+            prop_assert!(b.width >= allowed * 224 || allowed == 1);
+            prop_assert!(allowed == 8 || b.width < 2 * allowed * 224 || b.height < 2 * allowed * 224, "{b:?} allows more than {allowed}");
+            if r == 1 {
+                prop_assert_eq!(q, b);
+            }
+        }
+
         #[test]
         fn box_is_inside_image(w in 1u32..300, h in 1u32..300, seed in any::<u64>()) {
             let rrc = RandomResizedCrop::square(NonZeroU32::MIN.saturating_add(31));

@@ -127,10 +127,19 @@ impl ContrastiveView {
         self.crop.output_size()
     }
 
+    /// The crop that starts the view.
+    pub fn crop(&self) -> &RandomResizedCrop {
+        &self.crop
+    }
+
     /// Applies the view.
     pub fn apply<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> RgbImage {
-        let out = self.crop.apply(img, rng);
-        let out = random_flip(out, rng);
+        self.finish(self.crop.apply(img, rng), rng)
+    }
+
+    /// The view's steps after its crop, on the crop's output.
+    pub fn finish<R: Rng>(&self, cropped: RgbImage, rng: &mut R) -> RgbImage {
+        let out = random_flip(cropped, rng);
         let out = if rng.random::<f64>() < self.jitter_p {
             self.jitter.apply_owned(out, rng)
         } else {
@@ -173,10 +182,19 @@ impl RandAugmentView {
         self.crop.output_size()
     }
 
+    /// The crop that starts the view.
+    pub fn crop(&self) -> &RandomResizedCrop {
+        &self.crop
+    }
+
     /// Applies the view.
     pub fn apply<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> RgbImage {
-        let out = self.crop.apply(img, rng);
-        let out = random_flip(out, rng);
+        self.finish(self.crop.apply(img, rng), rng)
+    }
+
+    /// The view's steps after its crop, on the crop's output.
+    pub fn finish<R: Rng>(&self, cropped: RgbImage, rng: &mut R) -> RgbImage {
+        let out = random_flip(cropped, rng);
         let out = self.jitter.apply_owned(out, rng);
         self.rand_augment.apply(&out, rng)
     }

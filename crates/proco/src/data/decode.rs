@@ -12,6 +12,12 @@
 //!   (`ImageOps.exif_transpose`): a rotated photo is decoded as stored, so training sees the
 //!   same pixels as the authors' pipeline.
 //! - Images over [`MAX_PIXELS`] are refused, PIL's decompression-bomb limit.
+//! - [`decode_file_reduced`] decodes a JPEG at 1/2, 1/4 or 1/8 of its size in the DCT domain
+//!   (scaled inverse transforms, as PIL's `draft` mode asks libjpeg to), when the caller's
+//!   views allow it: a large photo then costs a fraction of its full decode and of the
+//!   resampling after it. zune-jpeg has no scaled decoding, so this path goes through
+//!   `jpeg-decoder`'s; any file it cannot take (CMYK, 16-bit, damage) is decoded in full
+//!   instead, with the same errors as [`decode_file`].
 
 use std::path::Path;
 
@@ -46,17 +52,119 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// Smallest image decoded at reduced scale, in pixels. `jpeg-decoder`'s entropy decoding
+/// (the same work at any scale) is slower than zune-jpeg's, so the scaled decode pays only
+/// where the inverse DCTs, colour conversion and resampling it saves are large: measured on
+/// the three-view pipeline (BENCHMARKS.md, "DCT-domain reduced decoding"), 0.95x at
+/// 800 x 600, 1.15x at 1500 x 1125, 1.5x at 3000 x 2250.
+pub const REDUCED_DECODE_MIN_PIXELS: u64 = 1_000_000;
+
+/// An image as decoded: `pixels` is the stored `full_size` (width, height) reduced by
+/// `reduction` (1, 2, 4 or 8), each side `ceil(side / reduction)` pixels, so that pixel
+/// `(x, y)` covers `[x r, (x + 1) r) x [y r, (y + 1) r)` of the stored image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedImage {
+    /// The decoded pixels.
+    pub pixels: RgbImage,
+    /// The stored image's size `(width, height)`.
+    pub full_size: (u32, u32),
+    /// How much smaller `pixels` is than the stored image along each side.
+    pub reduction: u32,
+}
+
+impl DecodedImage {
+    /// An image decoded at its stored size.
+    pub fn full(pixels: RgbImage) -> Self {
+        Self { full_size: pixels.dimensions(), pixels, reduction: 1 }
+    }
+}
+
+/// Reads the image file at `path` and decodes it at the reduction `choose(width, height)`
+/// of its stored size asks for (rounded down to 1, 2, 4 or 8), where the file is a JPEG of at
+/// least [`REDUCED_DECODE_MIN_PIXELS`] that the scaled decoder takes; otherwise in full. `choose` sees the stored size, read from the
+/// headers before any decoding.
+///
+/// # Errors
+/// As [`decode_file`].
+pub fn decode_file_reduced(path: &Path, choose: &dyn Fn(u32, u32) -> u32) -> Result<DecodedImage, ImageProblem> {
+    decode_bytes_reduced(&read_file(path)?, choose)
+}
+
+/// [`decode_file_reduced`] of an encoded image in memory.
+///
+/// # Errors
+/// As [`decode_bytes`].
+pub fn decode_bytes_reduced(bytes: &[u8], choose: &dyn Fn(u32, u32) -> u32) -> Result<DecodedImage, ImageProblem> {
+    if sniff(bytes) == Some(ImageFormat::Jpeg) && ends_after_last_scan(bytes) {
+        if let Some((width, height)) = jpeg_size(bytes) {
+            check_size(width, height)?;
+            let large = u64::from(width) * u64::from(height) >= REDUCED_DECODE_MIN_PIXELS;
+            let reduction = match if large { choose(width, height) } else { 1 } {
+                r if r >= 8 => 8,
+                r if r >= 4 => 4,
+                r if r >= 2 => 2,
+                _ => 1,
+            };
+            if reduction > 1 {
+                if let Some(pixels) = decode_jpeg_scaled(bytes, (width, height), reduction) {
+                    return Ok(DecodedImage { pixels, full_size: (width, height), reduction });
+                }
+            }
+        }
+    }
+    decode_bytes(bytes).map(DecodedImage::full)
+}
+
+/// The stored size of a JPEG, from its headers (no entropy decoding).
+fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options(false));
+    decoder.decode_headers().ok()?;
+    decoder.dimensions().map(|(w, h)| (w as u32, h as u32))
+}
+
+/// A JPEG decoded by scaled inverse DCTs at `1 / reduction` of `full` (width, height) to
+/// RGB, or `None` where the scaled decoder does not give exactly that (a colour model other
+/// than grey or YCbCr/RGB, more than 8 bits, damage, or a panic inside it): the caller then
+/// decodes in full.
+fn decode_jpeg_scaled(bytes: &[u8], full: (u32, u32), reduction: u32) -> Option<RgbImage> {
+    let want = (full.0.div_ceil(reduction), full.1.div_ceil(reduction));
+    let decoded = std::panic::catch_unwind(|| -> Option<(jpeg_decoder::PixelFormat, Vec<u8>)> {
+        let mut decoder = jpeg_decoder::Decoder::new(bytes);
+        decoder.read_info().ok()?;
+        let info = decoder.info()?;
+        if (u32::from(info.width), u32::from(info.height)) != full {
+            return None;
+        }
+        let got = decoder.scale(u16::try_from(want.0).ok()?, u16::try_from(want.1).ok()?).ok()?;
+        if (u32::from(got.0), u32::from(got.1)) != want {
+            return None;
+        }
+        Some((info.pixel_format, decoder.decode().ok()?))
+    })
+    .ok()??;
+    match decoded {
+        (jpeg_decoder::PixelFormat::RGB24, rgb) => RgbImage::from_raw(want.0, want.1, rgb),
+        (jpeg_decoder::PixelFormat::L8, grey) if grey.len() as u64 == u64::from(want.0) * u64::from(want.1) => {
+            Some(RgbImage::from_raw(want.0, want.1, grey.iter().flat_map(|&v| [v, v, v]).collect())?)
+        }
+        _ => None,
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ImageProblem> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ImageProblem::Missing,
+        _ => ImageProblem::Unreadable(e.to_string()),
+    })
+}
+
 /// Reads and decodes the image file at `path`.
 ///
 /// # Errors
 /// [`ImageProblem::Missing`] or [`ImageProblem::Unreadable`] when it cannot be read, else as
 /// [`decode_bytes`].
 pub fn decode_file(path: &Path) -> Result<RgbImage, ImageProblem> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ImageProblem::Missing,
-        _ => ImageProblem::Unreadable(e.to_string()),
-    })?;
-    decode_bytes(&bytes)
+    decode_bytes(&read_file(path)?)
 }
 
 /// Decodes an encoded image (JPEG or PNG, recognised by content, not by name) to RGB.
@@ -227,5 +335,104 @@ mod tests {
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
         assert_eq!(decode_bytes(&png).unwrap(), img);
         assert!(decode_bytes(&png[..png.len() / 2]).is_err());
+    }
+
+    /// A smooth colour field (gradients and a few soft blobs), JPEG at quality 95.
+    fn smooth_jpeg(width: u32, height: u32, grey: bool) -> Vec<u8> {
+        let img = RgbImage::from_fn(width, height, |x, y| {
+            let (u, v) = (x as f64 / width as f64, y as f64 / height as f64);
+            let blob = (-((u - 0.3).powi(2) + (v - 0.6).powi(2)) * 20.0).exp();
+            image::Rgb([(200.0 * u + 40.0 * blob) as u8, (180.0 * v + 60.0 * blob) as u8, (120.0 + 100.0 * (u * v)) as u8])
+        });
+        let mut bytes = Vec::new();
+        let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+        if grey {
+            encoder.encode_image(&image::DynamicImage::ImageRgb8(img).into_luma8()).unwrap();
+        } else {
+            encoder.encode_image(&img).unwrap();
+        }
+        bytes
+    }
+
+    /// Mean absolute difference of `reduced` from the `r` x `r` box averages of `full`.
+    fn distance_from_box_average(full: &RgbImage, reduced: &RgbImage, r: u32) -> f64 {
+        let mut total = 0.0;
+        for (x, y, p) in reduced.enumerate_pixels() {
+            for c in 0..3 {
+                let (mut sum, mut n) = (0.0, 0.0);
+                for yy in y * r..((y + 1) * r).min(full.height()) {
+                    for xx in x * r..((x + 1) * r).min(full.width()) {
+                        sum += f64::from(full.get_pixel(xx, yy)[c]);
+                        n += 1.0;
+                    }
+                }
+                total += (sum / n - f64::from(p[c])).abs();
+            }
+        }
+        total / (3.0 * f64::from(reduced.width()) * f64::from(reduced.height()))
+    }
+
+    #[test]
+    fn a_large_jpeg_decodes_at_the_reduction_asked_for_and_shows_the_same_picture() {
+        // 1203 x 901: odd sides, so the reduced sides are rounded up (ceil(1203 / 8) = 151).
+        for grey in [false, true] {
+            let bytes = smooth_jpeg(1203, 901, grey);
+            let full = decode_bytes(&bytes).unwrap();
+            for (asked, r) in [(1, 1), (2, 2), (3, 2), (4, 4), (7, 4), (8, 8), (100, 8), (0, 1)] {
+                let seen = std::cell::Cell::new((0, 0));
+                let d = decode_bytes_reduced(&bytes, &|w, h| {
+                    seen.set((w, h));
+                    asked
+                })
+                .unwrap();
+                assert_eq!(seen.get(), (1203, 901), "the choice sees the stored size");
+                assert_eq!((d.reduction, d.full_size), (r, (1203, 901)), "asked {asked}");
+                assert_eq!(d.pixels.dimensions(), (1203u32.div_ceil(r), 901u32.div_ceil(r)), "asked {asked}");
+                if r == 1 {
+                    assert_eq!(d.pixels, full, "no reduction is the full decode");
+                } else {
+                    let dist = distance_from_box_average(&full, &d.pixels, r);
+                    assert!(dist < 2.0, "1/{r} (grey {grey}) is {dist:.2} from the full image's box averages");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_large_fixture_decodes_at_each_reduction() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/images/large_2000x1500.jpg")).unwrap();
+        let full = decode_bytes(&bytes).unwrap();
+        for r in [2, 4, 8] {
+            let d = decode_bytes_reduced(&bytes, &|_, _| r).unwrap();
+            assert_eq!((d.reduction, d.pixels.dimensions()), (r, (2000 / r, 1500u32.div_ceil(r))));
+            let dist = distance_from_box_average(&full, &d.pixels, r);
+            assert!(dist < 6.0, "1/{r}: {dist:.2} from the full image's box averages");
+        }
+    }
+
+    #[test]
+    fn small_or_damaged_or_other_images_are_decoded_in_full() {
+        let eight = |_: u32, _: u32| 8;
+        // Below REDUCED_DECODE_MIN_PIXELS (999 x 1000): in full, whatever was asked.
+        let small = smooth_jpeg(999, 1000, false);
+        let d = decode_bytes_reduced(&small, &eight).unwrap();
+        assert_eq!((d.reduction, d.pixels.dimensions()), (1, (999, 1000)));
+        // Cut short: the same typed error as a full decode.
+        let big = smooth_jpeg(1200, 900, false);
+        assert_eq!(decode_bytes_reduced(&big[..big.len() / 2], &eight).map(|_| ()), Err(ImageProblem::Truncated));
+        assert_eq!(decode_bytes_reduced(b"not an image", &eight).map(|_| ()), Err(ImageProblem::NotAnImage));
+        // PNG: in full.
+        let img = RgbImage::from_fn(1100, 1000, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let d = decode_bytes_reduced(&png, &eight).unwrap();
+        assert_eq!((d.reduction, &d.pixels), (1, &img));
+        // A CMYK JPEG (the fixture) is one the scaled decoder does not convert: `None`, so the
+        // caller decodes it in full.
+        let cmyk = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/images/cmyk.jpg")).unwrap();
+        let (w, h) = jpeg_size(&cmyk).unwrap();
+        assert!(decode_jpeg_scaled(&cmyk, (w, h), 2).is_none());
+        assert!(decode_jpeg_scaled(&big, (1200, 900), 2).is_some());
+        assert!(decode_jpeg_scaled(&big, (1201, 900), 2).is_none(), "a size other than the stored one is refused");
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::data::decode::decode_file;
+use crate::data::decode::{decode_file, decode_file_reduced, DecodedImage};
 use crate::data::Dataset;
 use crate::error::{ProcoError, Result};
 
@@ -97,6 +97,10 @@ impl Dataset for ImageFolder {
     fn image(&self, i: usize) -> Result<RgbImage> {
         let path = &self.samples[i].0;
         decode_file(path).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })
+    }
+    fn image_reduced(&self, i: usize, choose: &dyn Fn(u32, u32) -> u32) -> Result<DecodedImage> {
+        let path = &self.samples[i].0;
+        decode_file_reduced(path, choose).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })
     }
     fn describe(&self, i: usize) -> String {
         self.samples[i].0.display().to_string()

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::data::decode::decode_file;
+use crate::data::decode::{decode_file, decode_file_reduced, DecodedImage};
 use crate::data::Dataset;
 use crate::error::{ImageProblem, ProcoError, Result};
 
@@ -218,6 +218,12 @@ fn parse_line(line: &str, n: usize) -> std::result::Result<(&str, u32), String> 
     Ok((path, label))
 }
 
+impl ListFileDataset {
+    fn image_error(&self, i: usize, problem: crate::error::ImageProblem) -> ProcoError {
+        ProcoError::Image { path: self.root.join(self.listed_path(i)), listed_at: Some(self.listed_at(i)), problem }
+    }
+}
+
 impl Dataset for ListFileDataset {
     fn len(&self) -> usize {
         self.labels.len()
@@ -230,7 +236,11 @@ impl Dataset for ListFileDataset {
     }
     fn image(&self, i: usize) -> Result<RgbImage> {
         let path = self.resolve(i)?;
-        decode_file(&path).map_err(|problem| ProcoError::Image { path: self.root.join(self.listed_path(i)), listed_at: Some(self.listed_at(i)), problem })
+        decode_file(&path).map_err(|problem| self.image_error(i, problem))
+    }
+    fn image_reduced(&self, i: usize, choose: &dyn Fn(u32, u32) -> u32) -> Result<DecodedImage> {
+        let path = self.resolve(i)?;
+        decode_file_reduced(&path, choose).map_err(|problem| self.image_error(i, problem))
     }
     fn describe(&self, i: usize) -> String {
         format!("{} ({})", self.root.join(self.listed_path(i)).display(), self.listed_at(i))

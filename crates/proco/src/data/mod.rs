@@ -36,6 +36,14 @@ pub trait Dataset: Send + Sync {
     fn label(&self, i: usize) -> usize;
     /// Pixels of sample i (i < len).
     fn image(&self, i: usize) -> Result<RgbImage>;
+    /// Sample i decoded at the reduction `choose(width, height)` asks for, given its stored
+    /// size (rounded down to 1, 2, 4 or 8: JPEG's DCT-domain scaling, as PIL's `draft`),
+    /// where the source allows it; otherwise in full. The default decodes in full with
+    /// [`Dataset::image`].
+    fn image_reduced(&self, i: usize, choose: &dyn Fn(u32, u32) -> u32) -> Result<decode::DecodedImage> {
+        let _ = choose;
+        self.image(i).map(decode::DecodedImage::full)
+    }
     /// Human-readable class names, one per class, when the source provides them.
     fn class_names(&self) -> Option<&[String]> {
         None

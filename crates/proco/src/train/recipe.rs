@@ -90,11 +90,24 @@ pub struct Recipe {
     /// Arithmetic of the network (f32, or bf16 autocast).
     #[serde(default)]
     pub precision: Precision,
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain wherever every view of
+    /// the sample is still a downscale from there (PIL's `draft` mode; a 4000 x 3000 photo
+    /// costs a fraction of its full decode); false decodes every image in full, as
+    /// torchvision does, for pixel parity with the authors' pipeline. No effect on CIFAR or
+    /// on images below twice the crop (ImageNet's 500 x 375 at 224).
+    #[serde(default = "reduced_decode_default")]
+    pub reduced_decode: bool,
     /// Use about this many images of the training set and of each evaluation split (the same
     /// fraction of every class, and at least one image of each class, so a set with more
     /// classes than this keeps one per class): quick checks. Absent for real runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+}
+
+/// Recipes saved before `reduced_decode` existed decode at reduced scale too (it changes
+/// nothing on their CIFAR data).
+fn reduced_decode_default() -> bool {
+    true
 }
 
 /// The image size of recipes saved before the field existed (all CIFAR).
@@ -132,6 +145,7 @@ impl Recipe {
             loader_threads: 2,
             image_size: 32,
             precision: Precision::Fp32,
+            reduced_decode: true,
             limit: None,
         }
     }
@@ -162,6 +176,7 @@ impl Recipe {
             loader_threads: 8,
             image_size: 224,
             precision: Precision::Fp32,
+            reduced_decode: true,
             limit: None,
         }
     }

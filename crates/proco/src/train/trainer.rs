@@ -117,9 +117,10 @@ pub fn evaluate(
     class_counts: &[usize],
     batch_size: usize,
     threads: usize,
+    reduced_decode: bool,
 ) -> Result<(ShotAccuracy, f64)> {
     let device = net.vs.device();
-    let config = LoaderConfig { batch_size, drop_last: false, shuffle: false, seed: 0, threads, prefetch: 2 };
+    let config = LoaderConfig { batch_size, drop_last: false, shuffle: false, seed: 0, threads, prefetch: 2, reduced_decode };
     let loader = Loader::new(test, transform, config)?;
     let counts: Vec<f64> = class_counts.iter().map(|&c| c as f64).collect();
     let ce = LogitAdjustedCe::new(LogPrior::from_counts(&counts)?);
@@ -330,7 +331,7 @@ impl<'a> Run<'a> {
         }
         let tb = TensorBoardWriter::create(dir)?;
         let objective = Objective::new(recipe, &data.class_counts)?;
-        let loader_config = LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4 };
+        let loader_config = LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4, reduced_decode: recipe.reduced_decode };
         let loader = Loader::new(data.train.clone(), data.train_transform.clone(), loader_config)?;
         Ok(Self { recipe, data, options, net, sgd, estimators, state, objective, loader, log, tb })
     }
@@ -366,7 +367,7 @@ impl<'a> Run<'a> {
         let train_secs = start.elapsed().as_secs_f64();
         let mut results = Vec::new();
         for split in &self.data.eval {
-            results.push(evaluate(&self.net, split.dataset.clone(), self.data.test_transform.clone(), &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads)?);
+            results.push(evaluate(&self.net, split.dataset.clone(), self.data.test_transform.clone(), &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode)?);
         }
         // The first split selects; a test split beside it is reported as `test`.
         let test = self.data.eval.iter().position(|s| s.name == "test").filter(|&i| i > 0).map(|i| results[i].0.clone());
@@ -536,7 +537,7 @@ pub fn evaluate_run(
     };
     let mut net = TwoBranchNet::new(&recipe.model(), test.num_classes(), device)?;
     checkpoint::load_model(&dir, &mut net)?;
-    evaluate(&net, test, transform, class_counts, 512, recipe.loader_threads)
+    evaluate(&net, test, transform, class_counts, 512, recipe.loader_threads, recipe.reduced_decode)
 }
 
 #[cfg(test)]
