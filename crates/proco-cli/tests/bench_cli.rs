@@ -2,11 +2,9 @@
 //! `name: value` line (bench/compare.sh pairs them with bench/pytorch_reference.py's), and the
 //! full-epoch flag is refused outside the training suite.
 
-use std::process::Command;
 
-fn proco(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_proco")).args(args).env("RUST_BACKTRACE", "0").output().expect("the proco binary runs")
-}
+mod support;
+use support::proco;
 
 /// The number after `name: ` on its own line, if printed.
 fn figure(text: &str, name: &str) -> Option<f64> {

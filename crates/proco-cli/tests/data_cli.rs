@@ -1,15 +1,8 @@
 //! `proco data show` and `proco data fetch` through the real binary.
 
-use std::path::PathBuf;
-use std::process::Command;
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("PROCO_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data"))
-}
-
-fn proco(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_proco")).args(args).env("RUST_BACKTRACE", "0").output().expect("the proco binary runs")
-}
+mod support;
+use support::{data_dir, proco};
 
 #[test]
 fn show_prints_the_histogram_and_draws_it() {

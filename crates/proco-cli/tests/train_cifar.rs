@@ -5,18 +5,9 @@
 //! command) or $PROCO_DATA_DIR.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 mod support;
-use support::walk;
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("PROCO_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data"))
-}
-
-fn proco(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_proco")).args(args).env("RUST_BACKTRACE", "0").output().expect("the proco binary runs")
-}
+use support::{data_dir, proco, walk};
 
 fn run_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("proco-cli-{name}-{}", std::process::id()));

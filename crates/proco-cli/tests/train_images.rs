@@ -8,16 +8,11 @@
 //! data, and the check names every bad file.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use image::{Rgb, RgbImage};
 
 mod support;
-use support::walk;
-
-fn proco(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_proco")).args(args).env("RUST_BACKTRACE", "0").output().expect("the proco binary runs")
-}
+use support::{proco, walk};
 
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("proco-images-{name}-{}", std::process::id()));
