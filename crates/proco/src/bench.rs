@@ -143,34 +143,33 @@ fn decode_turbojpeg(bytes: &[u8], path: &Path) -> Result<image::RgbImage> {
 pub fn decode_throughput(paths: &[PathBuf], decoder: ImageDecoder, threads: usize, epochs: usize) -> Result<(f64, f64)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let files = paths.iter().map(|p| std::fs::read(p).map_err(ProcoError::io_at(p))).collect::<Result<Vec<_>>>()?;
-    let next = AtomicUsize::new(0);
     let pixels = AtomicUsize::new(0);
+    let failure = std::sync::Mutex::new(None::<ProcoError>);
     let total = files.len() * epochs;
     let start = Instant::now();
-    let failures: Vec<ProcoError> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        if k >= total {
-                            return Ok(());
-                        }
-                        let (bytes, path) = (&files[k % files.len()], &paths[k % files.len()]);
-                        let img = match decoder {
-                            ImageDecoder::Proco => crate::data::decode::decode_bytes(bytes).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })?,
-                            ImageDecoder::ImageCrate => image::load_from_memory(bytes).map_err(|e| ProcoError::Data { path: path.clone(), reason: e.to_string() })?.into_rgb8(),
-                            #[cfg(feature = "libjpeg-turbo")]
-                            ImageDecoder::LibjpegTurbo => decode_turbojpeg(bytes, path)?,
-                        };
-                        pixels.fetch_add(img.width() as usize * img.height() as usize, Ordering::Relaxed);
-                    }
+    crate::parallel::for_each_chunk(total, 1, threads, &|range| {
+        for k in range {
+            let (bytes, path) = (&files[k % files.len()], &paths[k % files.len()]);
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<image::RgbImage> {
+                Ok(match decoder {
+                    ImageDecoder::Proco => crate::data::decode::decode_bytes(bytes).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })?,
+                    ImageDecoder::ImageCrate => image::load_from_memory(bytes).map_err(|e| ProcoError::Data { path: path.clone(), reason: e.to_string() })?.into_rgb8(),
+                    #[cfg(feature = "libjpeg-turbo")]
+                    ImageDecoder::LibjpegTurbo => decode_turbojpeg(bytes, path)?,
                 })
-            })
-            .collect();
-        workers.into_iter().filter_map(|w| w.join().unwrap_or_else(|_| Err(ProcoError::InvalidConfig { reason: "a decoding thread panicked".into() })).err()).collect()
+            }))
+            .unwrap_or_else(|_| Err(ProcoError::Data { path: path.clone(), reason: "the decoder panicked on this file".into() }));
+            match decoded {
+                Ok(img) => {
+                    pixels.fetch_add(img.width() as usize * img.height() as usize, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                }
+            }
+        }
     });
-    if let Some(e) = failures.into_iter().next() {
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
     let secs = start.elapsed().as_secs_f64();

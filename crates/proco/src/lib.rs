@@ -27,6 +27,7 @@ pub mod loader;
 pub mod loss;
 pub mod model;
 pub mod openmp;
+pub mod parallel;
 pub mod pipeline;
 pub mod plot;
 pub mod train;

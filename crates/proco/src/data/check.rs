@@ -11,34 +11,22 @@ use crate::error::ProcoError;
 /// failures as (sample index, error), in index order. `progress` is called with the number
 /// of samples done so far (from any thread, at least every 64 samples and at the end).
 pub fn scan_images(dataset: &dyn Dataset, threads: usize, progress: &(dyn Fn(usize) + Sync)) -> Vec<(usize, ProcoError)> {
-    const CHUNK: usize = 64;
-    let n = dataset.len();
-    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let problems = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1).min(n.div_ceil(CHUNK).max(1)) {
-            scope.spawn(|| loop {
-                let start = next.fetch_add(CHUNK, Ordering::Relaxed);
-                if start >= n {
-                    return;
-                }
-                let end = (start + CHUNK).min(n);
-                let mut found = Vec::new();
-                for i in start..end {
-                    // A decoder panic on hostile data is a problem of that file, not of the scan.
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dataset.image(i))) {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => found.push((i, e)),
-                        Err(_) => found.push((i, ProcoError::Data { path: dataset.describe(i).into(), reason: "the decoder failed on this file (it panicked); replace the file or remove it from the dataset".into() })),
-                    }
-                }
-                if !found.is_empty() {
-                    problems.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
-                }
-                progress(done.fetch_add(end - start, Ordering::Relaxed) + end - start);
-            });
+    crate::parallel::for_each_chunk(dataset.len(), 64, threads, &|range| {
+        let mut found = Vec::new();
+        for i in range.clone() {
+            // A decoder panic on hostile data is a problem of that file, not of the scan.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dataset.image(i))) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => found.push((i, e)),
+                Err(_) => found.push((i, ProcoError::Data { path: dataset.describe(i).into(), reason: "the decoder failed on this file (it panicked); replace the file or remove it from the dataset".into() })),
+            }
         }
+        if !found.is_empty() {
+            problems.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
+        }
+        progress(done.fetch_add(range.len(), Ordering::Relaxed) + range.len());
     });
     let mut problems = problems.into_inner().unwrap_or_else(|p| p.into_inner());
     problems.sort_by_key(|(i, _)| *i);
