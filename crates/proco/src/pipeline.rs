@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::augment::resample::resize_window_part;
-use crate::augment::{normalize_into, resized_crop, ClassificationView, ContrastiveView, RandAugment, RandAugmentView, RandomResizedCrop, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD};
+use crate::augment::{normalize_into, ClassificationView, ContrastiveView, RandAugment, RandAugmentView, RandomResizedCrop, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{ProcoError, Result};
 use crate::data::decode::DecodedImage;
 use crate::loader::SampleTransform;
@@ -125,16 +125,9 @@ impl ImageNetTrainViews {
     fn views_into(&self, img: &RgbImage, full: (u32, u32), reduction: u32, rng: &mut StdRng, out: &mut [&mut [f32]]) -> Result<()> {
         let [first, second, third] = views_of::<3>(out)?;
         let [mut r1, mut r2, mut r3] = Self::view_rngs(rng);
-        let crop = |b: crate::augment::CropBox| {
-            let b = if reduction > 1 { b.reduced(reduction, img.dimensions()) } else { b };
-            resized_crop(img, b, self.size, self.size)
-        };
-        let c = &self.classification;
-        normalize_into(&c.finish(crop(c.crop().sample_box(full.0, full.1, &mut r1)), &mut r1), IMAGENET_MEAN, IMAGENET_STD, first)?;
-        for (view, r) in [(second, &mut r2), (third, &mut r3)] {
-            let c = &self.contrastive;
-            normalize_into(&c.finish(crop(c.crop().sample_box(full.0, full.1, r)), r), IMAGENET_MEAN, IMAGENET_STD, view)?;
-        }
+        normalize_into(&self.classification.apply_reduced(img, full, reduction, &mut r1), IMAGENET_MEAN, IMAGENET_STD, first)?;
+        normalize_into(&self.contrastive.apply_reduced(img, full, reduction, &mut r2), IMAGENET_MEAN, IMAGENET_STD, second)?;
+        normalize_into(&self.contrastive.apply_reduced(img, full, reduction, &mut r3), IMAGENET_MEAN, IMAGENET_STD, third)?;
         Ok(())
     }
 }

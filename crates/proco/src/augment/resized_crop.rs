@@ -174,7 +174,15 @@ impl RandomResizedCrop {
 
     /// Samples a box and returns the resized crop.
     pub fn apply<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> RgbImage {
-        let b = self.sample_box(img.width(), img.height(), rng);
+        self.apply_reduced(img, img.dimensions(), 1, rng)
+    }
+
+    /// [`RandomResizedCrop::apply`] of a `full` (width, height) image from `img`, its decoding
+    /// at 1/`reduction` of that size: the box is drawn on the full size (the same draws as
+    /// `apply` on the full image) and [`CropBox::reduced`] onto `img`.
+    pub fn apply_reduced<R: Rng>(&self, img: &RgbImage, full: (u32, u32), reduction: u32, rng: &mut R) -> RgbImage {
+        let b = self.sample_box(full.0, full.1, rng);
+        let b = if reduction > 1 { b.reduced(reduction, img.dimensions()) } else { b };
         resized_crop(img, b, self.out_width, self.out_height)
     }
 }

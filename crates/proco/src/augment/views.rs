@@ -137,8 +137,14 @@ impl ContrastiveView {
         self.finish(self.crop.apply(img, rng), rng)
     }
 
+    /// Applies the view to a `full` (width, height) image decoded at 1/`reduction` as `img`
+    /// (see [`RandomResizedCrop::apply_reduced`]).
+    pub fn apply_reduced<R: Rng>(&self, img: &RgbImage, full: (u32, u32), reduction: u32, rng: &mut R) -> RgbImage {
+        self.finish(self.crop.apply_reduced(img, full, reduction, rng), rng)
+    }
+
     /// The view's steps after its crop, on the crop's output.
-    pub fn finish<R: Rng>(&self, cropped: RgbImage, rng: &mut R) -> RgbImage {
+    fn finish<R: Rng>(&self, cropped: RgbImage, rng: &mut R) -> RgbImage {
         let out = random_flip(cropped, rng);
         let out = if rng.random::<f64>() < self.jitter_p {
             self.jitter.apply_owned(out, rng)
@@ -192,8 +198,14 @@ impl RandAugmentView {
         self.finish(self.crop.apply(img, rng), rng)
     }
 
+    /// Applies the view to a `full` (width, height) image decoded at 1/`reduction` as `img`
+    /// (see [`RandomResizedCrop::apply_reduced`]).
+    pub fn apply_reduced<R: Rng>(&self, img: &RgbImage, full: (u32, u32), reduction: u32, rng: &mut R) -> RgbImage {
+        self.finish(self.crop.apply_reduced(img, full, reduction, rng), rng)
+    }
+
     /// The view's steps after its crop, on the crop's output.
-    pub fn finish<R: Rng>(&self, cropped: RgbImage, rng: &mut R) -> RgbImage {
+    fn finish<R: Rng>(&self, cropped: RgbImage, rng: &mut R) -> RgbImage {
         let out = random_flip(cropped, rng);
         let out = self.jitter.apply_owned(out, rng);
         self.rand_augment.apply(&out, rng)

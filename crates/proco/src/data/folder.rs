@@ -96,11 +96,11 @@ impl Dataset for ImageFolder {
     }
     fn image(&self, i: usize) -> Result<RgbImage> {
         let path = &self.samples[i].0;
-        decode_file(path).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })
+        decode_file(path).map_err(|problem| image_error(path, problem))
     }
     fn image_reduced(&self, i: usize, choose: &dyn Fn(u32, u32) -> u32) -> Result<DecodedImage> {
         let path = &self.samples[i].0;
-        decode_file_reduced(path, choose).map_err(|problem| ProcoError::Image { path: path.clone(), listed_at: None, problem })
+        decode_file_reduced(path, choose).map_err(|problem| image_error(path, problem))
     }
     fn describe(&self, i: usize) -> String {
         self.samples[i].0.display().to_string()
@@ -108,6 +108,11 @@ impl Dataset for ImageFolder {
     fn class_names(&self) -> Option<&[String]> {
         Some(&self.classes)
     }
+}
+
+/// The error of an image file that failed to decode.
+fn image_error(path: &Path, problem: crate::error::ImageProblem) -> ProcoError {
+    ProcoError::Image { path: path.to_path_buf(), listed_at: None, problem }
 }
 
 /// The class directories of `root`, sorted by name, with their UTF-8 names.
