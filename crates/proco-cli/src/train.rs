@@ -151,7 +151,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         args.stop_after.map_or(String::new(), |k| format!(" (stopping after {k})")),
         run_dir.display()
     );
-    let options = RunOptions { run_dir: run_dir.clone(), device, stop_after: args.stop_after, resume: args.resume, eval_batch_size: 512 };
+    let options = RunOptions { stop_after: args.stop_after, resume: args.resume, ..RunOptions::new(run_dir.clone(), device) };
     let bar = ProgressBar::hidden();
     let started = Instant::now();
     let mut on_progress = |p: Progress| match p {

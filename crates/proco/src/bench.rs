@@ -102,7 +102,7 @@ pub fn loss_step_time(n: usize, c: usize, p: usize, kind: Kind, device: Device, 
 /// consumes), nothing else running; JPEGs decoded at reduced scale where the views allow it
 /// when `reduced_decode` is set.
 pub fn pipeline_throughput(dataset: std::sync::Arc<dyn crate::data::Dataset>, transform: std::sync::Arc<dyn crate::loader::SampleTransform>, threads: usize, batch_size: usize, epochs: usize, reduced_decode: bool) -> Result<f64> {
-    let config = crate::loader::LoaderConfig { batch_size, drop_last: true, shuffle: true, seed: 0, threads, prefetch: 4, reduced_decode };
+    let config = crate::loader::LoaderConfig { batch_size, drop_last: true, shuffle: true, seed: 0, threads, prefetch: 4, reduced_decode, shard: crate::loader::Shard::WHOLE };
     let loader = crate::loader::Loader::new(dataset, transform, config)?;
     let start = Instant::now();
     let mut images = 0usize;
@@ -340,7 +340,7 @@ pub struct FullEpoch {
 /// Runs the first epoch of `recipe` on `data` with [`train`] (`stop_after = 1`) into
 /// `run_dir`, which must not hold a run, and times it.
 pub fn full_epoch(recipe: &Recipe, data: &RunData, device: Device, run_dir: &Path) -> Result<FullEpoch> {
-    let options = RunOptions { run_dir: run_dir.to_path_buf(), device, stop_after: Some(1), resume: false, eval_batch_size: 512 };
+    let options = RunOptions { stop_after: Some(1), ..RunOptions::new(run_dir, device) };
     let start = Instant::now();
     let summary = train(recipe, data, &options, &mut |_: Progress| {})?;
     let total_seconds = start.elapsed().as_secs_f64();

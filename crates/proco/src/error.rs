@@ -90,6 +90,15 @@ pub enum ProcoError {
     /// LibTorch reported an error (device, dtype or shape problem).
     #[error("LibTorch error: {0}")]
     Torch(#[from] tch::TchError),
+    /// Data-parallel training could not start or continue: rendezvous, a collective, or
+    /// ranks that disagree.
+    #[error("rank {rank}: {reason}")]
+    Distributed {
+        /// This process's rank.
+        rank: usize,
+        /// What failed, naming the other rank where known, and what to do.
+        reason: String,
+    },
 }
 
 impl ProcoError {

@@ -170,6 +170,17 @@ impl BatchStatistics {
         Ok(())
     }
 
+    /// Replaces the sums (C x p) and counts (C) with reduced ones of the same sizes, e.g. the
+    /// all-reduce over the ranks of data-parallel training.
+    pub fn set(&mut self, sums: &[f64], counts: &[f64]) -> Result<()> {
+        if sums.len() != self.sums.len() || counts.len() != self.counts.len() {
+            return Err(ProcoError::InvalidConfig { reason: format!("reduced statistics of {} sums and {} counts for {} classes x {} dims", sums.len(), counts.len(), self.num_classes, self.p) });
+        }
+        self.sums.copy_from_slice(sums);
+        self.counts.copy_from_slice(counts);
+        Ok(())
+    }
+
     /// Number of samples of each class in the batch.
     pub fn counts(&self) -> &[f64] {
         &self.counts

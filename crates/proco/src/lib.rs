@@ -19,6 +19,7 @@ pub mod allocator;
 pub mod augment;
 pub mod bench;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod estimator;
 mod host_autograd;

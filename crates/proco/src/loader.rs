@@ -72,11 +72,36 @@ pub struct LoaderConfig {
     /// [`SampleTransform::reduction`]); off, every image is decoded in full, as torchvision
     /// does.
     pub reduced_decode: bool,
+    /// This process's part of every batch in data-parallel training: `Shard { rank, world }`
+    /// takes the rank-th of `world` contiguous, near-equal slices of each batch of
+    /// `batch_size` samples (the global batch), so the ranks together see exactly the
+    /// batches of one process. [`Shard::WHOLE`] is the whole batch.
+    pub shard: Shard,
+}
+
+/// One rank's slice of every batch (see [`LoaderConfig::shard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based rank.
+    pub rank: usize,
+    /// Number of ranks (at least 1).
+    pub world: usize,
+}
+
+impl Shard {
+    /// The whole batch: one process.
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1 };
+
+    /// The positions of this rank's samples in a batch of `len`.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let world = self.world.max(1);
+        len * self.rank / world..len * (self.rank + 1) / world
+    }
 }
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self { batch_size: 256, drop_last: true, shuffle: true, seed: 0, threads: 2, prefetch: 4, reduced_decode: true }
+        Self { batch_size: 256, drop_last: true, shuffle: true, seed: 0, threads: 2, prefetch: 4, reduced_decode: true, shard: Shard::WHOLE }
     }
 }
 
@@ -120,6 +145,9 @@ impl Loader {
         if config.batch_size == 0 || config.threads == 0 {
             return Err(ProcoError::InvalidConfig { reason: "batch size and thread count must be at least 1".into() });
         }
+        if config.shard.world == 0 || config.shard.rank >= config.shard.world {
+            return Err(ProcoError::InvalidConfig { reason: format!("rank {} is outside a world of {}", config.shard.rank, config.shard.world) });
+        }
         if config.drop_last && config.batch_size > dataset.len() {
             return Err(ProcoError::InvalidConfig {
                 reason: format!("batch size {} exceeds the {} samples of the dataset, so drop_last leaves no batch", config.batch_size, dataset.len()),
@@ -158,7 +186,7 @@ impl Loader {
             .map(|k| {
                 let (dataset, transform, order, next, stop, tx) =
                     (self.dataset.clone(), self.transform.clone(), order.clone(), next.clone(), stop.clone(), tx.clone());
-                let (bs, seed, reduced_decode) = (self.config.batch_size, self.config.seed, self.config.reduced_decode);
+                let (bs, seed, reduced_decode, shard) = (self.config.batch_size, self.config.seed, self.config.reduced_decode, self.config.shard);
                 // Named, so that `top -H` and profilers tell the loader's threads apart.
                 let builder = std::thread::Builder::new().name(format!("proco-loader-{k}"));
                 let work = move || loop {
@@ -166,7 +194,8 @@ impl Loader {
                     if b >= batches || stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
+                    let batch = &order[b * bs..((b + 1) * bs).min(order.len())];
+                    let idx = &batch[shard.range(batch.len())];
                     // A panicking transform must surface as an error of this batch, not as a
                     // silently missing batch.
                     let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_batch(&*dataset, &*transform, idx, seed, epoch, reduced_decode)))
@@ -342,7 +371,7 @@ mod tests {
     }
 
     fn collect(threads: usize, epoch: u64) -> Vec<(Vec<f32>, Vec<i64>, Vec<usize>)> {
-        let config = LoaderConfig { batch_size: 4, drop_last: true, shuffle: true, seed: 9, threads, prefetch: 2, reduced_decode: true };
+        let config = LoaderConfig { batch_size: 4, drop_last: true, shuffle: true, seed: 9, threads, prefetch: 2, reduced_decode: true, shard: Shard::WHOLE };
         let loader = Loader::new(dataset(10), Arc::new(Jitter), config).unwrap();
         loader
             .epoch(epoch)
@@ -391,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_panicking_transform_is_an_error_not_a_hang() {
-        let config = LoaderConfig { batch_size: 2, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1, reduced_decode: true };
+        let config = LoaderConfig { batch_size: 2, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1, reduced_decode: true, shard: Shard::WHOLE };
         let loader = Loader::new(dataset(10), Arc::new(Faulty), config).unwrap();
         let results: Vec<_> = loader.epoch(0).collect();
         let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error").to_string();
@@ -400,7 +429,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_partial_batch_when_asked() {
-        let config = LoaderConfig { batch_size: 4, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1, reduced_decode: true };
+        let config = LoaderConfig { batch_size: 4, drop_last: false, shuffle: false, seed: 0, threads: 2, prefetch: 1, reduced_decode: true, shard: Shard::WHOLE };
         let loader = Loader::new(dataset(10), Arc::new(Jitter), config).unwrap();
         let sizes: Vec<usize> = loader.epoch(0).map(|b| b.unwrap().indices.len()).collect();
         assert_eq!(sizes, [4, 4, 2]);

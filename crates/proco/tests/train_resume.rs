@@ -84,7 +84,7 @@ fn run_dir(name: &str) -> PathBuf {
 }
 
 fn options(dir: &PathBuf, stop_after: Option<usize>, resume: bool) -> RunOptions {
-    RunOptions { run_dir: dir.clone(), device: Device::Cpu, stop_after, resume, eval_batch_size: 64 }
+    RunOptions { stop_after, resume, eval_batch_size: 64, ..RunOptions::new(dir, Device::Cpu) }
 }
 
 fn weights(dir: &PathBuf) -> Vec<(String, Tensor)> {

@@ -33,6 +33,12 @@ pub struct BranchPhases {
     pub attach: Duration,
 }
 
+/// Combines the estimator statistics of a step across processes before they are applied:
+/// data-parallel training sums every rank's (see
+/// [`crate::distributed::Distributed::all_reduce_statistics`]); a single process leaves them.
+/// Called once per step with the statistics of views 2 and 3.
+pub type StatisticsReducer<'a> = dyn FnMut(&mut [&mut BatchStatistics]) -> Result<()> + 'a;
+
 /// ProCo's contrastive branch: the ProCo loss (p, tau) scored by logit-adjusted CE under the
 /// training prior.
 #[derive(Debug, Clone)]
@@ -75,11 +81,18 @@ impl ProCoBranch {
 
     /// [`Self::forward`], adding the time of its phases to `phases`.
     pub fn forward_with_phases(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair, phases: &mut BranchPhases) -> Result<BranchOutput> {
+        self.forward_reduced(z, y, estimators, phases, &mut |_| Ok(()))
+    }
+
+    /// [`Self::forward_with_phases`] with the statistics of views 2 and 3 passed through
+    /// `reduce` before the estimators take them (data-parallel training: the union batch's
+    /// statistics on every rank).
+    pub fn forward_reduced(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair, phases: &mut BranchPhases, reduce: &mut StatisticsReducer<'_>) -> Result<BranchOutput> {
         let n = y.size().first().copied().unwrap_or(0);
         let p = self.loss.dim();
         let num_classes = estimators.previous().num_classes();
         if !self.loss.uses_host_pass(n.max(0) as usize, num_classes) {
-            return self.forward_on_device(z, y, estimators);
+            return self.forward_on_device(z, y, estimators, reduce);
         }
         let t0 = Instant::now();
         let views = z.f_narrow(0, n, 2 * n)?;
@@ -96,7 +109,8 @@ impl ProCoBranch {
             BatchStatistics::from_rows(rows, &labels, num_classes, p)
         };
         let (first_stats, second_stats) = crate::openmp::join(|| statistics(first), || statistics(second));
-        let (first_stats, second_stats) = (first_stats?, second_stats?);
+        let (mut first_stats, mut second_stats) = (first_stats?, second_stats?);
+        reduce(&mut [&mut first_stats, &mut second_stats])?;
         let t1 = Instant::now();
         let mut grad = HostGradient::for_features(z)?;
         grad.push_zeros(n as usize * p)?;
@@ -128,16 +142,20 @@ impl ProCoBranch {
     /// [`Self::forward`] for batches too large for the host pass: per view, the estimator
     /// statistics on the device, the contrast logits through [`ProCoLoss::contrast_logits`]
     /// and autograd.
-    fn forward_on_device(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair) -> Result<BranchOutput> {
+    fn forward_on_device(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair, reduce: &mut StatisticsReducer<'_>) -> Result<BranchOutput> {
         let n = y.size().first().copied().unwrap_or(0);
-        let mut view = |v: i64| -> Result<(Tensor, Tensor)> {
+        let (p, num_classes) = (self.loss.dim(), estimators.previous().num_classes());
+        let stats = |v: i64| BatchStatistics::from_batch(&z.f_narrow(0, v * n, n)?.detach(), y, num_classes, p);
+        let (mut second, mut third) = (stats(1)?, stats(2)?);
+        reduce(&mut [&mut second, &mut third])?;
+        let mut view = |v: i64, stats: &BatchStatistics| -> Result<(Tensor, Tensor)> {
             let zv = z.f_narrow(0, v * n, n)?;
-            estimators.update(&zv.detach(), y)?;
+            estimators.apply(stats)?;
             let s = self.loss.contrast_logits(&zv, estimators.previous())?;
             Ok((self.ce.loss(&s.logits, y)?, s.logits.detach()))
         };
-        let (loss2, logits2) = view(1)?;
-        let (loss3, logits3) = view(2)?;
+        let (loss2, logits2) = view(1, &second)?;
+        let (loss3, logits3) = view(2, &third)?;
         let mean = ((logits2 + logits3) / 2.0).f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?;
         Ok(BranchOutput { loss: (loss2 + loss3) / 2.0, mean_logits: Vec::<f64>::try_from(&mean)? })
     }

@@ -5,7 +5,7 @@ mod branch;
 mod logit_adjusted;
 mod proco;
 
-pub use branch::{BranchOutput, BranchPhases, ProCoBranch};
+pub use branch::{BranchOutput, BranchPhases, ProCoBranch, StatisticsReducer};
 pub use logit_adjusted::{LogPrior, LogitAdjustedCe};
 pub use proco::{attach_gradient, BesselRoute, ContrastLogits, HostBatch, HostGradient, ProCoLoss};
 pub use proco_vmf::contrast::ContrastLoss;

@@ -12,4 +12,4 @@ pub mod trainer;
 pub use accuracy::{shot_accuracy, ShotAccuracy};
 pub use recipe::Recipe;
 pub use run_data::{load_run_data, EvalSplit, RunData};
-pub use trainer::{evaluate, evaluate_run, train, train_step, EpochRecord, Objective, Progress, RunOptions, StepOutcome, StepPosition, TrainSummary};
+pub use trainer::{evaluate, evaluate_run, evaluate_sharded, train, train_step, train_step_sharded, EpochRecord, Objective, Progress, RunOptions, StepOutcome, StepPosition, TrainSummary};

@@ -129,7 +129,7 @@ pub fn find_sources(kind: DatasetKind, dir: &Path) -> Result<Sources> {
 /// # fn main() -> proco::Result<()> {
 /// let recipe = Recipe::preset("own-data")?.merge_toml("image_size = 160\nbatch_size = 64")?;
 /// let data = load_run_data(&recipe, std::path::Path::new("/data/birds"))?; // train/ + val/ (+ test/)
-/// let options = RunOptions { run_dir: "runs/birds".into(), device: tch::Device::Cpu, stop_after: None, resume: false, eval_batch_size: 256 };
+/// let options = RunOptions { eval_batch_size: 256, ..RunOptions::new("runs/birds", tch::Device::Cpu) };
 /// let summary = train(&recipe, &data, &options, &mut |_progress| {})?;
 /// println!("best epoch {:?}", summary.best.map(|b| (b.epoch, b.accuracy.top1, b.test.map(|t| t.top1))));
 /// # Ok(()) }

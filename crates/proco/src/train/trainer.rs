@@ -3,16 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::Dataset;
+use crate::distributed::{Backend, Distributed, ReduceOp, WorldSpec};
 use crate::error::{ProcoError, Result};
 use crate::estimator::EstimatorPair;
-use crate::loader::{Loader, LoaderConfig, SampleTransform};
+use crate::loader::{Loader, LoaderConfig, SampleTransform, Shard};
 use crate::loss::{LogPrior, LogitAdjustedCe, ProCoBranch};
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
@@ -36,6 +37,20 @@ pub struct RunOptions {
     pub resume: bool,
     /// Batch size of evaluation.
     pub eval_batch_size: usize,
+    /// Data-parallel training: this process's place in the job (see [`WorldSpec::from_env`]);
+    /// `None` trains in this process alone.
+    pub world: Option<WorldSpec>,
+    /// How long a collective of data-parallel training waits for the other ranks before the
+    /// run fails naming the rank at fault (also the rendezvous timeout).
+    pub collective_timeout: Duration,
+}
+
+impl RunOptions {
+    /// One process on `device`, writing to `run_dir`: no stop, no resume, evaluation batch
+    /// 512, a 5-minute collective timeout for when `world` is set.
+    pub fn new(run_dir: impl Into<PathBuf>, device: Device) -> Self {
+        Self { run_dir: run_dir.into(), device, stop_after: None, resume: false, eval_batch_size: 512, world: None, collective_timeout: Duration::from_secs(300) }
+    }
 }
 
 /// What the loop reports as it goes.
@@ -119,25 +134,60 @@ pub fn evaluate(
     threads: usize,
     reduced_decode: bool,
 ) -> Result<(ShotAccuracy, f64)> {
+    evaluate_sharded(net, test, transform, class_counts, batch_size, threads, reduced_decode, None)
+}
+
+/// [`evaluate`], with `dist` splitting every batch over the ranks and gathering the
+/// predictions and losses: every rank returns the figures of the whole split.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_sharded(
+    net: &TwoBranchNet,
+    test: Arc<dyn Dataset>,
+    transform: Arc<dyn SampleTransform>,
+    class_counts: &[usize],
+    batch_size: usize,
+    threads: usize,
+    reduced_decode: bool,
+    mut dist: Option<&mut Distributed>,
+) -> Result<(ShotAccuracy, f64)> {
     let device = net.vs.device();
-    let config = LoaderConfig { batch_size, drop_last: false, shuffle: false, seed: 0, threads, prefetch: 2, reduced_decode };
-    let loader = Loader::new(test, transform, config)?;
+    let total = test.len();
+    let shard = dist.as_ref().map_or(Shard::WHOLE, |d| Shard { rank: d.rank(), world: d.world_size() });
+    let config = LoaderConfig { batch_size, drop_last: false, shuffle: false, seed: 0, threads, prefetch: 2, reduced_decode, shard };
+    let loader = Loader::new(test.clone(), transform, config)?;
     let counts: Vec<f64> = class_counts.iter().map(|&c| c as f64).collect();
     let ce = LogitAdjustedCe::new(LogPrior::from_counts(&counts)?);
-    let (mut preds, mut labels, mut loss_sum, mut n) = (Vec::new(), Vec::new(), 0.0, 0usize);
+    // Prediction + 1 at each evaluated sample's index (0: another rank's), and the loss sum.
+    let (mut slots, mut loss_sum) = (vec![0i64; total], 0.0);
     let _guard = tch::no_grad_guard();
     for batch in loader.epoch(0) {
         let batch = batch?;
+        let k = batch.indices.len();
+        if k == 0 {
+            continue;
+        }
         let x = batch.views.f_select(0, 0)?.f_to_device(device)?;
         let y = batch.labels.f_to_device(device)?;
         let logits = net.logits(&x)?;
-        let k = batch.indices.len();
         loss_sum += ce.loss(&logits, &y)?.f_double_value(&[])? * k as f64;
-        n += k;
-        preds.extend(Vec::<i64>::try_from(&logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)?.into_iter().map(|p| p as usize));
-        labels.extend(Vec::<i64>::try_from(&batch.labels)?.into_iter().map(|l| l as usize));
+        let preds = Vec::<i64>::try_from(&logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)?;
+        for (&i, p) in batch.indices.iter().zip(preds) {
+            slots[i] = p + 1;
+        }
     }
-    Ok((shot_accuracy(&preds, &labels, class_counts), loss_sum / n.max(1) as f64))
+    if let Some(d) = dist.as_deref_mut() {
+        let mut t = [Tensor::f_from_slice(&slots)?, Tensor::f_from_slice(&[loss_sum])?];
+        d.all_reduce(&mut t, ReduceOp::Sum)?;
+        slots = Vec::<i64>::try_from(&t[0])?;
+        loss_sum = t[1].f_double_value(&[0])?;
+    }
+    let missing = slots.iter().filter(|&&p| p <= 0).count();
+    if missing > 0 {
+        return Err(ProcoError::InvalidConfig { reason: format!("{missing} of {total} evaluation samples got no prediction") });
+    }
+    let preds: Vec<usize> = slots.iter().map(|&p| (p - 1) as usize).collect();
+    let labels: Vec<usize> = (0..total).map(|i| test.label(i)).collect();
+    Ok((shot_accuracy(&preds, &labels, class_counts), loss_sum / total.max(1) as f64))
 }
 
 /// The loss of a training step: logit-adjusted CE of the classifier on view 1 plus alpha times
@@ -216,7 +266,34 @@ pub fn train_step(
     y: &Tensor,
     at: StepPosition,
 ) -> Result<StepOutcome> {
+    train_step_sharded(net, sgd, estimators, objective, x, y, at, None)
+}
+
+/// Gradient buckets of data-parallel training: 25 MB, DDP's default.
+const GRADIENT_BUCKET_BYTES: usize = 25 << 20;
+
+/// [`train_step`] on this rank's slice `x`, `y` of the global batch, with `dist`: rank 0's
+/// BatchNorm running statistics first (as DDP broadcasts buffers), the estimator statistics
+/// all-reduced before the estimators take them, and the gradients averaged over the ranks
+/// before the update, so that every rank makes the same update.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_sharded(
+    net: &TwoBranchNet,
+    sgd: &mut Sgd,
+    estimators: &mut EstimatorPair,
+    objective: &Objective,
+    x: &Tensor,
+    y: &Tensor,
+    at: StepPosition,
+    mut dist: Option<&mut Distributed>,
+) -> Result<StepOutcome> {
     let StepPosition { epoch, step, lr } = at;
+    if let Some(d) = dist.as_deref_mut() {
+        let mut buffers = buffers_of(net);
+        if !buffers.is_empty() {
+            d.broadcast_from_leader(&mut buffers)?;
+        }
+    }
     let n = y.size().first().copied().unwrap_or(0);
     let (z, logits) = net.forward_t(x, true)?;
     let finite = logits.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1 && z.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1;
@@ -225,7 +302,10 @@ pub fn train_step(
     }
     let logits1 = logits.f_narrow(0, 0, n)?;
     let ce_loss = objective.ce.loss(&logits1, y)?;
-    let branch = objective.branch.forward(&z, y, estimators)?;
+    let branch = match dist.as_deref_mut() {
+        Some(d) => objective.branch.forward_reduced(&z, y, estimators, &mut Default::default(), &mut |stats| d.all_reduce_statistics(stats))?,
+        None => objective.branch.forward(&z, y, estimators)?,
+    };
     let (proco_loss, contrast) = (branch.loss, branch.mean_logits);
     let loss = &ce_loss + &proco_loss * objective.alpha;
     let value = loss.f_double_value(&[])?;
@@ -234,6 +314,9 @@ pub fn train_step(
     }
     sgd.zero_grad(&net.vs);
     loss.f_backward()?;
+    if let Some(d) = dist.as_deref_mut() {
+        d.average_gradients(&net.vs.trainable_variables(), GRADIENT_BUCKET_BYTES)?;
+    }
     sgd.step(&net.vs, lr)?;
 
     let classifier = Vec::<f64>::try_from(&logits1.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
@@ -242,13 +325,42 @@ pub fn train_step(
     Ok(StepOutcome { ce_loss: ce_loss.f_double_value(&[])?, proco_loss: proco_loss.f_double_value(&[])?, correct })
 }
 
+/// The variables of `net` that are not trained (BatchNorm running statistics), by name.
+/// Sorted by name, so that every rank lists them in the same order.
+fn buffers_of(net: &TwoBranchNet) -> Vec<Tensor> {
+    named_variables(net).into_iter().filter(|(_, v)| !v.requires_grad()).map(|(_, v)| v).collect()
+}
+
+/// Every variable of `net` (parameters and buffers), sorted by name.
+fn named_variables(net: &TwoBranchNet) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = net.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
 /// Trains (or continues) a run. Writes `recipe.toml`, `metrics.jsonl`, TensorBoard events and
 /// checkpoints under `options.run_dir`; reports progress through `progress`.
 ///
 /// Every epoch evaluates every split of `data.eval`; the first selects the best epoch.
+///
+/// With `options.world`, this process is one rank of a data-parallel job (see
+/// [`crate::distributed`]): every rank calls `train` with the same recipe and data; the
+/// recipe's `batch_size` is the global batch, which must divide by the world size; only rank
+/// 0 writes to the run directory; on resume rank 0 reads the checkpoint and sends it to the
+/// others, so the world size may differ from the run that wrote it.
 pub fn train(recipe: &Recipe, data: &RunData, options: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary> {
-    check_run_data(recipe, data)?;
-    let mut run = Run::start(recipe, data, options)?;
+    let mut dist = match &options.world {
+        Some(spec) => {
+            let backend = match options.device {
+                Device::Cuda(i) => Backend::Nccl { device: i },
+                _ => Backend::Gloo,
+            };
+            Some(Distributed::join(spec, backend, options.collective_timeout)?)
+        }
+        None => None,
+    };
+    let checked = check_run_data(recipe, data).and_then(|()| check_world(recipe, dist.as_ref()));
+    let mut run = Run::start(recipe, data, options, dist.take(), checked)?;
     let end = options.stop_after.map_or(recipe.epochs, |s| s.min(recipe.epochs));
     let mut records = Vec::new();
     for epoch in run.state.next_epoch..end {
@@ -257,8 +369,35 @@ pub fn train(recipe: &Recipe, data: &RunData, options: &RunOptions, progress: &m
         progress(Progress::EpochEnd(record.clone()));
         records.push(record);
     }
-    write_plots(&options.run_dir, &run.log, &data.class_counts, run.state.best.as_ref())?;
+    if let Some(log) = &run.log {
+        write_plots(&options.run_dir, log, &data.class_counts, run.state.best.as_ref())?;
+    }
     Ok(TrainSummary { epochs: records, best: run.state.best })
+}
+
+/// The global batch must split evenly over the ranks.
+fn check_world(recipe: &Recipe, dist: Option<&Distributed>) -> Result<()> {
+    match dist {
+        Some(d) if recipe.batch_size % d.world_size() != 0 => Err(ProcoError::InvalidConfig {
+            reason: format!("the batch size {} (the global batch) does not divide by the {} ranks; choose a world size that divides it, or set batch_size", recipe.batch_size, d.world_size()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A fingerprint of what the ranks must agree on: the recipe and the data (sizes, class
+/// counts, and where the first and last samples come from).
+fn run_fingerprint(recipe: &Recipe, data: &RunData) -> Result<u64> {
+    let mut text = recipe.to_toml()?;
+    text.push_str(&format!("{:?}", data.class_counts));
+    for ds in std::iter::once(&data.train).chain(data.eval.iter().map(|s| &s.dataset)) {
+        let n = ds.len();
+        text.push_str(&format!("|{n}|{}", ds.num_classes()));
+        if n > 0 {
+            text.push_str(&format!("|{}|{}|{}|{}", ds.describe(0), ds.label(0), ds.describe(n - 1), ds.label(n - 1)));
+        }
+    }
+    Ok(crate::distributed::fingerprint(&[text.as_bytes()]))
 }
 
 /// What `train` needs of the data: agreeing class counts, three training views, a split to
@@ -290,50 +429,116 @@ struct Run<'a> {
     state: TrainState,
     objective: Objective,
     loader: Loader,
-    log: JsonlLog,
-    tb: TensorBoardWriter,
+    /// The metrics sinks: rank 0's (a single process is rank 0).
+    log: Option<JsonlLog>,
+    tb: Option<TensorBoardWriter>,
+    dist: Option<Distributed>,
 }
 
 impl<'a> Run<'a> {
     /// A fresh run (writing its recipe), or the run in `options.run_dir` resumed from its
-    /// latest checkpoint (refusing a recipe other than the saved one).
-    fn start(recipe: &'a Recipe, data: &'a RunData, options: &'a RunOptions) -> Result<Self> {
-        let dir = &options.run_dir;
-        std::fs::create_dir_all(dir).map_err(ProcoError::io_at(dir))?;
-        let recipe_path = dir.join("recipe.toml");
-        let existing = checkpoint::latest(dir)?;
-        if options.resume {
-            let saved = std::fs::read_to_string(&recipe_path).map_err(ProcoError::io_at(&recipe_path))?;
-            if Recipe::from_toml(&saved)? != *recipe {
-                return Err(ProcoError::RecipeMismatch { saved: recipe_path });
-            }
-        } else if existing.is_some() {
-            return Err(ProcoError::RunExists { dir: dir.clone() });
-        } else {
-            std::fs::write(&recipe_path, recipe.to_toml()?).map_err(ProcoError::io_at(&recipe_path))?;
+    /// latest checkpoint (refusing a recipe other than the saved one). `checked` is the
+    /// outcome of the checks before it. With `dist`, rank 0 alone touches the run directory;
+    /// every rank then learns whether all started and agree, and takes rank 0's state.
+    fn start(recipe: &'a Recipe, data: &'a RunData, options: &'a RunOptions, mut dist: Option<Distributed>, checked: Result<()>) -> Result<Self> {
+        let leader = dist.as_ref().is_none_or(|d| d.rank() == 0);
+        let local = checked.and_then(|()| Self::prepare(recipe, data, options, leader));
+        if let Some(d) = dist.as_mut() {
+            let agreed = d.check_agreement(run_fingerprint(recipe, data)?, local.is_ok());
+            // This rank's own error says more than the agreement's.
+            let mut run = local?;
+            agreed?;
+            run.take_leaders_state(d)?;
+            run.dist = dist;
+            return Ok(run);
         }
+        local
+    }
+
+    /// This rank's run: the network, optimiser, estimators and, on the leader, the run
+    /// directory's checks, the recipe, the checkpoint to resume from and the sinks.
+    fn prepare(recipe: &'a Recipe, data: &'a RunData, options: &'a RunOptions, leader: bool) -> Result<Self> {
+        let dir = &options.run_dir;
         let num_classes = data.class_counts.len();
         let mut net = TwoBranchNet::new(&recipe.model(), num_classes, options.device)?;
         let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
         let mut rng = StdRng::seed_from_u64(recipe.seed);
         let mut estimators = EstimatorPair::new(num_classes, recipe.feature_dim, &mut rng)?;
         let mut state = TrainState { next_epoch: 0, num_classes, best: None };
-        let log = JsonlLog::new(dir.join("metrics.jsonl"));
-        if options.resume {
-            let ckpt = existing.ok_or_else(|| ProcoError::InvalidConfig { reason: format!("nothing to resume: {} has no checkpoint yet", dir.display()) })?;
-            let (s, e) = checkpoint::load_all(&ckpt, &mut net, &mut sgd)?;
-            state = s;
-            estimators = e;
-            log.truncate_from_epoch(state.next_epoch as u64)?;
-        } else {
-            // A fresh run (or one that crashed before its first checkpoint) starts a fresh log.
-            log.truncate_from_epoch(0)?;
+        let (mut log, mut tb) = (None, None);
+        if leader {
+            std::fs::create_dir_all(dir).map_err(ProcoError::io_at(dir))?;
+            let recipe_path = dir.join("recipe.toml");
+            let existing = checkpoint::latest(dir)?;
+            if options.resume {
+                let saved = std::fs::read_to_string(&recipe_path).map_err(ProcoError::io_at(&recipe_path))?;
+                if Recipe::from_toml(&saved)? != *recipe {
+                    return Err(ProcoError::RecipeMismatch { saved: recipe_path });
+                }
+            } else if existing.is_some() {
+                return Err(ProcoError::RunExists { dir: dir.clone() });
+            } else {
+                std::fs::write(&recipe_path, recipe.to_toml()?).map_err(ProcoError::io_at(&recipe_path))?;
+            }
+            let jsonl = JsonlLog::new(dir.join("metrics.jsonl"));
+            if options.resume {
+                let ckpt = existing.ok_or_else(|| ProcoError::InvalidConfig { reason: format!("nothing to resume: {} has no checkpoint yet", dir.display()) })?;
+                let (s, e) = checkpoint::load_all(&ckpt, &mut net, &mut sgd)?;
+                state = s;
+                estimators = e;
+                jsonl.truncate_from_epoch(state.next_epoch as u64)?;
+            } else {
+                // A fresh run (or one that crashed before its first checkpoint) starts a fresh log.
+                jsonl.truncate_from_epoch(0)?;
+            }
+            log = Some(jsonl);
+            tb = Some(TensorBoardWriter::create(dir)?);
         }
-        let tb = TensorBoardWriter::create(dir)?;
         let objective = Objective::new(recipe, &data.class_counts)?;
-        let loader_config = LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4, reduced_decode: recipe.reduced_decode };
-        let loader = Loader::new(data.train.clone(), data.train_transform.clone(), loader_config)?;
-        Ok(Self { recipe, data, options, net, sgd, estimators, state, objective, loader, log, tb })
+        let loader = Loader::new(data.train.clone(), data.train_transform.clone(), Self::loader_config(recipe, Shard::WHOLE))?;
+        Ok(Self { recipe, data, options, net, sgd, estimators, state, objective, loader, log, tb, dist: None })
+    }
+
+    fn loader_config(recipe: &Recipe, shard: Shard) -> LoaderConfig {
+        LoaderConfig { batch_size: recipe.batch_size, drop_last: true, shuffle: true, seed: recipe.seed, threads: recipe.loader_threads, prefetch: 4, reduced_decode: recipe.reduced_decode, shard }
+    }
+
+    /// Makes this rank's run rank 0's: its bookkeeping, every variable of the network, the
+    /// momentum buffers and both estimators; and shards the loader.
+    fn take_leaders_state(&mut self, d: &mut Distributed) -> Result<()> {
+        let leader = d.rank() == 0;
+        let state_json = serde_json::to_vec(&self.state).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
+        let state_json = d.broadcast_bytes(&state_json)?;
+        self.state = serde_json::from_slice(&state_json).map_err(|e| ProcoError::Distributed { rank: d.rank(), reason: format!("rank 0 sent unreadable run state ({e})") })?;
+        let mut vars: Vec<Tensor> = named_variables(&self.net).into_iter().map(|(_, v)| v).collect();
+        tch::no_grad(|| d.broadcast_from_leader(&mut vars))?;
+        // Momentum: rank 0's buffers where it has them (a resumed run), one per trainable
+        // variable, in the variables' order.
+        let has_momentum = d.broadcast_bytes(&[u8::from(leader && !self.sgd.buffers().is_empty())])?;
+        if has_momentum.first() == Some(&1) {
+            let names: Vec<String> = named_variables(&self.net).into_iter().filter(|(_, v)| v.requires_grad()).map(|(n, _)| n).collect();
+            let vars: std::collections::BTreeMap<String, Tensor> = self.net.vs.variables().into_iter().collect();
+            let mut buffers = Vec::with_capacity(names.len());
+            for n in &names {
+                let b = match self.sgd.buffers().get(n) {
+                    Some(b) if leader => b.shallow_clone(),
+                    _ => vars[n].f_zeros_like()?,
+                };
+                buffers.push(b);
+            }
+            d.broadcast_from_leader(&mut buffers)?;
+            self.sgd.set_buffers(names.into_iter().zip(buffers).collect());
+        }
+        let est = |e: &crate::estimator::VmfEstimator| -> Result<[Tensor; 2]> { Ok([Tensor::f_from_slice(e.means())?, Tensor::f_from_slice(e.counts())?]) };
+        let [pm, pc] = est(self.estimators.previous())?;
+        let [cm, cc] = est(self.estimators.current())?;
+        let mut t = [pm, pc, cm, cc];
+        d.broadcast_from_leader(&mut t)?;
+        let (c, p) = (self.estimators.previous().num_classes(), self.estimators.previous().dim());
+        let back = |m: &Tensor, n: &Tensor| -> Result<crate::estimator::VmfEstimator> { crate::estimator::VmfEstimator::from_state(c, p, Vec::<f64>::try_from(m)?, Vec::<f64>::try_from(n)?) };
+        self.estimators = EstimatorPair::from_parts(back(&t[0], &t[1])?, back(&t[2], &t[3])?);
+        self.loader = Loader::new(self.data.train.clone(), self.data.train_transform.clone(), Self::loader_config(self.recipe, Shard { rank: d.rank(), world: d.world_size() }))?;
+        Ok(())
     }
 
     /// Trains and evaluates one epoch.
@@ -351,7 +556,7 @@ impl<'a> Run<'a> {
             let size = batch.views.size();
             let x = batch.views.f_view([3 * n, size[2], size[3], size[4]])?.f_to_device(device)?;
             let y = batch.labels.f_to_device(device)?;
-            let out = train_step(&self.net, &mut self.sgd, &mut self.estimators, &self.objective, &x, &y, StepPosition { epoch, step, lr })?;
+            let out = train_step_sharded(&self.net, &mut self.sgd, &mut self.estimators, &self.objective, &x, &y, StepPosition { epoch, step, lr }, self.dist.as_mut())?;
             ce_sum += out.ce_loss * n as f64;
             proco_sum += out.proco_loss * n as f64;
             correct += out.correct;
@@ -365,9 +570,22 @@ impl<'a> Run<'a> {
             });
         }
         let train_secs = start.elapsed().as_secs_f64();
+        if let Some(d) = self.dist.as_mut() {
+            // The epoch's figures over every rank's samples.
+            let mut t = [Tensor::f_from_slice(&[ce_sum, proco_sum, correct as f64, seen as f64])?];
+            d.all_reduce(&mut t, ReduceOp::Sum)?;
+            let all = Vec::<f64>::try_from(&t[0])?;
+            (ce_sum, proco_sum, correct, seen) = (all[0], all[1], all[2] as usize, all[3] as usize);
+            // Evaluate (and save) rank 0's BatchNorm running statistics, as DDP does.
+            let mut buffers = buffers_of(&self.net);
+            if !buffers.is_empty() {
+                d.broadcast_from_leader(&mut buffers)?;
+            }
+        }
         let mut results = Vec::new();
         for split in &self.data.eval {
-            results.push(evaluate(&self.net, split.dataset.clone(), self.data.test_transform.clone(), &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode)?);
+            let (ds, tf) = (split.dataset.clone(), self.data.test_transform.clone());
+            results.push(evaluate_sharded(&self.net, ds, tf, &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode, self.dist.as_mut())?);
         }
         // The first split selects; a test split beside it is reported as `test`.
         let test = self.data.eval.iter().position(|s| s.name == "test").filter(|&i| i > 0).map(|i| results[i].0.clone());
@@ -395,7 +613,8 @@ impl<'a> Run<'a> {
             self.state.best = Some(BestEpoch { epoch, accuracy: val.clone(), test: record.test.clone() });
         }
         self.state.next_epoch = epoch + 1;
-        self.log.append(&serde_json::to_value(record).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?)?;
+        let (Some(log), Some(tb)) = (&self.log, &mut self.tb) else { return Ok(()) };
+        log.append(&serde_json::to_value(record).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?)?;
         let g = |o: Option<f64>| o.unwrap_or(f64::NAN);
         let mut scalars = vec![
             ("acc/val_top1", val.top1),
@@ -411,7 +630,7 @@ impl<'a> Run<'a> {
         if let Some(t) = &record.test {
             scalars.extend([("acc/test_top1", t.top1), ("acc/test_many", g(t.many)), ("acc/test_medium", g(t.medium)), ("acc/test_few", g(t.few))]);
         }
-        self.tb.scalars(epoch as i64, &scalars)?;
+        tb.scalars(epoch as i64, &scalars)?;
         // best/ first: a crash between the two leaves best/ ahead of the checkpoint, and the
         // resumed run recomputes the same epoch and writes the same best again.
         if self.state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
