@@ -6,6 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use proco::distributed::launch::{launch_local, LocalLaunch};
+use proco::distributed::WorldSpec;
+use proco::tch::Device;
 use proco::train::recipe::{Precision, PRESETS};
 use proco::train::{evaluate_run, load_run_data, train, Progress, Recipe, RunData, RunOptions, ShotAccuracy};
 
@@ -56,6 +59,19 @@ pub struct TrainArgs {
     /// fraction of every class, at least one per class): quick checks on a slice of the real data.
     #[arg(long)]
     limit: Option<usize>,
+    /// Data-parallel training in N local processes (Gloo on CPU, NCCL with --device cuda: one
+    /// GPU per process). The recipe's batch size stays the global batch. Under torchrun
+    /// (RANK, WORLD_SIZE, MASTER_ADDR, ... set) the processes are torchrun's and this flag is
+    /// not needed.
+    #[arg(long, value_name = "N")]
+    nproc: Option<usize>,
+    /// Seconds a data-parallel rank waits for the others (rendezvous, every collective)
+    /// before it fails naming the rank at fault.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    dist_timeout: u64,
+    /// Port of the rendezvous store that --nproc hosts on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    master_port: u16,
 }
 
 /// Flags of `proco eval`.
@@ -131,16 +147,69 @@ fn summary(a: &ShotAccuracy) -> String {
     format!("top-1 {:.2}  many {}  medium {}  few {}", a.top1, pct(a.many), pct(a.medium), pct(a.few))
 }
 
-/// Runs `proco train`.
+/// Runs `proco train`: as the launcher of `--nproc` workers, as one rank of a job (torchrun's
+/// variables), or alone.
 pub fn run_train(args: TrainArgs) -> Result<()> {
+    let world = WorldSpec::from_env()?;
+    let timeout = std::time::Duration::from_secs(args.dist_timeout.max(1));
+    match (args.nproc, &world) {
+        (Some(0), _) => bail!("--nproc must be at least 1"),
+        (Some(n), Some(w)) if n != w.world_size => bail!("--nproc {n} disagrees with WORLD_SIZE={} of the launcher", w.world_size),
+        (Some(n), None) if n > 1 => {
+            // Validate the flags once here, not in every worker.
+            resolve_recipe(&args)?;
+            parse_device(&args.device)?;
+            let launch = LocalLaunch {
+                nproc: n,
+                program: std::env::current_exe().context("finding this program to start the workers")?,
+                args: std::env::args_os().skip(1).collect(),
+                env: worker_threads(n),
+                port: args.master_port,
+                timeout,
+            };
+            launch_local(&launch)?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let rank = world.as_ref().map_or(0, |w| w.rank);
+    let result = train_rank(args, world, timeout);
+    match result {
+        Err(e) if rank > 0 && !matches!(e.downcast_ref::<proco::ProcoError>(), Some(proco::ProcoError::Distributed { .. })) => Err(e.context(format!("rank {rank}"))),
+        other => other,
+    }
+}
+
+/// As torchrun: unless OMP_NUM_THREADS is set, each of `n` local workers gets an equal share
+/// of the cores for LibTorch's threads (instead of each taking every core).
+fn worker_threads(n: usize) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    if std::env::var_os("OMP_NUM_THREADS").is_some() {
+        return Vec::new();
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    vec![("OMP_NUM_THREADS".into(), (cores / n).max(1).to_string().into())]
+}
+
+/// Trains as one rank (rank 0 of 1 without `world`); only rank 0 prints.
+fn train_rank(args: TrainArgs, world: Option<WorldSpec>, timeout: std::time::Duration) -> Result<()> {
     let recipe = resolve_recipe(&args)?;
-    let device = parse_device(&args.device)?;
+    let leader = world.as_ref().is_none_or(|w| w.rank == 0);
+    let device = match (parse_device(&args.device)?, &world) {
+        // One GPU per local rank.
+        (Device::Cuda(_), Some(w)) => parse_device(&format!("cuda:{}", w.local_rank))?,
+        (d, _) => d,
+    };
     let run_dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-seed{}", args.preset, recipe.seed)));
     let dir = data_dir(args.data_dir.clone());
     let data = run_data(&recipe, &dir)?;
+    let print = |line: String| {
+        if leader {
+            println!("{line}");
+        }
+    };
     let splits: Vec<String> = data.eval.iter().map(|s| format!("{} {}", s.dataset.len(), s.name)).collect();
-    println!(
-        "proco train: {} on {:?}{}, {} classes, {} training / {} images, {} epochs{}, run dir {}",
+    print(format!(
+        "proco train: {} on {:?}{}, {} classes, {} training / {} images, {} epochs{}{}, run dir {}",
         args.preset,
         recipe.dataset,
         if recipe.dataset.is_cifar() { format!(" (IF {})", recipe.imbalance_ratio) } else { String::new() },
@@ -149,12 +218,14 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         splits.join(" / "),
         recipe.epochs,
         args.stop_after.map_or(String::new(), |k| format!(" (stopping after {k})")),
+        world.as_ref().map_or(String::new(), |w| format!(", {} ranks of batch {}", w.world_size, recipe.batch_size / w.world_size.max(1))),
         run_dir.display()
-    );
-    let options = RunOptions { stop_after: args.stop_after, resume: args.resume, ..RunOptions::new(run_dir.clone(), device) };
+    ));
+    let options = RunOptions { stop_after: args.stop_after, resume: args.resume, world, collective_timeout: timeout, ..RunOptions::new(run_dir.clone(), device) };
     let bar = ProgressBar::hidden();
     let started = Instant::now();
     let mut on_progress = |p: Progress| match p {
+        _ if !leader => {}
         Progress::EpochStart { epoch, lr, batches } => {
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             bar.reset();
@@ -172,7 +243,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         }
         Progress::EpochEnd(r) => {
             bar.finish_and_clear();
-            println!(
+            print(format!(
                 "epoch {:>3}  {}{}  | train ce {:.3} proco {:.3} acc {:.1}%  {:.0} img/s  {:.0}s (total {:.0}s)",
                 r.epoch,
                 summary(&r.val),
@@ -183,15 +254,15 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
                 r.images_per_sec,
                 r.seconds,
                 started.elapsed().as_secs_f64()
-            );
+            ));
         }
     };
     let out = train(&recipe, &data, &options, &mut on_progress).map_err(resume_hint)?;
     if let Some(b) = out.best {
         let selection = data.eval.first().map_or("val", |s| s.name);
-        println!("best epoch {} (by {selection}): {}{}", b.epoch, summary(&b.accuracy), b.test.as_ref().map(|t| format!("  | test {}", summary(t))).unwrap_or_default());
+        print(format!("best epoch {} (by {selection}): {}{}", b.epoch, summary(&b.accuracy), b.test.as_ref().map(|t| format!("  | test {}", summary(t))).unwrap_or_default()));
     }
-    println!("metrics: {0}/metrics.jsonl, plots: {0}/plots/, TensorBoard: tensorboard --logdir {0}", run_dir.display());
+    print(format!("metrics: {0}/metrics.jsonl, plots: {0}/plots/, TensorBoard: tensorboard --logdir {0}", run_dir.display()));
     Ok(())
 }
 

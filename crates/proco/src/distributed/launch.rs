@@ -2,8 +2,8 @@
 //! starts N copies of a command with torchrun's environment variables, and watches them.
 //!
 //! When a worker fails, the launcher records its exit in the store (so the other ranks can
-//! name it in their errors), gives the others the collective timeout plus a grace period to
-//! notice and exit, then kills whichever are left.
+//! name it in their errors), gives the others 10 s to notice and exit (a dead peer fails their
+//! next collective at once), then kills whichever are left.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -26,8 +26,7 @@ pub struct LocalLaunch {
     pub env: Vec<(OsString, OsString)>,
     /// Port of the store (0: any free port).
     pub port: u16,
-    /// The workers' collective timeout: after a failure the others get this long (plus a grace
-    /// period) to exit by themselves.
+    /// How long the store waits for the workers to connect.
     pub timeout: Duration,
 }
 
@@ -96,7 +95,9 @@ pub fn launch_local(launch: &LocalLaunch) -> Result<Vec<WorkerExit>> {
     }
     let mut exits: Vec<Option<WorkerExit>> = vec![None; launch.nproc];
     let mut first_failure: Option<(usize, Instant)> = None;
-    let grace = launch.timeout + Duration::from_secs(15);
+    // The others were given their collective timeout before this failure; a failed peer
+    // fails their next collective at once, so a rank still running after this is stuck.
+    let grace = Duration::from_secs(10);
     loop {
         for (rank, slot) in children.iter_mut().enumerate() {
             let Some(child) = slot.as_mut() else { continue };
