@@ -399,6 +399,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn shards_split_every_batch_into_the_whole_batch() {
+        // 10 samples, batch 4 (drop_last): each of 3 ranks gets its slice of each batch, the
+        // same samples with the same augmentation as one process.
+        let whole = collect(1, 3);
+        let shards: Vec<Vec<Vec<usize>>> = (0..3)
+            .map(|rank| {
+                let config = LoaderConfig { batch_size: 4, drop_last: true, shuffle: true, seed: 9, threads: 2, prefetch: 2, reduced_decode: true, shard: Shard { rank, world: 3 } };
+                let loader = Loader::new(dataset(10), Arc::new(Jitter), config).unwrap();
+                loader
+                    .epoch(3)
+                    .zip(&whole)
+                    .map(|(b, (views, _, indices))| {
+                        let b = b.unwrap();
+                        let r = Shard { rank, world: 3 }.range(4);
+                        assert_eq!(b.indices, indices[r.clone()]);
+                        // The view-0 pixels of this rank's samples are the whole batch's.
+                        let mine = Vec::<f32>::try_from(&b.views.select(0, 0).flatten(0, -1)).unwrap();
+                        assert_eq!(mine, views[r.start * 12..r.end * 12]);
+                        b.indices
+                    })
+                    .collect()
+            })
+            .collect();
+        for (k, (_, _, indices)) in whole.iter().enumerate() {
+            let joined: Vec<usize> = shards.iter().flat_map(|s| s[k].clone()).collect();
+            assert_eq!(&joined, indices, "batch {k}");
+        }
+        assert_eq!(Shard { rank: 1, world: 3 }.range(4), 1..2);
+        assert!(Loader::new(dataset(10), Arc::new(Jitter), LoaderConfig { batch_size: 4, shard: Shard { rank: 2, world: 2 }, ..LoaderConfig::default() }).is_err());
+    }
+
     /// Panics on the sample with dataset index 5.
     struct Faulty;
 

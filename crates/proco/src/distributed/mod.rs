@@ -144,6 +144,17 @@ pub struct Distributed {
     collectives: Arc<AtomicU64>,
     _heartbeat: Heartbeat,
     failed: bool,
+    time: CollectiveTime,
+}
+
+/// Wall time spent in collectives since the group formed, waiting for slower ranks included.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CollectiveTime {
+    /// Every collective.
+    pub all: Duration,
+    /// The gradient all-reduce of [`Distributed::average_gradients`] (flattening and copying
+    /// back included).
+    pub gradients: Duration,
 }
 
 impl Distributed {
@@ -167,7 +178,7 @@ impl Distributed {
         let heartbeat = Heartbeat::start(beat_store, spec.rank, collectives.clone());
         let group = ProcessGroup::new(&mut store, "proco/pg/", backend, spec.rank, spec.world_size, timeout)
             .map_err(|e| err(format!("the {backend:?} process group of {} ranks did not form ({e})", spec.world_size)))?;
-        Ok(Self { spec: spec.clone(), timeout, group: Some(group), store, collectives, _heartbeat: heartbeat, failed: false })
+        Ok(Self { spec: spec.clone(), timeout, group: Some(group), store, collectives, _heartbeat: heartbeat, failed: false, time: CollectiveTime::default() })
     }
 
     /// This process's rank.
@@ -185,6 +196,11 @@ impl Distributed {
         self.timeout
     }
 
+    /// Time spent in collectives so far.
+    pub fn collective_time(&self) -> CollectiveTime {
+        self.time
+    }
+
     fn run(&mut self, what: &str, f: impl FnOnce(&mut ProcessGroup) -> std::result::Result<(), String>) -> Result<()> {
         if self.failed {
             return Err(ProcoError::Distributed { rank: self.spec.rank, reason: format!("{what}: an earlier collective failed, so this group is unusable") });
@@ -192,7 +208,9 @@ impl Distributed {
         self.collectives.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
         let Some(group) = self.group.as_mut() else { unreachable!("the group lives until drop") };
-        match f(group) {
+        let outcome = f(group);
+        self.time.all += started.elapsed();
+        match outcome {
             Ok(()) => Ok(()),
             Err(message) => {
                 self.failed = true;
@@ -328,6 +346,13 @@ impl Distributed {
     /// pipeline them), divided by the world size and copied back. An undefined gradient
     /// counts as zero and stays undefined only where it is undefined on every rank.
     pub fn average_gradients(&mut self, vars: &[Tensor], bucket_bytes: usize) -> Result<()> {
+        let started = Instant::now();
+        let result = self.average_gradients_untimed(vars, bucket_bytes);
+        self.time.gradients += started.elapsed();
+        result
+    }
+
+    fn average_gradients_untimed(&mut self, vars: &[Tensor], bucket_bytes: usize) -> Result<()> {
         let world = self.spec.world_size as f64;
         let grads: Vec<Tensor> = vars.iter().map(|v| v.grad()).collect();
         let mut buckets: Vec<(Vec<usize>, usize)> = Vec::new();

@@ -105,8 +105,18 @@ pub struct EpochRecord {
     pub test: Option<ShotAccuracy>,
     /// Wall time of training + evaluation, seconds.
     pub seconds: f64,
-    /// Training images per second.
+    /// Training images per second (of every rank together).
     pub images_per_sec: f64,
+    /// Data-parallel training: the epoch's training steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// Data-parallel training: seconds rank 0 spent in collectives over the epoch, waiting
+    /// for slower ranks included (evaluation's gathers too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collective_seconds: Option<f64>,
+    /// Data-parallel training: of these, the gradient all-reduce of the training steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gradient_allreduce_seconds: Option<f64>,
 }
 
 /// The outcome of a run.
@@ -545,6 +555,7 @@ impl<'a> Run<'a> {
     fn epoch(&mut self, epoch: usize, progress: &mut dyn FnMut(Progress)) -> Result<EpochRecord> {
         let (recipe, device) = (self.recipe, self.options.device);
         let start = Instant::now();
+        let comm_start = self.dist.as_ref().map(Distributed::collective_time);
         let lr = recipe.lr_at(epoch);
         self.estimators.start_epoch(&mut estimator_rng(recipe.seed, epoch))?;
         let batches = self.loader.batches_per_epoch();
@@ -589,6 +600,10 @@ impl<'a> Run<'a> {
         }
         // The first split selects; a test split beside it is reported as `test`.
         let test = self.data.eval.iter().position(|s| s.name == "test").filter(|&i| i > 0).map(|i| results[i].0.clone());
+        let comm = self.dist.as_ref().zip(comm_start).map(|(d, at)| {
+            let now = d.collective_time();
+            crate::distributed::CollectiveTime { all: now.all - at.all, gradients: now.gradients - at.gradients }
+        });
         let (val, ce_val) = results.into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the run has no split to evaluate".into() })?;
         Ok(EpochRecord {
             epoch,
@@ -601,6 +616,9 @@ impl<'a> Run<'a> {
             test,
             seconds: start.elapsed().as_secs_f64(),
             images_per_sec: seen as f64 / train_secs,
+            steps: self.dist.as_ref().map(|_| batches),
+            collective_seconds: comm.map(|c| c.all.as_secs_f64()),
+            gradient_allreduce_seconds: comm.map(|c| c.gradients.as_secs_f64()),
         })
     }
 
