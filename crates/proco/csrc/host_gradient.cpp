@@ -17,6 +17,8 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/autograd/graph_task.h>
 
+#include <torch/headeronly/version.h>
+
 #include "c_error.h"
 #include <cstring>
 #include <exception>
@@ -94,7 +96,13 @@ extern "C" at::Tensor* proco_attach_host_gradient(const at::Tensor* features, co
                     " but the features on ", features->device());
         at::Tensor out = at::scalar_tensor(value, features->options().requires_grad(false));
         if (at::GradMode::is_enabled() && features->requires_grad()) {
+          // LibTorch 2.13 holds autograd nodes in c10::intrusive_ptr, earlier releases in
+          // std::shared_ptr (scripts/build-for-torch.sh builds against those).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13)
           auto node = c10::make_intrusive<HostGradientBackward>(*grad);
+#else
+          auto node = std::make_shared<HostGradientBackward>(*grad);
+#endif
           node->set_next_edges(torch::autograd::collect_next_edges(*features));
           torch::autograd::set_history(out, node);
         }
