@@ -11,7 +11,7 @@
 # binary target/torch-2.11/proco. Run it there with that machine's LibTorch on the library path:
 #   LD_LIBRARY_PATH=$(python -c "import torch, os; print(os.path.dirname(torch.__file__) + '/lib')") ./proco ...
 # Supported: 2.11.x (tch 0.24) and 2.13.x (tch 0.26, the default build). `--check` also runs
-# the copy's distributed and autograd-node tests against that LibTorch.
+# the copy's distributed, resume and golden-gradient tests against that LibTorch.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version=${1:?usage: scripts/build-for-torch.sh TORCH_VERSION [--check], e.g. 2.11.0}
@@ -55,6 +55,7 @@ echo "build-for-torch: $out/proco ($(du -h "$out/proco" | cut -f1)) links:"
 ldd "$out/proco" | grep -E "libtorch|libc10" | sed 's/^/    /'
 "$out/proco" --version
 if [ "$check" = "--check" ]; then
-    cargo test --release -p proco --test distributed --test train_resume
-    cargo test --release -p proco --lib host_autograd
+    # Gloo in two processes, resume bit-exactness, and the golden loss gradients through the
+    # host-gradient autograd node (the code that differs between releases).
+    PROCO_GOLDEN_DIR="$ROOT/golden" cargo test --release -p proco --test distributed --test train_resume --test golden_loss
 fi
