@@ -24,6 +24,7 @@ fn main() {
     let cuda = PathBuf::from(&lib_dir).join("libtorch_cuda.so");
     if cuda.exists() {
         println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,{},--pop-state", cuda.display());
+        println!("cargo:rustc-env=PROCO_LIBTORCH_CUDA={}", cuda.display());
     }
     let (include, abi) = libtorch_headers(&lib_dir);
     let mut build = cc::Build::new();

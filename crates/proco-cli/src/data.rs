@@ -63,6 +63,26 @@ pub enum DataCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Write a CIFAR-LT run's data in a fraction of the release's bytes (the long-tailed
+    /// training selection and the first test images, checksummed), for a machine the official
+    /// archive cannot reach: pass the output directory as that machine's --data-dir.
+    Subset {
+        /// cifar10 or cifar100.
+        #[arg(long, value_enum, default_value_t = DatasetArg::Cifar10)]
+        dataset: DatasetArg,
+        /// Imbalance ratio of the training selection (the recipe's).
+        #[arg(long, default_value_t = 100.0)]
+        imbalance: f64,
+        /// Test images to keep (the first ones of the test set; default all).
+        #[arg(long)]
+        test_images: Option<usize>,
+        /// Data directory holding the official release (default: $PROCO_DATA_DIR, else ~/.cache/proco/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Datasets `proco data show` and `check` know.
@@ -112,6 +132,16 @@ pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
 /// Runs a `proco data` subcommand.
 pub fn run(command: DataCommand) -> Result<()> {
     match command {
+        DataCommand::Subset { dataset, imbalance, test_images, data_dir: dir, out } => {
+            let variant = match dataset {
+                DatasetArg::Cifar10 => CifarVariant::Cifar10,
+                DatasetArg::Cifar100 => CifarVariant::Cifar100,
+                _ => anyhow::bail!("subsets are of CIFAR-10 or CIFAR-100 (--dataset cifar10 or cifar100)"),
+            };
+            let m = proco::data::cifar_subset::write_subset(&data_dir(dir), variant, imbalance, test_images, &out)?;
+            println!("{}: {} training images (IF {}), {} test images; train --data-dir {} with the {} recipe", out.display(), m.train_images, m.imbalance_ratio, m.test_images, out.display(), m.variant);
+            Ok(())
+        }
         DataCommand::Fetch { archive, data_dir: dir } => {
             let dir = data_dir(dir);
             let archive = official_archive(&archive)?;

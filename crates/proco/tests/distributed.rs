@@ -247,3 +247,15 @@ fn torchrun_variables_are_read_and_checked() {
         assert!(err.contains("RANK") || err.contains("WORLD_SIZE") || err.contains("MASTER_PORT"), "{err}");
     }
 }
+
+/// Where this LibTorch has a CUDA library, this test binary has it loaded (so CUDA and NCCL
+/// register on a GPU machine): the linker's --as-needed must not have dropped it.
+#[test]
+fn test_binaries_load_libtorch_cuda_where_libtorch_has_it() {
+    let Some(cuda) = option_env!("PROCO_LIBTORCH_CUDA") else {
+        eprintln!("this LibTorch has no libtorch_cuda.so: nothing to link");
+        return;
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("the process's mappings");
+    assert!(maps.contains("libtorch_cuda.so"), "{cuda} is not loaded by this test binary");
+}

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod cifar;
+pub mod cifar_subset;
 pub mod decode;
 pub mod fetch;
 pub mod folder;

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data::cifar::{load_cifar, Checksum, CifarVariant, Split};
+use crate::data::cifar_subset;
 use crate::data::folder::ImageFolder;
 use crate::data::list_file::ListFileDataset;
 use crate::data::long_tail::{long_tailed, LongTailProfile};
@@ -177,6 +178,12 @@ pub struct Splits {
 /// As [`load_run_data`].
 pub fn load_splits(kind: DatasetKind, imbalance_ratio: f64, dir: &Path) -> Result<Splits> {
     let (train, eval, class_names): (Arc<dyn Dataset>, Vec<EvalSplit>, Option<Vec<String>>) = match find_sources(kind, dir)? {
+        Sources::Cifar(variant) if cifar_subset::is_subset(dir) => {
+            // Already the long-tailed selection (see data::cifar_subset).
+            let (train, test) = cifar_subset::load_subset(dir, variant, imbalance_ratio)?;
+            let names = train.class_names().map(<[String]>::to_vec);
+            (Arc::new(train), vec![EvalSplit { name: "test", dataset: Arc::new(test) }], names)
+        }
         Sources::Cifar(variant) => {
             let train_set = Arc::new(load_cifar(dir, variant, Split::Train, Checksum::Official)?);
             let test_set = Arc::new(load_cifar(dir, variant, Split::Test, Checksum::Official)?);
@@ -230,7 +237,8 @@ pub fn check_sources(kind: DatasetKind, dir: &Path, threads: usize, progress: &(
     let mut sets: Vec<(&'static str, Arc<dyn Dataset>)> = Vec::new();
     match find_sources(kind, dir)? {
         Sources::Cifar(_) => {
-            let s = load_splits(kind, 1.0, dir)?;
+            let ratio = if cifar_subset::is_subset(dir) { cifar_subset::manifest(dir)?.imbalance_ratio } else { 1.0 };
+            let s = load_splits(kind, ratio, dir)?;
             sets.push(("train", s.train));
             sets.extend(s.eval.into_iter().map(|e| (e.name, e.dataset)));
         }
