@@ -27,36 +27,31 @@ fn main() {
         println!("cargo:rustc-env=PROCO_LIBTORCH_CUDA={}", cuda.display());
     }
     let (include, abi) = libtorch_headers(&lib_dir);
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .include("csrc/third_party/gloo")
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .flag("-DUSE_C10D_GLOO")
-        .file("csrc/host_gradient.cpp")
-        .file("csrc/autocast.cpp")
-        .file("csrc/distributed.cpp");
+    let base = |build: &mut cc::Build| {
+        build.cpp(true).pic(true).warnings(false).include(&include).flag("-std=c++17").flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}")).flag("-DGLOG_USE_GLOG_EXPORT");
+    };
+    let mut autograd = cc::Build::new();
+    base(&mut autograd);
+    autograd.file("csrc/host_gradient.cpp").file("csrc/autocast.cpp").compile("proco_host_gradient");
+
+    // The c10d shim, with the macros that enable its backends' declarations (kept away from the
+    // autograd files: USE_CUDA changes what LibTorch's headers declare).
+    let mut dist = cc::Build::new();
+    base(&mut dist);
+    dist.include(include.join("torch/csrc/api/include")).include("csrc/third_party/gloo").flag("-DUSE_C10D_GLOO").file("csrc/distributed.cpp");
     match cuda_headers(&include) {
         Some(dirs) if cuda.exists() => {
-            build.flag("-DPROCO_WITH_NCCL").flag("-DUSE_C10D_NCCL").flag("-DUSE_CUDA").file("csrc/nccl.cpp");
+            dist.flag("-DPROCO_WITH_NCCL").flag("-DUSE_C10D_NCCL").flag("-DUSE_CUDA").file("csrc/nccl.cpp");
             for d in dirs {
-                build.include(d);
+                dist.include(d);
             }
-            println!("cargo:rustc-cfg=proco_nccl");
         }
         None if cuda.exists() => println!(
             "cargo:warning=LibTorch has CUDA but the CUDA / NCCL headers were not found beside it (pip packages nvidia-cuda-crt, nvidia-cuda-cccl, nvidia-nccl; scripts/setup.sh installs them): this build has no NCCL backend"
         ),
         _ => {}
     }
-    println!("cargo::rustc-check-cfg=cfg(proco_nccl)");
-    build.compile("proco_host_gradient");
+    dist.compile("proco_distributed");
 }
 
 /// The include directories that ProcessGroupNCCL.hpp needs beyond LibTorch's own (the CUDA
