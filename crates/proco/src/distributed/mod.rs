@@ -134,6 +134,16 @@ impl Drop for Heartbeat {
     }
 }
 
+/// What the store tells about the other ranks after a failed collective.
+enum Fault {
+    /// A rank exited, stopped its heartbeat or never started.
+    Gone(String),
+    /// Ranks alive but behind this one.
+    Behind(String),
+    /// Nothing known.
+    None,
+}
+
 /// This process's membership of a data-parallel job: the process group, a store client
 /// for diagnosis, and the heartbeat.
 pub struct Distributed {
@@ -243,9 +253,12 @@ impl Distributed {
         let deadline = Instant::now() + HEARTBEAT_STALE + HEARTBEAT;
         let reason = loop {
             match self.find_fault(me, world, mine) {
-                Ok(Some(fault)) => break fault,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(HEARTBEAT / 2),
-                Ok(None) => break "no other rank is known to have failed".to_string(),
+                // An exit or a stopped heartbeat is certain; a rank behind may just be about
+                // to show one of them (its exit is recorded by the launcher a moment later).
+                Ok(Fault::Gone(fault)) => break fault,
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(HEARTBEAT / 2),
+                Ok(Fault::Behind(fault)) => break fault,
+                Ok(Fault::None) => break "no other rank is known to have failed".to_string(),
                 Err(e) => {
                     break format!(
                         "the rendezvous store at {}:{} is unreachable too ({e}); it is hosted by {}, which has probably exited",
@@ -266,31 +279,34 @@ impl Distributed {
         }
     }
 
-    fn find_fault(&mut self, me: usize, world: usize, mine: u64) -> std::result::Result<Option<String>, String> {
+    fn find_fault(&mut self, me: usize, world: usize, mine: u64) -> std::result::Result<Fault, String> {
         for r in (0..world).filter(|&r| r != me) {
             if self.store.check(&keys::exit(r))? {
                 let status = self.store.get(&keys::exit(r), Duration::from_secs(1))?;
-                return Ok(Some(format!("rank {r} exited ({})", String::from_utf8_lossy(&status))));
+                return Ok(Fault::Gone(format!("rank {r} exited ({})", String::from_utf8_lossy(&status))));
             }
         }
         let now = unix_ms();
         let mut behind = Vec::new();
         for r in (0..world).filter(|&r| r != me) {
             if !self.store.check(&keys::heartbeat(r))? {
-                return Ok(Some(format!("rank {r} never started (no heartbeat)")));
+                return Ok(Fault::Gone(format!("rank {r} never started (no heartbeat)")));
             }
             let beat = String::from_utf8_lossy(&self.store.get(&keys::heartbeat(r), Duration::from_secs(1))?).into_owned();
             let mut parts = beat.split_whitespace().map(|s| s.parse::<u64>().unwrap_or(0));
             let (at, count) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
             let age = Duration::from_millis(now.saturating_sub(at));
             if age > HEARTBEAT_STALE {
-                return Ok(Some(format!("rank {r} stopped responding (its last heartbeat is {:.1} s old: killed, crashed or frozen)", age.as_secs_f64())));
+                return Ok(Fault::Gone(format!("rank {r} stopped responding (its last heartbeat is {:.1} s old: killed, crashed or frozen)", age.as_secs_f64())));
             }
             if count < mine {
                 behind.push(format!("rank {r} (at collective #{count})"));
             }
         }
-        Ok((!behind.is_empty()).then(|| format!("{} did not reach this collective: it hangs or runs a different code path", behind.join(", "))))
+        if behind.is_empty() {
+            return Ok(Fault::None);
+        }
+        Ok(Fault::Behind(format!("{} did not reach this collective: it hangs or runs a different code path", behind.join(", "))))
     }
 
     /// Fails on every rank, naming the disagreeing ranks, unless every rank passes the same
