@@ -173,3 +173,28 @@ fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
     assert!(t.contains("batch size 32 (the global batch) does not divide by the 3 ranks"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// torchrun (from the project's environment, where the test command runs) starts the binary as
+/// its workers: they read its variables and use its agent's store.
+#[test]
+fn torchrun_starts_the_binary_as_its_ranks() {
+    let Some(venv) = std::env::var_os("VIRTUAL_ENV") else {
+        eprintln!("no VIRTUAL_ENV: run through scripts/test.sh for torchrun");
+        return;
+    };
+    let torchrun = PathBuf::from(venv).join("bin/torchrun");
+    assert!(torchrun.is_file(), "{} is missing: the project's environment has torch, which ships torchrun", torchrun.display());
+    let dir = run_dir("torchrun");
+    let out = Command::new(&torchrun)
+        .args(["--standalone", "--nproc-per-node", "2", "--no-python", env!("CARGO_BIN_EXE_proco")])
+        .args(train_args(&dir, &["--epochs", "1"]))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "torchrun failed:\n{t}");
+    assert!(t.contains("2 ranks of batch 16"), "{t}");
+    assert_eq!(metrics(&dir).len(), 1);
+    assert_eq!(checkpoint_epoch(&dir), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
