@@ -132,7 +132,7 @@ fn resolve_recipe(args: &TrainArgs) -> Result<Recipe> {
 pub(crate) fn run_data(recipe: &Recipe, dir: &std::path::Path) -> Result<RunData> {
     use proco::train::recipe::DatasetKind;
     let fetch = match recipe.dataset {
-        DatasetKind::Cifar10 => "; `proco data fetch --archive cifar10-binary` (or scripts/fetch-cifar10.sh) fetches CIFAR-10",
+        DatasetKind::Cifar10 => "; `proco data fetch --archive cifar10-binary` (or scripts/fetch-cifar10.sh) fetches CIFAR-10, `proco data subset` writes a CIFAR-LT subset from it",
         DatasetKind::Cifar100 => "; `proco data fetch --archive cifar100-binary` fetches CIFAR-100",
         _ => "; `proco data check` lists every problem of the data at once",
     };
@@ -151,7 +151,8 @@ fn summary(a: &ShotAccuracy) -> String {
 /// variables), or alone.
 pub fn run_train(args: TrainArgs) -> Result<()> {
     let world = WorldSpec::from_env()?;
-    let timeout = std::time::Duration::from_secs(args.dist_timeout.max(1));
+    // At most a week: LibTorch adds the timeout to the clock in milliseconds.
+    let timeout = std::time::Duration::from_secs(args.dist_timeout.clamp(1, 7 * 24 * 3600));
     match (args.nproc, &world) {
         (Some(0), _) => bail!("--nproc must be at least 1"),
         (Some(n), Some(w)) if n != w.world_size => bail!("--nproc {n} disagrees with WORLD_SIZE={} of the launcher", w.world_size),

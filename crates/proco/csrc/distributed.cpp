@@ -17,6 +17,7 @@
 #include "c_error.h"
 #include "distributed.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -42,29 +43,13 @@ c10d::ReduceOp reduce_op(int op) {
   }
 }
 
-std::vector<at::Tensor> tensor_list(at::Tensor* const* tensors, size_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(*tensors[i]);
-  }
-  return out;
-}
-
-// Waits for every started collective; rethrows the first failure after all have settled.
+// Waits for every started collective within one `timeout` for them all; the first failure
+// is rethrown at once (the group is abandoned after a failure, so the rest need no wait).
 void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works, std::chrono::milliseconds timeout) {
-  std::exception_ptr first;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (auto& w : works) {
-    try {
-      w->wait(timeout);
-    } catch (...) {
-      if (!first) {
-        first = std::current_exception();
-      }
-    }
-  }
-  if (first) {
-    std::rethrow_exception(first);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    w->wait(std::max(left, std::chrono::milliseconds(1)));
   }
 }
 

@@ -240,7 +240,7 @@ fn torchrun_variables_are_read_and_checked() {
     let vars = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
     assert_eq!(WorldSpec::from_vars(vars(&[])).unwrap(), None);
     let spec = WorldSpec::from_vars(vars(&[("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "10.0.0.2"), ("MASTER_PORT", "29400"), ("TORCHELASTIC_USE_AGENT_STORE", "True")])).unwrap().unwrap();
-    assert_eq!(spec, WorldSpec { rank: 3, world_size: 4, local_rank: 1, master_addr: "10.0.0.2".into(), master_port: 29400, agent_store: true });
+    assert_eq!(spec, WorldSpec { rank: 3, world_size: 4, local_rank: 1, master_addr: "10.0.0.2".into(), master_port: 29400, agent_store: true, attempt: 0 });
     for bad in [&[("WORLD_SIZE", "2")][..], &[("WORLD_SIZE", "2"), ("RANK", "2")], &[("WORLD_SIZE", "x"), ("RANK", "0")], &[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "99999")]] {
         let owned: Vec<(String, String)> = bad.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let err = WorldSpec::from_vars(|k| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap_err().to_string();

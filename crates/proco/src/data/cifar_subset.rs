@@ -122,7 +122,7 @@ pub fn is_subset(dir: &Path) -> bool {
 pub fn manifest(dir: &Path) -> Result<SubsetManifest> {
     let path = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&path).map_err(ProcoError::io_at(&path))?;
-    serde_json::from_str(&text).map_err(|e| ProcoError::Data { path, reason: format!("not a subset manifest ({e}); write one with `proco data subset`") })
+    serde_json::from_str(&text).map_err(|e| ProcoError::Data { path, reason: format!("not a subset manifest ({e}); write the subset again from the official release") })
 }
 
 /// Reads the subset in `dir` as (training set, test set), after checking that it is of
@@ -136,7 +136,7 @@ pub fn load_subset(dir: &Path, variant: CifarVariant, imbalance_ratio: f64) -> R
     let m = manifest(dir)?;
     let bad = |path: &Path, what: String| ProcoError::Data {
         path: path.to_path_buf(),
-        reason: format!("{what}; write a matching subset with `proco data subset --dataset {} --imbalance {imbalance_ratio}` from the official release", variant_name(variant)),
+        reason: format!("{what}; write a matching subset ({} at imbalance {imbalance_ratio}) from the official release", variant_name(variant)),
     };
     if m.variant != variant_name(variant) || m.imbalance_ratio != imbalance_ratio {
         return Err(bad(&path, format!("this subset is {} at imbalance {}, the recipe asks for {} at {imbalance_ratio}", m.variant, m.imbalance_ratio, variant_name(variant))));
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(train.class_names(), full.class_names());
 
         let err = load_subset(&out, CifarVariant::Cifar10, 50.0).unwrap_err().to_string();
-        assert!(err.contains("at imbalance 100") && err.contains("proco data subset"), "{err}");
+        assert!(err.contains("at imbalance 100") && err.contains("write a matching subset (cifar10 at imbalance 50)"), "{err}");
         // A damaged training file is refused by its checksum.
         let file = out.join(TRAIN_FILE);
         let mut bytes = std::fs::read(&file).unwrap();

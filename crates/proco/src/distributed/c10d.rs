@@ -37,11 +37,13 @@ extern "C" {
 }
 
 /// A C++ message buffer.
-struct Message([c_char; 2048]);
+const MESSAGE_CAPACITY: usize = 2048;
+
+struct Message([c_char; MESSAGE_CAPACITY]);
 
 impl Message {
     fn new() -> Self {
-        Self([0; 2048])
+        Self([0; MESSAGE_CAPACITY])
     }
 
     fn ptr(&mut self) -> *mut c_char {
@@ -100,7 +102,7 @@ impl Store {
         let host = c_string(host)?;
         let mut m = Message::new();
         // SAFETY: valid NUL-terminated string and message buffer; returns an owned handle or null.
-        let raw = unsafe { proco_store_connect(host.as_ptr(), port, c_int::from(is_server), world, millis(timeout), m.ptr(), 2048) };
+        let raw = unsafe { proco_store_connect(host.as_ptr(), port, c_int::from(is_server), world, millis(timeout), m.ptr(), MESSAGE_CAPACITY) };
         if raw.is_null() {
             return Err(m.text());
         }
@@ -118,7 +120,7 @@ impl Store {
         let key = c_string(key)?;
         let mut m = Message::new();
         // SAFETY: live handle, valid key, `value` readable for its length.
-        let rc = unsafe { proco_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len(), m.ptr(), 2048) };
+        let rc = unsafe { proco_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len(), m.ptr(), MESSAGE_CAPACITY) };
         if rc != 0 {
             return Err(m.text());
         }
@@ -131,7 +133,7 @@ impl Store {
         let mut m = Message::new();
         let mut out = 0i64;
         // SAFETY: live handle, valid key, `out` writable.
-        let rc = unsafe { proco_store_add(self.raw, key.as_ptr(), delta, &mut out, m.ptr(), 2048) };
+        let rc = unsafe { proco_store_add(self.raw, key.as_ptr(), delta, &mut out, m.ptr(), MESSAGE_CAPACITY) };
         if rc != 0 {
             return Err(m.text());
         }
@@ -143,7 +145,7 @@ impl Store {
         let key = c_string(key)?;
         let mut m = Message::new();
         // SAFETY: live handle and valid key.
-        match unsafe { proco_store_check(self.raw, key.as_ptr(), m.ptr(), 2048) } {
+        match unsafe { proco_store_check(self.raw, key.as_ptr(), m.ptr(), MESSAGE_CAPACITY) } {
             1 => Ok(true),
             0 => Ok(false),
             _ => Err(m.text()),
@@ -157,7 +159,7 @@ impl Store {
         loop {
             let mut m = Message::new();
             // SAFETY: live handle, valid key, `buf` writable for its length.
-            let n = unsafe { proco_store_get(self.raw, ckey.as_ptr(), millis(timeout), buf.as_mut_ptr(), buf.len(), m.ptr(), 2048) };
+            let n = unsafe { proco_store_get(self.raw, ckey.as_ptr(), millis(timeout), buf.as_mut_ptr(), buf.len(), m.ptr(), MESSAGE_CAPACITY) };
             if n < 0 {
                 return Err(m.text());
             }
@@ -209,8 +211,8 @@ impl ProcessGroup {
         // SAFETY: live store handle (the group takes its own reference), valid strings and buffer.
         let raw = unsafe {
             match backend {
-                Backend::Gloo => proco_group_new_gloo(store.raw, prefix.as_ptr(), rank, world, millis(timeout), m.ptr(), 2048),
-                Backend::Nccl { device } => proco_group_new_nccl(store.raw, prefix.as_ptr(), rank, world, device as c_int, millis(timeout), m.ptr(), 2048),
+                Backend::Gloo => proco_group_new_gloo(store.raw, prefix.as_ptr(), rank, world, millis(timeout), m.ptr(), MESSAGE_CAPACITY),
+                Backend::Nccl { device } => proco_group_new_nccl(store.raw, prefix.as_ptr(), rank, world, device as c_int, millis(timeout), m.ptr(), MESSAGE_CAPACITY),
             }
         };
         if raw.is_null() {
@@ -229,7 +231,7 @@ impl ProcessGroup {
         };
         let mut m = Message::new();
         // SAFETY: live group; `ptrs` are live tensors borrowed mutably for the call.
-        let rc = unsafe { proco_group_all_reduce(self.raw, ptrs.as_ptr(), ptrs.len(), op, m.ptr(), 2048) };
+        let rc = unsafe { proco_group_all_reduce(self.raw, ptrs.as_ptr(), ptrs.len(), op, m.ptr(), MESSAGE_CAPACITY) };
         if rc != 0 {
             return Err(m.text());
         }
@@ -241,7 +243,7 @@ impl ProcessGroup {
         let ptrs: Vec<*mut C_tensor> = tensors.iter_mut().map(|t| t.as_mut_ptr()).collect();
         let mut m = Message::new();
         // SAFETY: as in `all_reduce`.
-        let rc = unsafe { proco_group_broadcast(self.raw, ptrs.as_ptr(), ptrs.len(), root as c_int, m.ptr(), 2048) };
+        let rc = unsafe { proco_group_broadcast(self.raw, ptrs.as_ptr(), ptrs.len(), root as c_int, m.ptr(), MESSAGE_CAPACITY) };
         if rc != 0 {
             return Err(m.text());
         }
@@ -252,7 +254,7 @@ impl ProcessGroup {
     pub fn barrier(&mut self) -> Result<(), String> {
         let mut m = Message::new();
         // SAFETY: live group and buffer.
-        let rc = unsafe { proco_group_barrier(self.raw, m.ptr(), 2048) };
+        let rc = unsafe { proco_group_barrier(self.raw, m.ptr(), MESSAGE_CAPACITY) };
         if rc != 0 {
             return Err(m.text());
         }

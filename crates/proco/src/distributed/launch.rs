@@ -74,7 +74,23 @@ pub fn launch_local(launch: &LocalLaunch) -> Result<Vec<WorkerExit>> {
     let port = store.port();
     let mut children: Vec<Option<Child>> = Vec::with_capacity(launch.nproc);
     for rank in 0..launch.nproc {
-        let child = Command::new(&launch.program)
+        let mut command = Command::new(&launch.program);
+        // A worker dies with the launcher, whatever ends the launcher (as torchrun's workers
+        // do): no orphan keeps training and writing the run directory.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env("RANK", rank.to_string())
@@ -104,7 +120,7 @@ pub fn launch_local(launch: &LocalLaunch) -> Result<Vec<WorkerExit>> {
             if let Ok(Some(status)) = child.try_wait() {
                 let text = describe(status);
                 if !status.success() {
-                    let _ = store.set(&keys::exit(rank), text.as_bytes());
+                    let _ = store.set(&keys::exit(0, rank), text.as_bytes());
                     first_failure.get_or_insert((rank, Instant::now()));
                 }
                 exits[rank] = Some(WorkerExit { rank, status: text, success: status.success() });

@@ -46,9 +46,12 @@ pub struct WorldSpec {
     pub master_addr: String,
     /// Port of the rendezvous store.
     pub master_port: u16,
-    /// Whether the store is hosted by the launcher (torchrun's agent, `proco train --nproc`)
+    /// Whether the store is hosted by the launcher (torchrun's agent, the local launcher)
     /// rather than by rank 0.
     pub agent_store: bool,
+    /// The launcher's restart count (TORCHELASTIC_RESTART_COUNT, 0 without one): the store
+    /// keys of each attempt are apart, so a restarted job never meets a dead attempt's.
+    pub attempt: u32,
 }
 
 impl WorldSpec {
@@ -64,9 +67,9 @@ impl WorldSpec {
     /// [`Self::from_env`] over any source of variables.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         let Some(world) = var("WORLD_SIZE") else { return Ok(None) };
-        let bad = |k: &str, v: &str, want: &str| ProcoError::InvalidConfig { reason: format!("the environment variable {k}={v:?} is not {want} (set by torchrun or `proco train --nproc`)") };
+        let bad = |k: &str, v: &str, want: &str| ProcoError::InvalidConfig { reason: format!("the environment variable {k}={v:?} is not {want} (set by torchrun or another launcher)") };
         let number = |k: &str| -> Result<usize> {
-            let v = var(k).ok_or_else(|| ProcoError::InvalidConfig { reason: format!("WORLD_SIZE is set but {k} is not; launch with torchrun or `proco train --nproc N`") })?;
+            let v = var(k).ok_or_else(|| ProcoError::InvalidConfig { reason: format!("WORLD_SIZE is set but {k} is not; start the ranks with torchrun or a launcher that sets both") })?;
             v.trim().parse().map_err(|_| bad(k, &v, "a non-negative integer"))
         };
         let world_size = world.trim().parse::<usize>().map_err(|_| bad("WORLD_SIZE", &world, "a positive integer"))?;
@@ -79,19 +82,27 @@ impl WorldSpec {
         let port = var("MASTER_PORT").unwrap_or_else(|| "29500".into());
         let master_port = port.trim().parse::<u16>().map_err(|_| bad("MASTER_PORT", &port, "a port number"))?;
         let agent_store = var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-        Ok(Some(Self { rank, world_size, local_rank, master_addr, master_port, agent_store }))
+        let attempt = match var("TORCHELASTIC_RESTART_COUNT") {
+            Some(v) => v.trim().parse().map_err(|_| bad("TORCHELASTIC_RESTART_COUNT", &v, "a non-negative integer"))?,
+            None => 0,
+        };
+        Ok(Some(Self { rank, world_size, local_rank, master_addr, master_port, agent_store, attempt }))
     }
 }
 
 /// Store keys shared by the ranks and the launcher.
 pub(crate) mod keys {
-    /// The launcher's record of rank r's exit (its status, as text).
-    pub fn exit(rank: usize) -> String {
-        format!("proco/exit/{rank}")
+    /// The launcher's record of rank r's exit in `attempt` (its status, as text).
+    pub fn exit(attempt: u32, rank: usize) -> String {
+        format!("proco/{attempt}/exit/{rank}")
     }
     /// Rank r's heartbeat: "<unix milliseconds> <collectives started>".
-    pub fn heartbeat(rank: usize) -> String {
-        format!("proco/heartbeat/{rank}")
+    pub fn heartbeat(attempt: u32, rank: usize) -> String {
+        format!("proco/{attempt}/heartbeat/{rank}")
+    }
+    /// The prefix of the process group's own keys.
+    pub fn group(attempt: u32) -> String {
+        format!("proco/{attempt}/pg/")
     }
 }
 
@@ -106,7 +117,7 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(mut store: Store, rank: usize, collectives: Arc<AtomicU64>) -> Self {
+    fn start(mut store: Store, attempt: u32, rank: usize, collectives: Arc<AtomicU64>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -114,7 +125,7 @@ impl Heartbeat {
             .spawn(move || {
                 while !flag.load(Ordering::SeqCst) {
                     let beat = format!("{} {}", unix_ms(), collectives.load(Ordering::SeqCst));
-                    if store.set(&keys::heartbeat(rank), beat.as_bytes()).is_err() {
+                    if store.set(&keys::heartbeat(attempt, rank), beat.as_bytes()).is_err() {
                         return;
                     }
                     std::thread::sleep(HEARTBEAT);
@@ -155,6 +166,8 @@ pub struct Distributed {
     _heartbeat: Heartbeat,
     failed: bool,
     time: CollectiveTime,
+    /// Where host values travel for a collective: CPU for Gloo, the rank's GPU for NCCL.
+    device: Device,
 }
 
 /// Wall time spent in collectives since the group formed, waiting for slower ranks included.
@@ -185,10 +198,10 @@ impl Distributed {
         .map_err(|e| err(format!("cannot reach the rendezvous store at {addr}:{port} ({e}); check MASTER_ADDR / MASTER_PORT and that rank 0 or the launcher runs")))?;
         let beat_store = Store::connect(addr, port, timeout).map_err(|e| err(format!("a second connection to the store at {addr}:{port} failed ({e})")))?;
         let collectives = Arc::new(AtomicU64::new(0));
-        let heartbeat = Heartbeat::start(beat_store, spec.rank, collectives.clone());
-        let group = ProcessGroup::new(&mut store, "proco/pg/", backend, spec.rank, spec.world_size, timeout)
+        let heartbeat = Heartbeat::start(beat_store, spec.attempt, spec.rank, collectives.clone());
+        let group = ProcessGroup::new(&mut store, &keys::group(spec.attempt), backend, spec.rank, spec.world_size, timeout)
             .map_err(|e| err(format!("the {backend:?} process group of {} ranks did not form ({e})", spec.world_size)))?;
-        Ok(Self { spec: spec.clone(), timeout, group: Some(group), store, collectives, _heartbeat: heartbeat, failed: false, time: CollectiveTime::default() })
+        Ok(Self { spec: spec.clone(), timeout, group: Some(group), store, collectives, _heartbeat: heartbeat, failed: false, time: CollectiveTime::default(), device: collective_device(backend) })
     }
 
     /// This process's rank.
@@ -281,18 +294,18 @@ impl Distributed {
 
     fn find_fault(&mut self, me: usize, world: usize, mine: u64) -> std::result::Result<Fault, String> {
         for r in (0..world).filter(|&r| r != me) {
-            if self.store.check(&keys::exit(r))? {
-                let status = self.store.get(&keys::exit(r), Duration::from_secs(1))?;
+            if self.store.check(&keys::exit(self.spec.attempt, r))? {
+                let status = self.store.get(&keys::exit(self.spec.attempt, r), Duration::from_secs(1))?;
                 return Ok(Fault::Gone(format!("rank {r} exited ({})", String::from_utf8_lossy(&status))));
             }
         }
         let now = unix_ms();
         let mut behind = Vec::new();
         for r in (0..world).filter(|&r| r != me) {
-            if !self.store.check(&keys::heartbeat(r))? {
+            if !self.store.check(&keys::heartbeat(self.spec.attempt, r))? {
                 return Ok(Fault::Gone(format!("rank {r} never started (no heartbeat)")));
             }
-            let beat = String::from_utf8_lossy(&self.store.get(&keys::heartbeat(r), Duration::from_secs(1))?).into_owned();
+            let beat = String::from_utf8_lossy(&self.store.get(&keys::heartbeat(self.spec.attempt, r), Duration::from_secs(1))?).into_owned();
             let mut parts = beat.split_whitespace().map(|s| s.parse::<u64>().unwrap_or(0));
             let (at, count) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
             let age = Duration::from_millis(now.saturating_sub(at));
@@ -319,9 +332,8 @@ impl Distributed {
         slots[3 * me] = (fingerprint >> 32) as i64;
         slots[3 * me + 1] = (fingerprint & 0xffff_ffff) as i64;
         slots[3 * me + 2] = i64::from(ok);
-        let mut t = [Tensor::f_from_slice(&slots)?];
-        self.all_reduce(&mut t, ReduceOp::Sum)?;
-        let all = Vec::<i64>::try_from(&t[0])?;
+        self.all_reduce_values(&mut slots, ReduceOp::Sum)?;
+        let all = slots;
         let list = |ranks: Vec<usize>| ranks.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
         let failed: Vec<usize> = (0..world).filter(|&r| all[3 * r + 2] == 0).collect();
         if !failed.is_empty() {
@@ -345,9 +357,8 @@ impl Distributed {
             flat.extend_from_slice(s.sums());
             flat.extend_from_slice(s.counts());
         }
-        let mut t = [Tensor::f_from_slice(&flat)?];
-        self.all_reduce(&mut t, ReduceOp::Sum)?;
-        let reduced = Vec::<f64>::try_from(&t[0])?;
+        self.all_reduce_values(&mut flat, ReduceOp::Sum)?;
+        let reduced = flat;
         let mut at = 0;
         for s in stats.iter_mut() {
             let (ns, nc) = (s.sums().len(), s.counts().len());
@@ -360,7 +371,8 @@ impl Distributed {
     /// Averages the gradients of `vars` over the ranks: flattened into buckets of at most
     /// `bucket_bytes` per dtype and device, all buckets all-reduced together (Gloo and NCCL
     /// pipeline them), divided by the world size and copied back. An undefined gradient
-    /// counts as zero and stays undefined only where it is undefined on every rank.
+    /// counts as zero, and its variable gets the averaged gradient (so every rank updates every
+    /// variable alike; the models here give every trainable variable a gradient each step).
     pub fn average_gradients(&mut self, vars: &[Tensor], bucket_bytes: usize) -> Result<()> {
         let started = Instant::now();
         let result = self.average_gradients_untimed(vars, bucket_bytes);
@@ -417,16 +429,31 @@ impl Distributed {
 
     /// Rank 0's `bytes` on every rank (others pass anything; their value is replaced).
     pub fn broadcast_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>> {
-        let mut len = [Tensor::f_from_slice(&[bytes.len() as i64])?];
-        self.broadcast(&mut len, 0)?;
-        let n = len[0].f_int64_value(&[0])? as usize;
-        let mut data = vec![0u8; n];
+        let mut len = [bytes.len() as i64];
+        self.broadcast_values(&mut len)?;
+        let mut data = vec![0u8; len[0].max(0) as usize];
         if self.spec.rank == 0 {
             data.copy_from_slice(bytes);
         }
-        let mut t = [Tensor::f_from_slice(&data)?];
+        self.broadcast_values(&mut data)?;
+        Ok(data)
+    }
+
+    /// All-reduces host values in place, through the group's device (NCCL takes CUDA tensors
+    /// only).
+    pub fn all_reduce_values<T: tch::kind::Element + Copy>(&mut self, values: &mut [T], op: ReduceOp) -> Result<()> {
+        let mut t = [Tensor::f_from_slice(values)?.f_to_device(self.device)?];
+        self.all_reduce(&mut t, op)?;
+        values.copy_from_slice(&Vec::<T>::try_from(&t[0].f_to_device(Device::Cpu)?)?);
+        Ok(())
+    }
+
+    /// Overwrites host values with rank 0's, through the group's device.
+    pub fn broadcast_values<T: tch::kind::Element + Copy>(&mut self, values: &mut [T]) -> Result<()> {
+        let mut t = [Tensor::f_from_slice(values)?.f_to_device(self.device)?];
         self.broadcast(&mut t, 0)?;
-        Vec::<u8>::try_from(&t[0]).map_err(ProcoError::from)
+        values.copy_from_slice(&Vec::<T>::try_from(&t[0].f_to_device(Device::Cpu)?)?);
+        Ok(())
     }
 }
 

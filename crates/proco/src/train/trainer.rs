@@ -158,7 +158,7 @@ pub fn evaluate_sharded(
     batch_size: usize,
     threads: usize,
     reduced_decode: bool,
-    mut dist: Option<&mut Distributed>,
+    dist: Option<&mut Distributed>,
 ) -> Result<(ShotAccuracy, f64)> {
     let device = net.vs.device();
     let total = test.len();
@@ -185,11 +185,11 @@ pub fn evaluate_sharded(
             slots[i] = p + 1;
         }
     }
-    if let Some(d) = dist.as_deref_mut() {
-        let mut t = [Tensor::f_from_slice(&slots)?, Tensor::f_from_slice(&[loss_sum])?];
-        d.all_reduce(&mut t, ReduceOp::Sum)?;
-        slots = Vec::<i64>::try_from(&t[0])?;
-        loss_sum = t[1].f_double_value(&[0])?;
+    if let Some(d) = dist {
+        d.all_reduce_values(&mut slots, ReduceOp::Sum)?;
+        let mut loss = [loss_sum];
+        d.all_reduce_values(&mut loss, ReduceOp::Sum)?;
+        loss_sum = loss[0];
     }
     let missing = slots.iter().filter(|&&p| p <= 0).count();
     if missing > 0 {
@@ -299,10 +299,7 @@ pub fn train_step_sharded(
 ) -> Result<StepOutcome> {
     let StepPosition { epoch, step, lr } = at;
     if let Some(d) = dist.as_deref_mut() {
-        let mut buffers = buffers_of(net);
-        if !buffers.is_empty() {
-            d.broadcast_from_leader(&mut buffers)?;
-        }
+        follow_leaders_buffers(net, d)?;
     }
     let n = y.size().first().copied().unwrap_or(0);
     let (z, logits) = net.forward_t(x, true)?;
@@ -324,7 +321,7 @@ pub fn train_step_sharded(
     }
     sgd.zero_grad(&net.vs);
     loss.f_backward()?;
-    if let Some(d) = dist.as_deref_mut() {
+    if let Some(d) = dist {
         d.average_gradients(&net.vs.trainable_variables(), GRADIENT_BUCKET_BYTES)?;
     }
     sgd.step(&net.vs, lr)?;
@@ -339,6 +336,15 @@ pub fn train_step_sharded(
 /// Sorted by name, so that every rank lists them in the same order.
 fn buffers_of(net: &TwoBranchNet) -> Vec<Tensor> {
     named_variables(net).into_iter().filter(|(_, v)| !v.requires_grad()).map(|(_, v)| v).collect()
+}
+
+/// Overwrites `net`'s BatchNorm running statistics with rank 0's (as DDP broadcasts buffers).
+fn follow_leaders_buffers(net: &TwoBranchNet, d: &mut Distributed) -> Result<()> {
+    let mut buffers = buffers_of(net);
+    if buffers.is_empty() {
+        return Ok(());
+    }
+    tch::no_grad(|| d.broadcast_from_leader(&mut buffers))
 }
 
 /// Every variable of `net` (parameters and buffers), sorted by name.
@@ -388,7 +394,7 @@ pub fn train(recipe: &Recipe, data: &RunData, options: &RunOptions, progress: &m
 /// The global batch must split evenly over the ranks.
 fn check_world(recipe: &Recipe, dist: Option<&Distributed>) -> Result<()> {
     match dist {
-        Some(d) if recipe.batch_size % d.world_size() != 0 => Err(ProcoError::InvalidConfig {
+        Some(d) if !recipe.batch_size.is_multiple_of(d.world_size()) => Err(ProcoError::InvalidConfig {
             reason: format!("the batch size {} (the global batch) does not divide by the {} ranks; choose a world size that divides it, or set batch_size", recipe.batch_size, d.world_size()),
         }),
         _ => Ok(()),
@@ -397,8 +403,11 @@ fn check_world(recipe: &Recipe, dist: Option<&Distributed>) -> Result<()> {
 
 /// A fingerprint of what the ranks must agree on: the recipe and the data (sizes, class
 /// counts, and where the first and last samples come from).
-fn run_fingerprint(recipe: &Recipe, data: &RunData) -> Result<u64> {
+fn run_fingerprint(recipe: &Recipe, data: &RunData, options: &RunOptions) -> Result<u64> {
     let mut text = recipe.to_toml()?;
+    // The run options that must agree too: evaluation shards follow the evaluation batch.
+    let device = if options.device.is_cuda() { "cuda" } else { "cpu" };
+    text.push_str(&format!("|{}|{:?}|{}|{device}", options.eval_batch_size, options.stop_after, options.resume));
     text.push_str(&format!("{:?}", data.class_counts));
     for ds in std::iter::once(&data.train).chain(data.eval.iter().map(|s| &s.dataset)) {
         let n = ds.len();
@@ -452,9 +461,10 @@ impl<'a> Run<'a> {
     /// every rank then learns whether all started and agree, and takes rank 0's state.
     fn start(recipe: &'a Recipe, data: &'a RunData, options: &'a RunOptions, mut dist: Option<Distributed>, checked: Result<()>) -> Result<Self> {
         let leader = dist.as_ref().is_none_or(|d| d.rank() == 0);
-        let local = checked.and_then(|()| Self::prepare(recipe, data, options, leader));
+        let shard = dist.as_ref().map_or(Shard::WHOLE, |d| Shard { rank: d.rank(), world: d.world_size() });
+        let local = checked.and_then(|()| Self::prepare(recipe, data, options, leader, shard));
         if let Some(d) = dist.as_mut() {
-            let agreed = d.check_agreement(run_fingerprint(recipe, data)?, local.is_ok());
+            let agreed = d.check_agreement(run_fingerprint(recipe, data, options)?, local.is_ok());
             // This rank's own error says more than the agreement's.
             let mut run = local?;
             agreed?;
@@ -467,7 +477,7 @@ impl<'a> Run<'a> {
 
     /// This rank's run: the network, optimiser, estimators and, on the leader, the run
     /// directory's checks, the recipe, the checkpoint to resume from and the sinks.
-    fn prepare(recipe: &'a Recipe, data: &'a RunData, options: &'a RunOptions, leader: bool) -> Result<Self> {
+    fn prepare(recipe: &'a Recipe, data: &'a RunData, options: &'a RunOptions, leader: bool, shard: Shard) -> Result<Self> {
         let dir = &options.run_dir;
         let num_classes = data.class_counts.len();
         let mut net = TwoBranchNet::new(&recipe.model(), num_classes, options.device)?;
@@ -505,7 +515,7 @@ impl<'a> Run<'a> {
             tb = Some(TensorBoardWriter::create(dir)?);
         }
         let objective = Objective::new(recipe, &data.class_counts)?;
-        let loader = Loader::new(data.train.clone(), data.train_transform.clone(), Self::loader_config(recipe, Shard::WHOLE))?;
+        let loader = Loader::new(data.train.clone(), data.train_transform.clone(), Self::loader_config(recipe, shard))?;
         Ok(Self { recipe, data, options, net, sgd, estimators, state, objective, loader, log, tb, dist: None })
     }
 
@@ -514,7 +524,7 @@ impl<'a> Run<'a> {
     }
 
     /// Makes this rank's run rank 0's: its bookkeeping, every variable of the network, the
-    /// momentum buffers and both estimators; and shards the loader.
+    /// momentum buffers and both estimators.
     fn take_leaders_state(&mut self, d: &mut Distributed) -> Result<()> {
         let leader = d.rank() == 0;
         let state_json = serde_json::to_vec(&self.state).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
@@ -526,28 +536,27 @@ impl<'a> Run<'a> {
         // variable, in the variables' order.
         let has_momentum = d.broadcast_bytes(&[u8::from(leader && !self.sgd.buffers().is_empty())])?;
         if has_momentum.first() == Some(&1) {
-            let names: Vec<String> = named_variables(&self.net).into_iter().filter(|(_, v)| v.requires_grad()).map(|(n, _)| n).collect();
-            let vars: std::collections::BTreeMap<String, Tensor> = self.net.vs.variables().into_iter().collect();
-            let mut buffers = Vec::with_capacity(names.len());
-            for n in &names {
+            let trained: Vec<(String, Tensor)> = named_variables(&self.net).into_iter().filter(|(_, v)| v.requires_grad()).collect();
+            let mut buffers = Vec::with_capacity(trained.len());
+            for (n, v) in &trained {
                 let b = match self.sgd.buffers().get(n) {
                     Some(b) if leader => b.shallow_clone(),
-                    _ => vars[n].f_zeros_like()?,
+                    _ => v.f_zeros_like()?,
                 };
                 buffers.push(b);
             }
+            let names: Vec<String> = trained.into_iter().map(|(n, _)| n).collect();
             d.broadcast_from_leader(&mut buffers)?;
             self.sgd.set_buffers(names.into_iter().zip(buffers).collect());
         }
-        let est = |e: &crate::estimator::VmfEstimator| -> Result<[Tensor; 2]> { Ok([Tensor::f_from_slice(e.means())?, Tensor::f_from_slice(e.counts())?]) };
-        let [pm, pc] = est(self.estimators.previous())?;
-        let [cm, cc] = est(self.estimators.current())?;
-        let mut t = [pm, pc, cm, cc];
-        d.broadcast_from_leader(&mut t)?;
         let (c, p) = (self.estimators.previous().num_classes(), self.estimators.previous().dim());
-        let back = |m: &Tensor, n: &Tensor| -> Result<crate::estimator::VmfEstimator> { crate::estimator::VmfEstimator::from_state(c, p, Vec::<f64>::try_from(m)?, Vec::<f64>::try_from(n)?) };
-        self.estimators = EstimatorPair::from_parts(back(&t[0], &t[1])?, back(&t[2], &t[3])?);
-        self.loader = Loader::new(self.data.train.clone(), self.data.train_transform.clone(), Self::loader_config(self.recipe, Shard { rank: d.rank(), world: d.world_size() }))?;
+        let leaders = |e: &crate::estimator::VmfEstimator, d: &mut Distributed| -> Result<crate::estimator::VmfEstimator> {
+            let (mut means, mut counts) = (e.means().to_vec(), e.counts().to_vec());
+            d.broadcast_values(&mut means)?;
+            d.broadcast_values(&mut counts)?;
+            crate::estimator::VmfEstimator::from_state(c, p, means, counts)
+        };
+        self.estimators = EstimatorPair::from_parts(leaders(self.estimators.previous(), d)?, leaders(self.estimators.current(), d)?);
         Ok(())
     }
 
@@ -561,6 +570,7 @@ impl<'a> Run<'a> {
         let batches = self.loader.batches_per_epoch();
         progress(Progress::EpochStart { epoch, lr, batches });
         let (mut ce_sum, mut proco_sum, mut correct, mut seen) = (0.0, 0.0, 0usize, 0usize);
+        let world = self.dist.as_ref().map_or(1, Distributed::world_size);
         for (step, batch) in self.loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let n = batch.indices.len() as i64;
@@ -577,21 +587,18 @@ impl<'a> Run<'a> {
                 ce_loss: ce_sum / seen as f64,
                 proco_loss: proco_sum / seen as f64,
                 accuracy: 100.0 * correct as f64 / seen as f64,
-                images_per_sec: seen as f64 / start.elapsed().as_secs_f64(),
+                // Rank 0's figures; its throughput times the ranks is the job's.
+                images_per_sec: (seen * world) as f64 / start.elapsed().as_secs_f64(),
             });
         }
         let train_secs = start.elapsed().as_secs_f64();
         if let Some(d) = self.dist.as_mut() {
             // The epoch's figures over every rank's samples.
-            let mut t = [Tensor::f_from_slice(&[ce_sum, proco_sum, correct as f64, seen as f64])?];
-            d.all_reduce(&mut t, ReduceOp::Sum)?;
-            let all = Vec::<f64>::try_from(&t[0])?;
+            let mut all = [ce_sum, proco_sum, correct as f64, seen as f64];
+            d.all_reduce_values(&mut all, ReduceOp::Sum)?;
             (ce_sum, proco_sum, correct, seen) = (all[0], all[1], all[2] as usize, all[3] as usize);
             // Evaluate (and save) rank 0's BatchNorm running statistics, as DDP does.
-            let mut buffers = buffers_of(&self.net);
-            if !buffers.is_empty() {
-                d.broadcast_from_leader(&mut buffers)?;
-            }
+            follow_leaders_buffers(&self.net, d)?;
         }
         let mut results = Vec::new();
         for split in &self.data.eval {
