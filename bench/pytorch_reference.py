@@ -46,7 +46,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torchvision_pipeline import MEAN, STD, ThreeViews, long_tail_indices, read_cifar10_train  # noqa: E402
 
 NUM_CLASSES = 10
 FEATURE_DIM = 128
@@ -361,6 +360,7 @@ class TestView(Dataset):
     def __init__(self, images, labels):
         # Only --full-epoch needs torchvision and PIL: the step timings run without them.
         from torchvision import transforms
+        from torchvision_pipeline import MEAN, STD
 
         self.images, self.labels = images, labels
         self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
@@ -378,6 +378,8 @@ def full_epoch(data_dir, device):
     """First epoch of the recipe on CIFAR-10-LT IF 100 (torchvision pipeline of
     bench/torchvision_pipeline.py, batch 256, drop_last, 2 workers), then evaluation on the 10k
     test images. Returns (seconds, training images, test top-1 %)."""
+    from torchvision_pipeline import ThreeViews, long_tail_indices, read_cifar10_train
+
     images, labels = read_cifar10_train(data_dir)
     kept = long_tail_indices(labels)
     counts = np.bincount(labels[kept], minlength=NUM_CLASSES).tolist()
