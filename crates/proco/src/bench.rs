@@ -297,6 +297,7 @@ pub fn proco_step_time(batch_size: usize, device: Device, budget: TimingBudget) 
     let recipe = bench_recipe(batch_size)?;
     let counts = cifar10_lt_counts();
     let objective = Objective::new(&recipe, &counts)?;
+    let branch = objective.branch().ok_or_else(|| ProcoError::InvalidConfig { reason: "the bench recipe's contrastive loss must be ProCo".into() })?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(recipe.seed);
     let mut estimators = EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rng)?;
     let n = batch_size as i64;
@@ -304,7 +305,7 @@ pub fn proco_step_time(batch_size: usize, device: Device, budget: TimingBudget) 
     let y = Tensor::f_randint(counts.len() as i64, [n], (Kind::Int64, device))?;
     let (reps, secs) = timed(budget, device, || {
         let z = base.detach().set_requires_grad(true);
-        let out = objective.branch().forward(&z, &y, &mut estimators)?;
+        let out = branch.forward(&z, &y, &mut estimators)?;
         out.loss.f_backward()?;
         std::hint::black_box(z.grad().f_sum(z.kind())?.f_double_value(&[])?);
         Ok(())

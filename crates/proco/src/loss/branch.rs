@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
 use crate::estimator::{BatchStatistics, EstimatorPair};
-use crate::loss::{HostBatch, HostGradient, LogPrior, LogitAdjustedCe, ProCoLoss};
+use crate::loss::{BesselRoute, HostBatch, HostGradient, LogPrior, LogitAdjustedCe, ProCoLoss};
 use crate::validate::{self, FeatureRows};
 
 /// The result of [`ProCoBranch::forward`].
@@ -54,6 +54,12 @@ impl ProCoBranch {
     /// As [`ProCoLoss::new`] for p < 2 or a temperature that is not finite and positive.
     pub fn new(p: usize, tau: f64, prior: LogPrior) -> Result<Self> {
         Ok(Self { loss: ProCoLoss::new(p, tau)?, ce: LogitAdjustedCe::new(prior) })
+    }
+
+    /// The branch with the Bessel numerics `route` (exact by default).
+    pub fn with_route(mut self, route: BesselRoute) -> Self {
+        self.loss = self.loss.with_route(route);
+        self
     }
 
     /// The ProCo loss.

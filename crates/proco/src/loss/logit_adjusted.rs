@@ -60,6 +60,16 @@ impl LogitAdjustedCe {
         Self { log_prior, scale: 1.0 }
     }
 
+    /// Balanced Softmax (Ren et al. 2020): CE(logits + log n_j) for training counts n_j. It
+    /// is logit adjustment with scale 1 (log n_j - log pi_j = log sum n is one constant
+    /// across classes, which the softmax cancels), and is built as such.
+    ///
+    /// # Errors
+    /// As [`LogPrior::from_counts`].
+    pub fn balanced_softmax(counts: &[f64]) -> Result<Self> {
+        Ok(Self::new(LogPrior::from_counts(counts)?))
+    }
+
     /// Plain cross entropy over `num_classes` classes.
     pub fn plain(num_classes: usize) -> Result<Self> {
         Ok(Self { log_prior: LogPrior::uniform(num_classes)?, scale: 0.0 })

@@ -50,12 +50,14 @@ pub const MIN_TEMPERATURE: f64 = 1e-6;
 /// Floor of kt^2 in the differentiable path (above f32's smallest normal number).
 const KT_SQ_FLOOR: f64 = 1e-36;
 
-/// Which Bessel numerics the loss uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which Bessel numerics the loss uses (in recipes: `bessel = "exact"` or `"authors"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BesselRoute {
     /// Exact double-precision evaluation (the default).
     #[default]
     Exact,
+    #[serde(rename = "authors")]
     /// The authors' Miller recurrence with integer order and a gradient clipped at 1, for
     /// comparing against their runs. Wrong for p < 4 and for kt large against nu^2.
     AuthorsCompat,

@@ -70,6 +70,17 @@ impl Classifier {
     }
 }
 
+impl Classifier {
+    /// The class weights as C rows of c_in values (the linear layer's weight; the cosine
+    /// classifier's columns, transposed): BCL's prototypes are made from them.
+    pub fn class_weights(&self) -> Tensor {
+        match self {
+            Classifier::Linear(l) => l.ws.shallow_clone(),
+            Classifier::Normed { weight, .. } => weight.tr(),
+        }
+    }
+}
+
 impl Module for Classifier {
     fn forward(&self, x: &Tensor) -> Tensor {
         match self {

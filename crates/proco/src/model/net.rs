@@ -61,6 +61,9 @@ pub struct ModelConfig {
     pub seed: u64,
     /// Arithmetic of the forward pass.
     pub precision: Precision,
+    /// A second projection head (same shape as the first) that maps the classifier's class
+    /// weights to BCL's class prototypes ([`TwoBranchNet::prototypes`]); BCL recipes only.
+    pub prototype_head: bool,
 }
 
 /// The backbone of a recipe.
@@ -89,6 +92,7 @@ pub struct TwoBranchNet {
     backbone: Backbone,
     classifier: Classifier,
     head: ProjectionHead,
+    prototype_head: Option<ProjectionHead>,
     num_classes: usize,
     precision: Precision,
     /// A handle to one parameter, whose dtype the images must have: it shares the parameter's
@@ -122,9 +126,13 @@ impl TwoBranchNet {
             ClassifierKind::Normed => Classifier::normed(&(&root / "classifier"), f, num_classes as i64),
         };
         let head = ProjectionHead::new(&(&root / "head"), f, recipe.hidden_dim as i64, recipe.feature_dim as i64);
+        if recipe.prototype_head && num_classes < 2 {
+            return Err(ProcoError::InvalidConfig { reason: "class prototypes need at least 2 classes (their head's BatchNorm runs over the classes)".into() });
+        }
+        let prototype_head = recipe.prototype_head.then(|| ProjectionHead::new(&(&root / "prototype_head"), f, recipe.hidden_dim as i64, recipe.feature_dim as i64));
         memory_format::convert_var_store(&vs)?;
         let dtype_probe = vs.trainable_variables().into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the network has no parameters".into() })?;
-        Ok(Self { vs, backbone, classifier, head, num_classes, precision: config.precision, dtype_probe })
+        Ok(Self { vs, backbone, classifier, head, prototype_head, num_classes, precision: config.precision, dtype_probe })
     }
 
     /// Number of classes of the classifier.
@@ -144,6 +152,20 @@ impl TwoBranchNet {
         let h = self.backbone.forward_t(x, train);
         let (z, logits) = (self.head.forward_t(&h, train), self.classifier.forward(&h));
         Ok((self.full_precision(z)?, self.full_precision(logits)?))
+    }
+
+    /// BCL's class prototypes: the classifier's class weights (C x f) through the prototype
+    /// head, L2-normalised (C x p unit rows, f32), differentiable in both; `train` runs the
+    /// head's BatchNorm over the C rows in training mode, as BCL does.
+    ///
+    /// # Errors
+    /// [`ProcoError::InvalidConfig`] when the network was built without a prototype head
+    /// ([`ModelConfig::prototype_head`]).
+    pub fn prototypes(&self, train: bool) -> Result<Tensor> {
+        let head = self.prototype_head.as_ref().ok_or_else(|| ProcoError::InvalidConfig { reason: "this network has no prototype head (build it with prototype_head = true, as BCL recipes do)".into() })?;
+        let _autocast = self.autocast()?;
+        let z = head.forward_t(&self.classifier.class_weights(), train);
+        self.full_precision(z)
     }
 
     /// The arithmetic of the forward pass.

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ProcoError, Result};
+pub use crate::loss::{BesselRoute, ClassifierLoss, ContrastiveLoss};
 pub use crate::model::{Arch, ClassifierKind, Precision};
 use crate::model::ModelConfig;
 
@@ -60,8 +61,19 @@ pub struct Recipe {
     pub hidden_dim: usize,
     /// Temperature tau of the ProCo loss.
     pub temperature: f64,
-    /// Weight alpha of the ProCo loss: loss = CE + alpha * ProCo.
+    /// Weight alpha of the contrastive loss: loss = classifier loss + alpha * contrastive loss.
     pub alpha: f64,
+    /// Loss of the classifier branch (logit-adjusted CE in ProCo).
+    #[serde(default)]
+    pub classifier_loss: ClassifierLoss,
+    /// Loss of the contrastive branch: ProCo, or the peers SupCon and BCL, or none. SupCon
+    /// and BCL use `temperature` too.
+    #[serde(default)]
+    pub contrastive_loss: ContrastiveLoss,
+    /// Bessel numerics of the ProCo loss: `exact`, or `authors` (their recurrence, which
+    /// drifts past kappa ~ nu^2 / 8), to measure what exact maths changes.
+    #[serde(default)]
+    pub bessel: BesselRoute,
     /// Total epochs of the schedule.
     pub epochs: usize,
     /// Batch size.
@@ -133,6 +145,9 @@ impl Recipe {
             hidden_dim: 512,
             temperature: 0.1,
             alpha: 1.0,
+            classifier_loss: ClassifierLoss::LogitAdjusted,
+            contrastive_loss: ContrastiveLoss::Proco,
+            bessel: BesselRoute::Exact,
             epochs,
             batch_size: 256,
             lr: 0.3,
@@ -164,6 +179,9 @@ impl Recipe {
             hidden_dim: 2048,
             temperature: 0.07,
             alpha: 1.0,
+            classifier_loss: ClassifierLoss::LogitAdjusted,
+            contrastive_loss: ContrastiveLoss::Proco,
+            bessel: BesselRoute::Exact,
             epochs: 90,
             batch_size: 256,
             lr: 0.1,
@@ -196,7 +214,7 @@ impl Recipe {
 
     /// The network this recipe trains.
     pub fn model(&self) -> ModelConfig {
-        ModelConfig { arch: self.arch, classifier: self.classifier, hidden_dim: self.hidden_dim, feature_dim: self.feature_dim, seed: self.seed, precision: self.precision }
+        ModelConfig { arch: self.arch, classifier: self.classifier, hidden_dim: self.hidden_dim, feature_dim: self.feature_dim, seed: self.seed, precision: self.precision, prototype_head: self.contrastive_loss == ContrastiveLoss::Bcl }
     }
 
     /// A named preset (see [`PRESETS`]): `cifar10-lt-if{100,50,10}`,
@@ -204,7 +222,8 @@ impl Recipe {
     /// ImageNet-LT recipes `imagenet-lt-r50` (90 epochs), `imagenet-lt-r50-180ep`,
     /// `imagenet-lt-x50` (ResNeXt-50 32x4d), their iNaturalist 2018 recipe `inat2018-r50`
     /// (lr 0.2, weight decay 1e-4); and `own-data`, the ImageNet-scale recipe on the user's
-    /// own images ([`DatasetKind::Own`]).
+    /// own images ([`DatasetKind::Own`]); and the balanced sets `cifar10-balanced`,
+    /// `cifar100-balanced` (imbalance 1: every training image, the CIFAR recipe).
     pub fn preset(name: &str) -> Result<Self> {
         let cifar = |d, r, e| Ok(Recipe::cifar(d, r, e));
         match name {
@@ -220,6 +239,8 @@ impl Recipe {
             "imagenet-lt-x50" => Ok(Recipe { arch: Arch::Resnext50, ..Recipe::imagenet_scale(DatasetKind::ImagenetLt) }),
             "inat2018-r50" => Ok(Recipe { lr: 0.2, weight_decay: 1e-4, ..Recipe::imagenet_scale(DatasetKind::Inat2018) }),
             "own-data" => Ok(Recipe::imagenet_scale(DatasetKind::Own)),
+            "cifar10-balanced" => cifar(DatasetKind::Cifar10, 1.0, 200),
+            "cifar100-balanced" => cifar(DatasetKind::Cifar100, 1.0, 200),
             other => Err(ProcoError::InvalidConfig { reason: format!("unknown preset `{other}`; known: {}", PRESETS.join(", ")) }),
         }
     }
@@ -311,7 +332,7 @@ impl Recipe {
 }
 
 /// Names accepted by [`Recipe::preset`].
-pub const PRESETS: [&str; 12] = [
+pub const PRESETS: [&str; 14] = [
     "cifar10-lt-if100",
     "cifar10-lt-if50",
     "cifar10-lt-if10",
@@ -324,6 +345,8 @@ pub const PRESETS: [&str; 12] = [
     "imagenet-lt-x50",
     "inat2018-r50",
     "own-data",
+    "cifar10-balanced",
+    "cifar100-balanced",
 ];
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::distributed::{Backend, Distributed, ReduceOp, WorldSpec};
 use crate::error::{ProcoError, Result};
 use crate::estimator::EstimatorPair;
 use crate::loader::{Loader, LoaderConfig, SampleTransform, Shard};
-use crate::loss::{LogPrior, LogitAdjustedCe, ProCoBranch};
+use crate::loss::{BclLoss, ClassifierLoss, ContrastiveLoss, LogPrior, LogitAdjustedCe, ProCoBranch, SupConLoss};
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
 use crate::train::checkpoint::{self, BestEpoch, TrainState};
@@ -91,7 +91,8 @@ pub struct EpochRecord {
     pub lr: f64,
     /// Mean CE loss over the epoch's batches.
     pub ce_loss_train: f64,
-    /// Mean ProCo loss.
+    /// Mean loss of the contrastive branch (ProCo, SupCon or BCL; 0 without one), under
+    /// the ProCo name that metrics readers know.
     pub proco_loss_train: f64,
     /// Training accuracy, percent.
     pub train_top1: f64,
@@ -200,26 +201,82 @@ pub fn evaluate_sharded(
     Ok((shot_accuracy(&preds, &labels, class_counts), loss_sum / total.max(1) as f64))
 }
 
-/// The loss of a training step: logit-adjusted CE of the classifier on view 1 plus alpha times
-/// the ProCo loss (logit-adjusted CE over contrast logits) averaged over views 2 and 3.
+/// The loss of a training step: the classifier loss on view 1 plus alpha times the
+/// contrastive loss on views 2 and 3: ProCo (logit-adjusted CE over contrast logits, averaged
+/// over the two views, with the estimator updates), SupCon or BCL over both views, or none.
 #[derive(Debug, Clone)]
 pub struct Objective {
     ce: LogitAdjustedCe,
-    branch: ProCoBranch,
+    contrastive: Contrastive,
     alpha: f64,
+    num_classes: usize,
+}
+
+/// The contrastive branch of an [`Objective`].
+#[derive(Debug, Clone)]
+enum Contrastive {
+    ProCo(ProCoBranch),
+    SupCon(SupConLoss),
+    Bcl(BclLoss),
+    None,
 }
 
 impl Objective {
     /// The objective of `recipe` for a training set with `class_counts` images per class.
+    ///
+    /// # Errors
+    /// [`ProcoError::InvalidConfig`] for a class without images (the prior needs every
+    /// class) and for loss settings out of range.
     pub fn new(recipe: &Recipe, class_counts: &[usize]) -> Result<Self> {
         let counts: Vec<f64> = class_counts.iter().map(|&c| c as f64).collect();
         let prior = LogPrior::from_counts(&counts)?;
-        Ok(Self { ce: LogitAdjustedCe::new(prior.clone()), branch: ProCoBranch::new(recipe.feature_dim, recipe.temperature, prior)?, alpha: recipe.alpha })
+        let ce = match recipe.classifier_loss {
+            ClassifierLoss::Ce => LogitAdjustedCe::plain(counts.len())?,
+            ClassifierLoss::LogitAdjusted => LogitAdjustedCe::new(prior.clone()),
+            ClassifierLoss::BalancedSoftmax => LogitAdjustedCe::balanced_softmax(&counts)?,
+        };
+        let contrastive = match recipe.contrastive_loss {
+            ContrastiveLoss::Proco => Contrastive::ProCo(ProCoBranch::new(recipe.feature_dim, recipe.temperature, prior)?.with_route(recipe.bessel)),
+            ContrastiveLoss::Supcon => Contrastive::SupCon(SupConLoss::new(recipe.temperature)?),
+            ContrastiveLoss::Bcl => Contrastive::Bcl(BclLoss::new(recipe.temperature)?),
+            ContrastiveLoss::None => Contrastive::None,
+        };
+        Ok(Self { ce, contrastive, alpha: recipe.alpha, num_classes: counts.len() })
     }
 
-    /// The ProCo branch.
-    pub fn branch(&self) -> &ProCoBranch {
-        &self.branch
+    /// The ProCo branch, if the contrastive loss is ProCo's.
+    pub fn branch(&self) -> Option<&ProCoBranch> {
+        match &self.contrastive {
+            Contrastive::ProCo(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether the step updates the vMF estimators (ProCo only).
+    pub fn uses_estimators(&self) -> bool {
+        matches!(self.contrastive, Contrastive::ProCo(_))
+    }
+
+    /// The contrastive loss of a step's features `z` (3N x p, view-major) with labels `y`:
+    /// the loss, and ProCo's mean contrast logits (N x C) for the training prediction.
+    fn contrastive_loss(&self, net: &TwoBranchNet, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair, dist: Option<&mut Distributed>) -> Result<(Tensor, Option<Vec<f64>>)> {
+        let n = y.size().first().copied().unwrap_or(0);
+        match &self.contrastive {
+            Contrastive::ProCo(branch) => {
+                let out = match dist {
+                    Some(d) => branch.forward_reduced(z, y, estimators, &mut Default::default(), &mut |stats| d.all_reduce_statistics(stats))?,
+                    None => branch.forward(z, y, estimators)?,
+                };
+                Ok((out.loss, Some(out.mean_logits)))
+            }
+            Contrastive::SupCon(loss) => {
+                let views = z.f_narrow(0, n, 2 * n)?;
+                let labels = Tensor::f_cat(&[y, y], 0)?;
+                Ok((loss.loss(&views, &labels, self.num_classes, None)?, None))
+            }
+            Contrastive::Bcl(loss) => Ok((loss.loss(&z.f_narrow(0, n, 2 * n)?, y, &net.prototypes(true)?)?, None)),
+            Contrastive::None => Ok((Tensor::f_zeros([], (z.kind(), z.device()))?, None)),
+        }
     }
 }
 
@@ -257,7 +314,7 @@ pub struct StepPosition {
 pub struct StepOutcome {
     /// Classifier CE on view 1.
     pub ce_loss: f64,
-    /// Mean ProCo loss over views 2 and 3.
+    /// The contrastive branch's loss (ProCo: the mean over views 2 and 3; 0 without one).
     pub proco_loss: f64,
     /// Samples whose training prediction (classifier + alpha * mean contrast logits) is right.
     pub correct: usize,
@@ -309,11 +366,7 @@ pub fn train_step_sharded(
     }
     let logits1 = logits.f_narrow(0, 0, n)?;
     let ce_loss = objective.ce.loss(&logits1, y)?;
-    let branch = match dist.as_deref_mut() {
-        Some(d) => objective.branch.forward_reduced(&z, y, estimators, &mut Default::default(), &mut |stats| d.all_reduce_statistics(stats))?,
-        None => objective.branch.forward(&z, y, estimators)?,
-    };
-    let (proco_loss, contrast) = (branch.loss, branch.mean_logits);
+    let (proco_loss, contrast) = objective.contrastive_loss(net, &z, y, estimators, dist.as_deref_mut())?;
     let loss = &ce_loss + &proco_loss * objective.alpha;
     let value = loss.f_double_value(&[])?;
     if !value.is_finite() {
@@ -328,7 +381,11 @@ pub fn train_step_sharded(
 
     let classifier = Vec::<f64>::try_from(&logits1.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
     let labels = validate::labels(y, n, net.num_classes())?;
-    let correct = training_hits(&classifier, &contrast, objective.alpha, &labels);
+    // ProCo predicts with classifier + alpha * contrast logits; the others with the classifier.
+    let correct = match &contrast {
+        Some(contrast) => training_hits(&classifier, contrast, objective.alpha, &labels),
+        None => training_hits(&classifier, &vec![0.0; classifier.len()], 0.0, &labels),
+    };
     Ok(StepOutcome { ce_loss: ce_loss.f_double_value(&[])?, proco_loss: proco_loss.f_double_value(&[])?, correct })
 }
 
@@ -393,6 +450,13 @@ pub fn train(recipe: &Recipe, data: &RunData, options: &RunOptions, progress: &m
 
 /// The global batch must split evenly over the ranks.
 fn check_world(recipe: &Recipe, dist: Option<&Distributed>) -> Result<()> {
+    if dist.is_some_and(|d| d.world_size() > 1) && matches!(recipe.contrastive_loss, ContrastiveLoss::Supcon | ContrastiveLoss::Bcl) {
+        // Their pairs span the whole batch: every rank would need every feature, with the
+        // gradient of the pairs across ranks, which the data-parallel step does not gather.
+        return Err(ProcoError::InvalidConfig {
+            reason: format!("contrastive_loss {} trains in a single process for now: its pairs span the whole batch; use one process, or proco / none", recipe.contrastive_loss.as_str()),
+        });
+    }
     match dist {
         Some(d) if !recipe.batch_size.is_multiple_of(d.world_size()) => Err(ProcoError::InvalidConfig {
             reason: format!("the batch size {} (the global batch) does not divide by the {} ranks; choose a world size that divides it, or set batch_size", recipe.batch_size, d.world_size()),
