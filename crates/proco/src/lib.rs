@@ -36,5 +36,5 @@ pub mod validate;
 
 pub use error::{ImageProblem, ProcoError, Result};
 pub use estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaFlag, VmfEstimator};
-pub use loss::{BesselRoute, ContrastLogits, LogPrior, LogitAdjustedCe, ProCoLoss};
+pub use loss::{BclLoss, BesselRoute, ContrastLogits, ContrastSet, LogPrior, LogitAdjustedCe, Positives, ProCoLoss, SupConLoss};
 pub use tch;

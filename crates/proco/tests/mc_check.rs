@@ -5,26 +5,14 @@
 mod support;
 
 use proco::tch::Tensor;
-use proco::{LogPrior, ProCoLoss, VmfEstimator};
+use proco::{LogPrior, ProCoLoss};
 use proco_vmf::{bessel_ratio, VonMisesFisher};
 use rand::SeedableRng;
 use support::load;
 
-/// Means with |m| = R such that p R / (1 - R^2) = kappa, i.e. the estimator reproduces kappa.
-/// `mu` holds C unit rows of p values (row-major), `kappa` C values.
-fn estimator_for(mu: &[f64], kappa: &[f64], p: usize) -> VmfEstimator {
-    assert_eq!(mu.len(), kappa.len() * p, "one mean direction of p = {p} values per kappa");
-    let pf = p as f64;
-    let means = mu
-        .chunks_exact(p)
-        .zip(kappa)
-        .flat_map(|(m, &k)| {
-            let r = 2.0 * k / (pf + (pf * pf + 4.0 * k * k).sqrt());
-            m.iter().map(move |v| v * r)
-        })
-        .collect();
-    VmfEstimator::from_state(kappa.len(), p, means, vec![1.0; kappa.len()]).unwrap()
-}
+#[path = "common/vmf_fixture.rs"]
+mod vmf_fixture;
+use vmf_fixture::estimator_for;
 
 #[test]
 fn closed_form_matches_golden_and_our_monte_carlo() {
