@@ -225,6 +225,7 @@ fn train_rank(args: TrainArgs, world: Option<WorldSpec>, timeout: std::time::Dur
     let options = RunOptions { stop_after: args.stop_after, resume: args.resume, world, collective_timeout: timeout, ..RunOptions::new(run_dir.clone(), device) };
     let bar = ProgressBar::hidden();
     let started = Instant::now();
+    let contrastive = recipe.contrastive_loss.as_str();
     let mut on_progress = |p: Progress| match p {
         _ if !leader => {}
         Progress::EpochStart { epoch, lr, batches } => {
@@ -240,18 +241,19 @@ fn train_rank(args: TrainArgs, world: Option<WorldSpec>, timeout: std::time::Dur
         }
         Progress::Step { step, ce_loss, proco_loss, accuracy, images_per_sec } => {
             bar.set_position(step as u64 + 1);
-            bar.set_message(format!("ce {ce_loss:.3} proco {proco_loss:.3} acc {accuracy:.1}% {images_per_sec:.0} img/s"));
+            bar.set_message(format!("ce {ce_loss:.3} {contrastive} {proco_loss:.3} acc {accuracy:.1}% {images_per_sec:.0} img/s"));
         }
         Progress::EpochEnd(r) => {
             bar.finish_and_clear();
             print(format!(
-                "epoch {:>3}  {}{}  | train ce {:.3} proco {:.3} acc {:.1}%  {:.0} img/s  {:.0}s (total {:.0}s)",
+                "epoch {:>3}  {}{}  | train ce {:.3} {contrastive} {:.3} acc {:.1}%{}  {:.0} img/s  {:.0}s (total {:.0}s)",
                 r.epoch,
                 summary(&r.val),
                 r.test.as_ref().map(|t| format!("  | test {}", summary(t))).unwrap_or_default(),
                 r.ce_loss_train,
                 r.proco_loss_train,
                 r.train_top1,
+                r.kappa.as_ref().map(|k| format!("  kappa {:.0}/{:.0}/{:.0}", k.p10, k.median, k.p90)).unwrap_or_default(),
                 r.images_per_sec,
                 r.seconds,
                 started.elapsed().as_secs_f64()

@@ -35,6 +35,6 @@ pub mod train;
 pub mod validate;
 
 pub use error::{ImageProblem, ProcoError, Result};
-pub use estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaFlag, VmfEstimator};
+pub use estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaDistribution, KappaFlag, VmfEstimator};
 pub use loss::{BclLoss, BesselRoute, ContrastLogits, ContrastSet, LogPrior, LogitAdjustedCe, Positives, ProCoLoss, SupConLoss};
 pub use tch;

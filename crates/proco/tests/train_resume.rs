@@ -9,7 +9,9 @@ use proco::data::InMemoryDataset;
 use proco::loader::SampleTransform;
 use proco::tch::{Device, Tensor};
 use proco::train::checkpoint;
+use proco::loss::{ClassifierLoss, ContrastiveLoss};
 use proco::train::{train, EvalSplit, Recipe, RunData, RunOptions};
+use proco::BesselRoute;
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -130,6 +132,57 @@ fn resumed_run_equals_uninterrupted_run() {
     assert!(std::fs::read_dir(&split).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents")));
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&split);
+}
+
+/// Two epochs in one go, and one then a resume: the same weights (BCL's prototype head
+/// included) and metrics. Returns the uninterrupted run's records.
+fn trains_and_resumes_exactly(r: &Recipe, name: &str) -> Vec<proco::train::EpochRecord> {
+    let d = data();
+    let (whole, split) = (run_dir(&format!("{name}-whole")), run_dir(&format!("{name}-split")));
+    let full = train(r, &d, &options(&whole, None, false), &mut |_| {}).unwrap();
+    train(r, &d, &options(&split, Some(1), false), &mut |_| {}).unwrap();
+    let rest = train(r, &d, &options(&split, None, true), &mut |_| {}).unwrap();
+    let (w_whole, w_split) = (weights(&whole), weights(&split));
+    assert_eq!(w_whole.len(), w_split.len(), "{name}");
+    for ((na, a), (_, b)) in w_whole.iter().zip(&w_split) {
+        assert!(a.equal(b), "{name}: {na} differs after resume");
+    }
+    assert_eq!(full.epochs[1].proco_loss_train, rest.epochs[0].proco_loss_train, "{name}");
+    assert_eq!(full.epochs[1].val, rest.epochs[0].val, "{name}");
+    let has_prototypes = w_whole.iter().any(|(n, _)| n.starts_with("prototype_head."));
+    assert_eq!(has_prototypes, r.contrastive_loss == ContrastiveLoss::Bcl, "{name}: a prototype head only for BCL");
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&split);
+    full.epochs
+}
+
+#[test]
+fn every_loss_choice_trains_and_resumes() {
+    proco::tch::set_num_threads(1);
+    let choices = [
+        ("ce-supcon", ClassifierLoss::Ce, ContrastiveLoss::Supcon, BesselRoute::Exact),
+        ("bsm-bcl", ClassifierLoss::BalancedSoftmax, ContrastiveLoss::Bcl, BesselRoute::Exact),
+        ("la-none", ClassifierLoss::LogitAdjusted, ContrastiveLoss::None, BesselRoute::Exact),
+        ("la-proco-authors", ClassifierLoss::LogitAdjusted, ContrastiveLoss::Proco, BesselRoute::AuthorsCompat),
+    ];
+    for (name, classifier, contrastive, bessel) in choices {
+        let mut r = recipe();
+        (r.epochs, r.milestones) = (2, vec![1]);
+        (r.classifier_loss, r.contrastive_loss, r.bessel) = (classifier, contrastive, bessel);
+        let epochs = trains_and_resumes_exactly(&r, name);
+        for e in &epochs {
+            assert!(e.ce_loss_train.is_finite() && e.ce_loss_train > 0.0, "{name}: {e:?}");
+            match contrastive {
+                ContrastiveLoss::None => assert_eq!(e.proco_loss_train, 0.0, "{name}"),
+                _ => assert!(e.proco_loss_train.is_finite() && e.proco_loss_train > 0.0, "{name}: {e:?}"),
+            }
+            // kappa is recorded where there are estimators, and only there.
+            assert_eq!(e.kappa.is_some(), contrastive == ContrastiveLoss::Proco, "{name}");
+            if let Some(k) = &e.kappa {
+                assert!(k.min > 0.0 && k.min <= k.median && k.median <= k.max && k.classes_past_drift <= 3, "{name}: {k:?}");
+            }
+        }
+    }
 }
 
 #[test]

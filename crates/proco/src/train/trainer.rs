@@ -118,6 +118,10 @@ pub struct EpochRecord {
     /// Data-parallel training: of these, the gradient all-reduce of the training steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gradient_allreduce_seconds: Option<f64>,
+    /// ProCo: the spread of kappa over classes at the epoch's end, in the estimator the loss
+    /// uses (the previous epoch's statistics plus this one's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kappa: Option<crate::estimator::KappaDistribution>,
 }
 
 /// The outcome of a run.
@@ -690,6 +694,7 @@ impl<'a> Run<'a> {
             steps: self.dist.as_ref().map(|_| batches),
             collective_seconds: comm.map(|c| c.all.as_secs_f64()),
             gradient_allreduce_seconds: comm.map(|c| c.gradients.as_secs_f64()),
+            kappa: self.objective.uses_estimators().then(|| crate::estimator::KappaDistribution::of(self.estimators.previous())),
         })
     }
 
@@ -716,6 +721,9 @@ impl<'a> Run<'a> {
             ("loss/ce_val", record.ce_loss_val),
             ("lr", record.lr),
         ];
+        if let Some(k) = &record.kappa {
+            scalars.extend([("kappa/min", k.min), ("kappa/p10", k.p10), ("kappa/median", k.median), ("kappa/p90", k.p90), ("kappa/max", k.max)]);
+        }
         if let Some(t) = &record.test {
             scalars.extend([("acc/test_top1", t.top1), ("acc/test_many", g(t.many)), ("acc/test_medium", g(t.medium)), ("acc/test_few", g(t.few))]);
         }
