@@ -185,13 +185,13 @@ fn epoch(args: &BenchArgs, device: proco::tch::Device) -> Result<()> {
     let epoch = result.with_context(|| format!("full epoch in {}", run_dir.display()))?;
     let r = &epoch.record;
     println!(
-        "full epoch: {} training images in batches of {}, {} loader threads, lr {}, then {} test images; test top-1 after it {:.2}%, train loop {:.1} images/s",
+        "full epoch: {} training images in batches of {}, {} loader threads, lr {}, then {} test images; test top-1 after it {}, train loop {:.1} images/s",
         data.train.len(),
         recipe.batch_size,
         recipe.loader_threads,
         r.lr,
         data.eval.first().map_or(0, |s| s.dataset.len()),
-        r.val.top1,
+        r.val.as_ref().map_or("not evaluated (representation stage)".into(), |v| format!("{:.2}%", v.top1)),
         r.images_per_sec
     );
     println!("full epoch seconds: {:.1}", r.seconds);

@@ -210,7 +210,7 @@ fn train_rank(args: TrainArgs, world: Option<WorldSpec>, timeout: std::time::Dur
     };
     let splits: Vec<String> = data.eval.iter().map(|s| format!("{} {}", s.dataset.len(), s.name)).collect();
     print(format!(
-        "proco train: {} on {:?}{}, {} classes, {} training / {} images, {} epochs{}{}, run dir {}",
+        "proco train: {} on {:?}{}, {} classes, {} training / {} images, {} epochs{}{}{}, run dir {}",
         args.preset,
         recipe.dataset,
         if recipe.dataset.is_cifar() { format!(" (IF {})", recipe.imbalance_ratio) } else { String::new() },
@@ -218,6 +218,10 @@ fn train_rank(args: TrainArgs, world: Option<WorldSpec>, timeout: std::time::Dur
         data.train.len(),
         splits.join(" / "),
         recipe.epochs,
+        match recipe.stages {
+            proco::train::recipe::Stages::One => String::new(),
+            proco::train::recipe::Stages::Two => format!(" of {} then {} linear-stage epochs", recipe.contrastive_loss.as_str(), recipe.linear_epochs),
+        },
         args.stop_after.map_or(String::new(), |k| format!(" (stopping after {k})")),
         world.as_ref().map_or(String::new(), |w| format!(", {} ranks of batch {}", w.world_size, recipe.batch_size / w.world_size.max(1))),
         run_dir.display()
@@ -241,18 +245,18 @@ fn train_rank(args: TrainArgs, world: Option<WorldSpec>, timeout: std::time::Dur
         }
         Progress::Step { step, ce_loss, proco_loss, accuracy, images_per_sec } => {
             bar.set_position(step as u64 + 1);
-            bar.set_message(format!("ce {ce_loss:.3} {contrastive} {proco_loss:.3} acc {accuracy:.1}% {images_per_sec:.0} img/s"));
+            bar.set_message(format!("ce {ce_loss:.3} {contrastive} {proco_loss:.3} acc {} {images_per_sec:.0} img/s", if accuracy.is_nan() { "-".to_string() } else { format!("{accuracy:.1}%") }));
         }
         Progress::EpochEnd(r) => {
             bar.finish_and_clear();
             print(format!(
-                "epoch {:>3}  {}{}  | train ce {:.3} {contrastive} {:.3} acc {:.1}%{}  {:.0} img/s  {:.0}s (total {:.0}s)",
+                "epoch {:>3}  {}{}  | train ce {:.3} {contrastive} {:.3} acc {}{}  {:.0} img/s  {:.0}s (total {:.0}s)",
                 r.epoch,
-                summary(&r.val),
+                r.val.as_ref().map_or_else(|| "stage 1 (representation, not evaluated)".to_string(), summary),
                 r.test.as_ref().map(|t| format!("  | test {}", summary(t))).unwrap_or_default(),
                 r.ce_loss_train,
                 r.proco_loss_train,
-                r.train_top1,
+                r.train_top1.map_or("-".to_string(), |a| format!("{a:.1}%")),
                 r.kappa.as_ref().map(|k| format!("  kappa {:.0}/{:.0}/{:.0}", k.p10, k.median, k.p90)).unwrap_or_default(),
                 r.images_per_sec,
                 r.seconds,

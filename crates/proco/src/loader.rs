@@ -156,6 +156,11 @@ impl Loader {
         Ok(Self { dataset, transform, config })
     }
 
+    /// The (global) batch size.
+    pub fn batch_size(&self) -> usize {
+        self.config.batch_size
+    }
+
     /// Number of batches per epoch.
     pub fn batches_per_epoch(&self) -> usize {
         let n = self.dataset.len();

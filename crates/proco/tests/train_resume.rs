@@ -10,6 +10,7 @@ use proco::loader::SampleTransform;
 use proco::tch::{Device, Tensor};
 use proco::train::checkpoint;
 use proco::loss::{ClassifierLoss, ContrastiveLoss};
+use proco::train::recipe::{Stage, Stages};
 use proco::train::{train, EvalSplit, Recipe, RunData, RunOptions};
 use proco::BesselRoute;
 use rand::rngs::StdRng;
@@ -183,6 +184,61 @@ fn every_loss_choice_trains_and_resumes() {
             }
         }
     }
+}
+
+#[test]
+fn two_stage_freezes_the_backbone_in_the_linear_stage_and_resumes_in_both() {
+    proco::tch::set_num_threads(1);
+    for contrastive in [ContrastiveLoss::Supcon, ContrastiveLoss::Proco] {
+        let mut r = recipe();
+        (r.epochs, r.milestones, r.stages, r.linear_epochs, r.linear_batch_size, r.contrastive_loss) = (2, vec![1], Stages::Two, 2, 8, contrastive);
+        let d = data();
+        let name = contrastive.as_str();
+        let whole = run_dir(&format!("two-{name}-whole"));
+        let full = train(&r, &d, &options(&whole, None, false), &mut |_| {}).unwrap();
+        let stages: Vec<Stage> = full.epochs.iter().map(|e| e.stage).collect();
+        assert_eq!(stages, [Stage::Representation, Stage::Representation, Stage::Linear, Stage::Linear], "{name}");
+        for e in &full.epochs {
+            let linear = e.stage == Stage::Linear;
+            assert_eq!(e.val.is_some(), linear, "{name}: only the linear stage is evaluated");
+            assert_eq!(e.ce_loss_train > 0.0, linear, "{name}: no classifier loss in stage 1");
+            assert_eq!(e.proco_loss_train > 0.0, !linear, "{name}: no contrastive loss in stage 2");
+            // ProCo predicts from its contrast logits in stage 1; SupCon cannot.
+            assert_eq!(e.train_top1.is_some(), linear || contrastive == ContrastiveLoss::Proco, "{name}");
+        }
+        assert!(full.best.as_ref().is_some_and(|b| b.epoch >= 2), "{name}: the best epoch is a linear-stage one");
+
+        // Stopped inside stage 1, at the boundary, and inside stage 2, then resumed.
+        let split = run_dir(&format!("two-{name}-split"));
+        let mut after_stage_one = Vec::new();
+        for stop in [1, 2, 3, 4] {
+            train(&r, &d, &options(&split, Some(stop), stop > 1), &mut |_| {}).unwrap();
+            if stop == 2 {
+                after_stage_one = weights(&split);
+            }
+        }
+        let (w_whole, w_split) = (weights(&whole), weights(&split));
+        for ((na, a), (_, b)) in w_whole.iter().zip(&w_split) {
+            assert!(a.equal(b), "{name}: {na} differs after resume");
+        }
+        // The linear stage changed the classifier only: every backbone and head variable,
+        // BatchNorm running statistics included, is as stage 1 left it.
+        let mut classifier_changed = false;
+        for ((na, a), (_, b)) in after_stage_one.iter().zip(&w_whole) {
+            if na.starts_with("classifier.") {
+                classifier_changed |= !a.equal(b);
+            } else if !(na.starts_with("previous.") || na.starts_with("current.")) {
+                assert!(a.equal(b), "{name}: {na} changed in the linear stage");
+            }
+        }
+        assert!(classifier_changed, "{name}: the linear stage trained the classifier");
+        let _ = std::fs::remove_dir_all(&whole);
+        let _ = std::fs::remove_dir_all(&split);
+    }
+    // Two stages without a contrastive loss to learn the representation with are refused.
+    let mut r = recipe();
+    (r.stages, r.contrastive_loss) = (Stages::Two, ContrastiveLoss::None);
+    assert!(r.validate().unwrap_err().to_string().contains("two-stage"));
 }
 
 #[test]

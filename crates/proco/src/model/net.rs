@@ -187,6 +187,22 @@ impl TwoBranchNet {
         Ok(if t.kind() == want { t } else { t.f_to_kind(want)? })
     }
 
+    /// A linear stage's training forward: the backbone frozen (eval-mode BatchNorm, no
+    /// gradient), the classifier logits differentiable in the classifier's weights alone.
+    ///
+    /// # Errors
+    /// As [`TwoBranchNet::forward_t`].
+    pub fn frozen_backbone_logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_images(x, false)?;
+        let _autocast = self.autocast()?;
+        let h = tch::no_grad(|| self.backbone.forward_t(x, false));
+        let logits = self.classifier.forward(&h);
+        self.full_precision(logits)
+    }
+
+    /// The variable-store prefix of the classifier's weights (`classifier.`).
+    pub const CLASSIFIER_PREFIX: &'static str = "classifier.";
+
     /// Inference: classifier logits only (the projection head costs nothing at test time).
     ///
     /// # Errors

@@ -43,6 +43,31 @@ pub enum LrDecay {
     Cosine,
 }
 
+/// How a run trains its two branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stages {
+    /// Classifier loss + alpha x contrastive loss together, every epoch (ProCo, BCL).
+    #[default]
+    One,
+    /// SupCon's protocol: `epochs` of the contrastive loss alone (the classifier loss is not
+    /// computed), then `linear_epochs` training the classifier alone on the frozen
+    /// backbone's features (eval-mode BatchNorm, no projection head).
+    Two,
+}
+
+/// The stage an epoch belongs to ([`Recipe::stage_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// One-stage training: both branches.
+    Joint,
+    /// Two-stage, stage 1: the contrastive loss alone.
+    Representation,
+    /// Two-stage, stage 2: the classifier on the frozen backbone.
+    Linear,
+}
+
 /// Every setting of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +99,21 @@ pub struct Recipe {
     /// drifts past kappa ~ nu^2 / 8), to measure what exact maths changes.
     #[serde(default)]
     pub bessel: BesselRoute,
-    /// Total epochs of the schedule.
+    /// One- or two-stage training.
+    #[serde(default)]
+    pub stages: Stages,
+    /// Two-stage: epochs of the linear stage, after the `epochs` of stage 1.
+    #[serde(default = "linear_epochs_default")]
+    pub linear_epochs: usize,
+    /// Two-stage: peak learning rate of the linear stage (cosine to 0 over its epochs, no
+    /// warm-up; momentum `momentum`, no weight decay, as SupCon's linear stage).
+    #[serde(default = "linear_lr_default")]
+    pub linear_lr: f64,
+    /// Two-stage: batch size of the linear stage, the same whatever stage 1's, so that a
+    /// batch-size comparison varies representation learning only.
+    #[serde(default = "linear_batch_size_default")]
+    pub linear_batch_size: usize,
+    /// Epochs of the schedule (of stage 1 in a two-stage run).
     pub epochs: usize,
     /// Batch size.
     pub batch_size: usize,
@@ -122,6 +161,18 @@ fn reduced_decode_default() -> bool {
     true
 }
 
+fn linear_epochs_default() -> usize {
+    10
+}
+
+fn linear_lr_default() -> f64 {
+    0.1
+}
+
+fn linear_batch_size_default() -> usize {
+    256
+}
+
 /// The image size of recipes saved before the field existed (all CIFAR).
 fn cifar_image_size() -> u32 {
     32
@@ -148,6 +199,10 @@ impl Recipe {
             classifier_loss: ClassifierLoss::LogitAdjusted,
             contrastive_loss: ContrastiveLoss::Proco,
             bessel: BesselRoute::Exact,
+            stages: Stages::One,
+            linear_epochs: linear_epochs_default(),
+            linear_lr: linear_lr_default(),
+            linear_batch_size: linear_batch_size_default(),
             epochs,
             batch_size: 256,
             lr: 0.3,
@@ -182,6 +237,10 @@ impl Recipe {
             classifier_loss: ClassifierLoss::LogitAdjusted,
             contrastive_loss: ContrastiveLoss::Proco,
             bessel: BesselRoute::Exact,
+            stages: Stages::One,
+            linear_epochs: linear_epochs_default(),
+            linear_lr: linear_lr_default(),
+            linear_batch_size: linear_batch_size_default(),
             epochs: 90,
             batch_size: 256,
             lr: 0.1,
@@ -309,15 +368,53 @@ impl Recipe {
         if self.arch == Arch::Resnet32 && !self.dataset.is_cifar() && self.image_size != 32 {
             return bad(format!("arch resnet32 is the CIFAR network for 32 x 32 inputs; use resnet50 or resnext50 at image_size {}", self.image_size));
         }
+        if self.stages == Stages::Two {
+            if self.linear_epochs == 0 || self.linear_batch_size == 0 || !(self.linear_lr > 0.0 && self.linear_lr.is_finite()) {
+                return bad(format!("two-stage training needs linear_epochs {} >= 1, linear_batch_size {} >= 1 and linear_lr {} > 0", self.linear_epochs, self.linear_batch_size, self.linear_lr));
+            }
+            if self.contrastive_loss == ContrastiveLoss::None {
+                return bad("two-stage training learns the representation with the contrastive loss: choose proco, supcon or bcl, or stages = \"one\"".into());
+            }
+        }
         if self.dataset != DatasetKind::Cifar10 && self.dataset != DatasetKind::Cifar100 && self.imbalance_ratio != 1.0 {
             return bad(format!("imbalance_ratio {} applies to CIFAR only: list files and folders are trained as they are", self.imbalance_ratio));
         }
         Ok(())
     }
 
+    /// Every epoch of the run: `epochs`, plus `linear_epochs` in a two-stage run.
+    pub fn total_epochs(&self) -> usize {
+        match self.stages {
+            Stages::One => self.epochs,
+            Stages::Two => self.epochs + self.linear_epochs,
+        }
+    }
+
+    /// The stage of `epoch` (0-based, below [`Self::total_epochs`]).
+    pub fn stage_of(&self, epoch: usize) -> Stage {
+        match self.stages {
+            Stages::One => Stage::Joint,
+            Stages::Two if epoch < self.epochs => Stage::Representation,
+            Stages::Two => Stage::Linear,
+        }
+    }
+
+    /// Batch size of `epoch`'s stage.
+    pub fn batch_size_at(&self, epoch: usize) -> usize {
+        match self.stage_of(epoch) {
+            Stage::Linear => self.linear_batch_size,
+            _ => self.batch_size,
+        }
+    }
+
     /// Learning rate of `epoch` (0-based): linear warm-up lr (e+1)/W, then steps or cosine,
-    /// as the reference's `adjust_lr` does.
+    /// as the reference's `adjust_lr` does; in a linear stage, linear_lr x (1 + cos(pi k / L)) / 2
+    /// at its k-th of L epochs.
     pub fn lr_at(&self, epoch: usize) -> f64 {
+        if self.stage_of(epoch) == Stage::Linear {
+            let (k, l) = ((epoch - self.epochs) as f64, self.linear_epochs as f64);
+            return self.linear_lr * 0.5 * (1.0 + (std::f64::consts::PI * k / l).cos());
+        }
         if epoch < self.warmup_epochs {
             return self.lr * (epoch + 1) as f64 / self.warmup_epochs as f64;
         }

@@ -34,9 +34,15 @@ impl Sgd {
 
     /// One update of every trainable variable of `vs` that has a gradient, at learning rate `lr`.
     pub fn step(&mut self, vs: &VarStore, lr: f64) -> Result<()> {
+        self.step_where(vs, lr, |_| true)
+    }
+
+    /// [`Self::step`] of the trainable variables whose name `train` accepts only (a linear
+    /// stage trains the classifier alone); the others keep their values and buffers.
+    pub fn step_where(&mut self, vs: &VarStore, lr: f64, train: impl Fn(&str) -> bool) -> Result<()> {
         let vars = vs.variables();
         tch::no_grad(|| -> Result<()> {
-            for (name, p) in vars.iter().filter(|(_, p)| p.requires_grad()) {
+            for (name, p) in vars.iter().filter(|(n, p)| p.requires_grad() && train(n)) {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
@@ -60,6 +66,17 @@ impl Sgd {
     /// The momentum buffers (for checkpoints).
     pub fn buffers(&self) -> &BTreeMap<String, Tensor> {
         &self.buffers
+    }
+
+    /// Starts a new phase of training: weight decay `weight_decay`, no momentum yet.
+    pub fn restart(&mut self, weight_decay: f64) {
+        self.weight_decay = weight_decay;
+        self.buffers.clear();
+    }
+
+    /// Sets the weight decay, keeping the momentum buffers (a run resumed inside a phase).
+    pub fn set_weight_decay(&mut self, weight_decay: f64) {
+        self.weight_decay = weight_decay;
     }
 
     /// Restores momentum buffers saved by a checkpoint.

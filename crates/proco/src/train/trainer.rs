@@ -19,7 +19,7 @@ use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
 use crate::train::checkpoint::{self, BestEpoch, TrainState};
 use crate::train::events::{JsonlLog, TensorBoardWriter};
-use crate::train::recipe::Recipe;
+use crate::train::recipe::{Recipe, Stage, Stages};
 use crate::train::run_data::RunData;
 use crate::train::sgd::Sgd;
 use crate::validate;
@@ -71,9 +71,9 @@ pub enum Progress {
         step: usize,
         /// Running mean CE loss of the epoch.
         ce_loss: f64,
-        /// Running mean ProCo loss.
+        /// Running mean loss of the contrastive branch.
         proco_loss: f64,
-        /// Running training accuracy (classifier + alpha * contrast logits), percent.
+        /// Running training accuracy, percent (see [`StepOutcome::correct`]); NaN where the step has no prediction.
         accuracy: f64,
         /// Images per second over the epoch so far.
         images_per_sec: f64,
@@ -87,20 +87,29 @@ pub enum Progress {
 pub struct EpochRecord {
     /// 0-based epoch.
     pub epoch: usize,
+    /// The epoch's stage: `joint` (one-stage training), or two-stage `representation` (the
+    /// contrastive loss alone; no evaluation) or `linear` (the classifier on the frozen
+    /// backbone; the contrastive loss is 0).
+    pub stage: Stage,
     /// Learning rate.
     pub lr: f64,
-    /// Mean CE loss over the epoch's batches.
+    /// Mean classifier loss over the epoch's batches (0 in a representation stage).
     pub ce_loss_train: f64,
     /// Mean loss of the contrastive branch (ProCo, SupCon or BCL; 0 without one), under
     /// the ProCo name that metrics readers know.
     pub proco_loss_train: f64,
-    /// Training accuracy, percent.
-    pub train_top1: f64,
-    /// Logit-adjusted CE of the classifier on the selection split.
-    pub ce_loss_val: f64,
+    /// Training accuracy, percent (absent where the step has no prediction: SupCon's and
+    /// BCL's representation stage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_top1: Option<f64>,
+    /// Logit-adjusted CE of the classifier on the selection split (absent in a
+    /// representation stage, which is not evaluated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ce_loss_val: Option<f64>,
     /// Accuracies on the split that selects the best epoch: val where the data has one, else
-    /// test (CIFAR, as the authors' code does).
-    pub val: ShotAccuracy,
+    /// test (CIFAR, as the authors' code does). Absent in a representation stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val: Option<ShotAccuracy>,
     /// Test accuracies, where a test split exists beside the selecting val split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<ShotAccuracy>,
@@ -214,6 +223,8 @@ pub struct Objective {
     contrastive: Contrastive,
     alpha: f64,
     num_classes: usize,
+    /// Two-stage: the first epoch of the linear stage.
+    linear_from: Option<usize>,
 }
 
 /// The contrastive branch of an [`Objective`].
@@ -245,7 +256,16 @@ impl Objective {
             ContrastiveLoss::Bcl => Contrastive::Bcl(BclLoss::new(recipe.temperature)?),
             ContrastiveLoss::None => Contrastive::None,
         };
-        Ok(Self { ce, contrastive, alpha: recipe.alpha, num_classes: counts.len() })
+        Ok(Self { ce, contrastive, alpha: recipe.alpha, num_classes: counts.len(), linear_from: (recipe.stages == Stages::Two).then_some(recipe.epochs) })
+    }
+
+    /// The stage of `epoch` (see [`Recipe::stage_of`]).
+    pub fn stage_at(&self, epoch: usize) -> Stage {
+        match self.linear_from {
+            None => Stage::Joint,
+            Some(l) if epoch < l => Stage::Representation,
+            Some(_) => Stage::Linear,
+        }
     }
 
     /// The ProCo branch, if the contrastive loss is ProCo's.
@@ -320,8 +340,11 @@ pub struct StepOutcome {
     pub ce_loss: f64,
     /// The contrastive branch's loss (ProCo: the mean over views 2 and 3; 0 without one).
     pub proco_loss: f64,
-    /// Samples whose training prediction (classifier + alpha * mean contrast logits) is right.
-    pub correct: usize,
+    /// Samples whose training prediction is right: classifier + alpha x mean contrast logits
+    /// (ProCo), the classifier alone (the other losses, and a linear stage), the contrast
+    /// logits alone (ProCo's representation stage); none in SupCon's and BCL's
+    /// representation stage, which has no prediction.
+    pub correct: Option<usize>,
 }
 
 /// One training step: forward of the 3N stacked views `x` (view-major, on the network's
@@ -359,6 +382,10 @@ pub fn train_step_sharded(
     mut dist: Option<&mut Distributed>,
 ) -> Result<StepOutcome> {
     let StepPosition { epoch, step, lr } = at;
+    let stage = objective.stage_at(epoch);
+    if stage == Stage::Linear {
+        return linear_step(net, sgd, objective, x, y, at, dist);
+    }
     if let Some(d) = dist.as_deref_mut() {
         follow_leaders_buffers(net, d)?;
     }
@@ -369,9 +396,16 @@ pub fn train_step_sharded(
         return Err(ProcoError::Diverged { epoch, step, what: "the network output".into() });
     }
     let logits1 = logits.f_narrow(0, 0, n)?;
-    let ce_loss = objective.ce.loss(&logits1, y)?;
     let (proco_loss, contrast) = objective.contrastive_loss(net, &z, y, estimators, dist.as_deref_mut())?;
-    let loss = &ce_loss + &proco_loss * objective.alpha;
+    // The representation stage trains the contrastive loss alone.
+    let (ce_loss, loss) = match stage {
+        Stage::Representation => (None, proco_loss.shallow_clone()),
+        _ => {
+            let ce = objective.ce.loss(&logits1, y)?;
+            let loss = &ce + &proco_loss * objective.alpha;
+            (Some(ce), loss)
+        }
+    };
     let value = loss.f_double_value(&[])?;
     if !value.is_finite() {
         return Err(ProcoError::Diverged { epoch, step, what: format!("the loss ({value})") });
@@ -385,12 +419,45 @@ pub fn train_step_sharded(
 
     let classifier = Vec::<f64>::try_from(&logits1.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
     let labels = validate::labels(y, n, net.num_classes())?;
-    // ProCo predicts with classifier + alpha * contrast logits; the others with the classifier.
-    let correct = match &contrast {
-        Some(contrast) => training_hits(&classifier, contrast, objective.alpha, &labels),
-        None => training_hits(&classifier, &vec![0.0; classifier.len()], 0.0, &labels),
+    let correct = match (&contrast, stage) {
+        // ProCo's prediction; its contrast logits alone while the classifier is not trained.
+        (Some(contrast), Stage::Representation) => Some(training_hits(&vec![0.0; classifier.len()], contrast, 1.0, &labels)),
+        (Some(contrast), _) => Some(training_hits(&classifier, contrast, objective.alpha, &labels)),
+        (None, Stage::Representation) => None,
+        (None, _) => Some(training_hits(&classifier, &vec![0.0; classifier.len()], 0.0, &labels)),
     };
-    Ok(StepOutcome { ce_loss: ce_loss.f_double_value(&[])?, proco_loss: proco_loss.f_double_value(&[])?, correct })
+    let ce_loss = match ce_loss {
+        Some(ce) => ce.f_double_value(&[])?,
+        None => 0.0,
+    };
+    Ok(StepOutcome { ce_loss, proco_loss: proco_loss.f_double_value(&[])?, correct })
+}
+
+/// A linear-stage step: the classifier loss of view 1's logits through the frozen backbone,
+/// and an update of the classifier alone.
+fn linear_step(net: &TwoBranchNet, sgd: &mut Sgd, objective: &Objective, x: &Tensor, y: &Tensor, at: StepPosition, dist: Option<&mut Distributed>) -> Result<StepOutcome> {
+    let StepPosition { epoch, step, lr } = at;
+    let n = y.size().first().copied().unwrap_or(0);
+    let logits = net.frozen_backbone_logits(&x.f_narrow(0, 0, n)?)?;
+    if logits.f_isfinite()?.f_all()?.f_int64_value(&[])? != 1 {
+        return Err(ProcoError::Diverged { epoch, step, what: "the classifier output".into() });
+    }
+    let loss = objective.ce.loss(&logits, y)?;
+    let value = loss.f_double_value(&[])?;
+    if !value.is_finite() {
+        return Err(ProcoError::Diverged { epoch, step, what: format!("the loss ({value})") });
+    }
+    sgd.zero_grad(&net.vs);
+    loss.f_backward()?;
+    let is_classifier = |name: &str| name.starts_with(TwoBranchNet::CLASSIFIER_PREFIX);
+    if let Some(d) = dist {
+        let vars: Vec<Tensor> = net.vs.variables().into_iter().filter(|(name, v)| v.requires_grad() && is_classifier(name)).map(|(_, v)| v).collect();
+        d.average_gradients(&vars, GRADIENT_BUCKET_BYTES)?;
+    }
+    sgd.step_where(&net.vs, lr, is_classifier)?;
+    let classifier = Vec::<f64>::try_from(&logits.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
+    let labels = validate::labels(y, n, net.num_classes())?;
+    Ok(StepOutcome { ce_loss: value, proco_loss: 0.0, correct: Some(training_hits(&classifier, &vec![0.0; classifier.len()], 0.0, &labels)) })
 }
 
 /// The variables of `net` that are not trained (BatchNorm running statistics), by name.
@@ -438,7 +505,8 @@ pub fn train(recipe: &Recipe, data: &RunData, options: &RunOptions, progress: &m
     };
     let checked = check_run_data(recipe, data).and_then(|()| check_world(recipe, dist.as_ref()));
     let mut run = Run::start(recipe, data, options, dist.take(), checked)?;
-    let end = options.stop_after.map_or(recipe.epochs, |s| s.min(recipe.epochs));
+    let total = recipe.total_epochs();
+    let end = options.stop_after.map_or(total, |s| s.min(total));
     let mut records = Vec::new();
     for epoch in run.state.next_epoch..end {
         let record = run.epoch(epoch, progress)?;
@@ -461,11 +529,16 @@ fn check_world(recipe: &Recipe, dist: Option<&Distributed>) -> Result<()> {
             reason: format!("contrastive_loss {} trains in a single process for now: its pairs span the whole batch; use one process, or proco / none", recipe.contrastive_loss.as_str()),
         });
     }
-    match dist {
-        Some(d) if !recipe.batch_size.is_multiple_of(d.world_size()) => Err(ProcoError::InvalidConfig {
-            reason: format!("the batch size {} (the global batch) does not divide by the {} ranks; choose a world size that divides it, or set batch_size", recipe.batch_size, d.world_size()),
+    let Some(d) = dist else { return Ok(()) };
+    let mut batches = vec![("batch_size", recipe.batch_size)];
+    if recipe.stages == Stages::Two {
+        batches.push(("linear_batch_size", recipe.linear_batch_size));
+    }
+    match batches.into_iter().find(|(_, b)| !b.is_multiple_of(d.world_size())) {
+        Some((field, b)) => Err(ProcoError::InvalidConfig {
+            reason: format!("the {field} {b} (the global batch) does not divide by the {} ranks; choose a world size that divides it, or set {field}", d.world_size()),
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -628,16 +701,39 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Makes the loader and the optimiser those of `epoch`'s stage: the linear stage's batch
+    /// size, and at the linear stage's first epoch momentum from zero without weight decay
+    /// (inside it, the resumed buffers stay).
+    fn enter_stage(&mut self, epoch: usize) -> Result<()> {
+        let batch = self.recipe.batch_size_at(epoch);
+        if self.loader.batch_size() != batch {
+            let shard = self.dist.as_ref().map_or(Shard::WHOLE, |d| Shard { rank: d.rank(), world: d.world_size() });
+            let config = LoaderConfig { batch_size: batch, ..Self::loader_config(self.recipe, shard) };
+            self.loader = Loader::new(self.data.train.clone(), self.data.train_transform.clone(), config)?;
+        }
+        if self.recipe.stage_of(epoch) == Stage::Linear {
+            if epoch == self.recipe.epochs {
+                self.sgd.restart(0.0);
+            } else {
+                self.sgd.set_weight_decay(0.0);
+            }
+        }
+        Ok(())
+    }
+
     /// Trains and evaluates one epoch.
     fn epoch(&mut self, epoch: usize, progress: &mut dyn FnMut(Progress)) -> Result<EpochRecord> {
         let (recipe, device) = (self.recipe, self.options.device);
         let start = Instant::now();
         let comm_start = self.dist.as_ref().map(Distributed::collective_time);
         let lr = recipe.lr_at(epoch);
+        let stage = recipe.stage_of(epoch);
+        self.enter_stage(epoch)?;
         self.estimators.start_epoch(&mut estimator_rng(recipe.seed, epoch))?;
         let batches = self.loader.batches_per_epoch();
         progress(Progress::EpochStart { epoch, lr, batches });
         let (mut ce_sum, mut proco_sum, mut correct, mut seen) = (0.0, 0.0, 0usize, 0usize);
+        let mut predicted = true;
         let world = self.dist.as_ref().map_or(1, Distributed::world_size);
         for (step, batch) in self.loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
@@ -648,13 +744,16 @@ impl<'a> Run<'a> {
             let out = train_step_sharded(&self.net, &mut self.sgd, &mut self.estimators, &self.objective, &x, &y, StepPosition { epoch, step, lr }, self.dist.as_mut())?;
             ce_sum += out.ce_loss * n as f64;
             proco_sum += out.proco_loss * n as f64;
-            correct += out.correct;
+            match out.correct {
+                Some(c) => correct += c,
+                None => predicted = false,
+            }
             seen += n as usize;
             progress(Progress::Step {
                 step,
                 ce_loss: ce_sum / seen as f64,
                 proco_loss: proco_sum / seen as f64,
-                accuracy: 100.0 * correct as f64 / seen as f64,
+                accuracy: if predicted { 100.0 * correct as f64 / seen as f64 } else { f64::NAN },
                 // Rank 0's figures; its throughput times the ranks is the job's.
                 images_per_sec: (seen * world) as f64 / start.elapsed().as_secs_f64(),
             });
@@ -668,24 +767,31 @@ impl<'a> Run<'a> {
             // Evaluate (and save) rank 0's BatchNorm running statistics, as DDP does.
             follow_leaders_buffers(&self.net, d)?;
         }
+        // A representation stage has no trained classifier to evaluate.
         let mut results = Vec::new();
-        for split in &self.data.eval {
-            let (ds, tf) = (split.dataset.clone(), self.data.test_transform.clone());
-            results.push(evaluate_sharded(&self.net, ds, tf, &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode, self.dist.as_mut())?);
+        if stage != Stage::Representation {
+            for split in &self.data.eval {
+                let (ds, tf) = (split.dataset.clone(), self.data.test_transform.clone());
+                results.push(evaluate_sharded(&self.net, ds, tf, &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode, self.dist.as_mut())?);
+            }
         }
         // The first split selects; a test split beside it is reported as `test`.
-        let test = self.data.eval.iter().position(|s| s.name == "test").filter(|&i| i > 0).map(|i| results[i].0.clone());
+        let test = self.data.eval.iter().position(|s| s.name == "test").filter(|&i| i > 0).and_then(|i| results.get(i)).map(|r| r.0.clone());
         let comm = self.dist.as_ref().zip(comm_start).map(|(d, at)| {
             let now = d.collective_time();
             crate::distributed::CollectiveTime { all: now.all - at.all, gradients: now.gradients - at.gradients }
         });
-        let (val, ce_val) = results.into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the run has no split to evaluate".into() })?;
+        if stage != Stage::Representation && results.is_empty() {
+            return Err(ProcoError::InvalidConfig { reason: "the run has no split to evaluate".into() });
+        }
+        let (val, ce_val) = results.into_iter().next().unzip();
         Ok(EpochRecord {
             epoch,
+            stage,
             lr,
             ce_loss_train: ce_sum / seen.max(1) as f64,
             proco_loss_train: proco_sum / seen.max(1) as f64,
-            train_top1: 100.0 * correct as f64 / seen.max(1) as f64,
+            train_top1: predicted.then(|| 100.0 * correct as f64 / seen.max(1) as f64),
             ce_loss_val: ce_val,
             val,
             test,
@@ -694,7 +800,7 @@ impl<'a> Run<'a> {
             steps: self.dist.as_ref().map(|_| batches),
             collective_seconds: comm.map(|c| c.all.as_secs_f64()),
             gradient_allreduce_seconds: comm.map(|c| c.gradients.as_secs_f64()),
-            kappa: self.objective.uses_estimators().then(|| crate::estimator::KappaDistribution::of(self.estimators.previous())),
+            kappa: (self.objective.uses_estimators() && stage != Stage::Linear).then(|| crate::estimator::KappaDistribution::of(self.estimators.previous())),
         })
     }
 
@@ -702,25 +808,25 @@ impl<'a> Run<'a> {
     /// and the checkpoint (in that order, see below).
     fn record(&mut self, record: &EpochRecord) -> Result<()> {
         let (epoch, dir) = (record.epoch, &self.options.run_dir);
-        let val = &record.val;
-        if self.state.best.as_ref().is_none_or(|b| val.top1 > b.accuracy.top1) {
-            self.state.best = Some(BestEpoch { epoch, accuracy: val.clone(), test: record.test.clone() });
+        if let Some(val) = &record.val {
+            if self.state.best.as_ref().is_none_or(|b| val.top1 > b.accuracy.top1) {
+                self.state.best = Some(BestEpoch { epoch, accuracy: val.clone(), test: record.test.clone() });
+            }
         }
         self.state.next_epoch = epoch + 1;
         let (Some(log), Some(tb)) = (&self.log, &mut self.tb) else { return Ok(()) };
         log.append(&serde_json::to_value(record).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?)?;
         let g = |o: Option<f64>| o.unwrap_or(f64::NAN);
         let mut scalars = vec![
-            ("acc/val_top1", val.top1),
-            ("acc/val_many", g(val.many)),
-            ("acc/val_medium", g(val.medium)),
-            ("acc/val_few", g(val.few)),
-            ("acc/train_top1", record.train_top1),
+            ("acc/train_top1", g(record.train_top1)),
             ("loss/ce_train", record.ce_loss_train),
             ("loss/proco_train", record.proco_loss_train),
-            ("loss/ce_val", record.ce_loss_val),
+            ("loss/ce_val", g(record.ce_loss_val)),
             ("lr", record.lr),
         ];
+        if let Some(val) = &record.val {
+            scalars.extend([("acc/val_top1", val.top1), ("acc/val_many", g(val.many)), ("acc/val_medium", g(val.medium)), ("acc/val_few", g(val.few))]);
+        }
         if let Some(k) = &record.kappa {
             scalars.extend([("kappa/min", k.min), ("kappa/p10", k.p10), ("kappa/median", k.median), ("kappa/p90", k.p90), ("kappa/max", k.max)]);
         }
