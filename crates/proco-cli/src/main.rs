@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod experiment;
 mod train;
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +33,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a saved run on its test set: top-1 and many / medium / few-shot accuracy.
     Eval(train::EvalArgs),
+    /// Comparisons over a grid of runs (the paper's batch-size experiment).
+    Experiment {
+        #[command(subcommand)]
+        command: experiment::ExperimentCommand,
+    },
     /// Download, inspect and summarise datasets.
     Data {
         #[command(subcommand)]
@@ -134,6 +140,7 @@ fn main() -> Result<()> {
             bench::run(&bench::BenchArgs { device, seconds, steps, precision, only, threads, epochs, data_dir, full_epoch, batch_size, image_size, bf16 })
         }
         Command::Data { command } => data::run(command),
+        Command::Experiment { command } => experiment::run(command),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => train::run_eval(args),
     }

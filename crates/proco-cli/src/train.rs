@@ -103,16 +103,7 @@ fn resolve_recipe(args: &TrainArgs) -> Result<Recipe> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         recipe = recipe.merge_toml(&text).with_context(|| format!("in {}", path.display()))?;
     }
-    for kv in &args.set {
-        let Some((k, v)) = kv.split_once('=') else { bail!("--set expects FIELD=VALUE, got `{kv}`") };
-        let (k, v) = (k.trim(), v.trim());
-        // A TOML value as written (0.1, [80, 90], "cosine", true), else a bare word as a string.
-        let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
-            Ok(_) => v.to_string(),
-            Err(_) => toml::Value::String(v.to_string()).to_string(),
-        };
-        recipe = recipe.merge_toml(&format!("{k} = {value}")).with_context(|| format!("--set {kv}"))?;
-    }
+    recipe = apply_sets(recipe, &args.set)?;
     if let Some(s) = args.seed {
         recipe.seed = s;
     }
@@ -125,6 +116,21 @@ fn resolve_recipe(args: &TrainArgs) -> Result<Recipe> {
         None => {}
     }
     recipe.validate()?;
+    Ok(recipe)
+}
+
+/// `recipe` with each `--set FIELD=VALUE` applied in turn.
+pub(crate) fn apply_sets(mut recipe: Recipe, sets: &[String]) -> Result<Recipe> {
+    for kv in sets {
+        let Some((k, v)) = kv.split_once('=') else { bail!("--set expects FIELD=VALUE, got `{kv}`") };
+        let (k, v) = (k.trim(), v.trim());
+        // A TOML value as written (0.1, [80, 90], "cosine", true), else a bare word as a string.
+        let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
+            Ok(_) => v.to_string(),
+            Err(_) => toml::Value::String(v.to_string()).to_string(),
+        };
+        recipe = recipe.merge_toml(&format!("{k} = {value}")).with_context(|| format!("--set {kv}"))?;
+    }
     Ok(recipe)
 }
 
@@ -143,7 +149,7 @@ fn pct(a: Option<f64>) -> String {
     a.map_or("-".into(), |v| format!("{v:.2}"))
 }
 
-fn summary(a: &ShotAccuracy) -> String {
+pub(crate) fn summary(a: &ShotAccuracy) -> String {
     format!("top-1 {:.2}  many {}  medium {}  few {}", a.top1, pct(a.many), pct(a.medium), pct(a.few))
 }
 

@@ -22,6 +22,8 @@ pub mod data;
 pub mod distributed;
 pub mod error;
 pub mod estimator;
+pub mod experiment;
+pub mod figures;
 mod host_autograd;
 mod host_tensor;
 pub mod loader;

@@ -2,6 +2,7 @@
 //! two-branch loop, evaluation by shot group, metrics sinks and checkpoints.
 
 pub mod accuracy;
+pub mod calibration;
 pub mod checkpoint;
 pub mod events;
 pub mod recipe;
