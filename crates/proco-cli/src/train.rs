@@ -289,14 +289,35 @@ fn resume_hint(e: proco::ProcoError) -> anyhow::Error {
     anyhow::Error::new(e).context(hint)
 }
 
-/// Runs `proco eval`: every evaluation split of the run's data (val and test where both exist).
+/// Runs `proco eval`: every evaluation split of the run's data (val and test where both
+/// exist), with calibration, the most frequent confusions and the figures under
+/// `<run>/eval/<split>/`.
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let recipe = proco::train::trainer::load_recipe(&args.checkpoint)?;
     let device = parse_device(&args.device)?;
     let data = run_data(&recipe, &data_dir(args.data_dir))?;
+    let names = proco::train::report::class_names_or_indices(data.class_names.as_deref(), data.class_counts.len());
     for split in &data.eval {
-        let (acc, loss) = evaluate_run(&args.checkpoint, args.latest, split.dataset.clone(), data.test_transform.clone(), &data.class_counts, device)?;
-        println!("{} {} ({} images): {}  (logit-adjusted CE {loss:.4})", args.checkpoint.display(), split.name, split.dataset.len(), summary(&acc));
+        let e = evaluate_run(&args.checkpoint, args.latest, split.dataset.clone(), data.test_transform.clone(), &data.class_counts, device)?;
+        let calibration = e.calibration()?;
+        println!(
+            "{} {} ({} images): {}  (logit-adjusted CE {:.4}, ECE {:.2}% over {} bins)",
+            args.checkpoint.display(),
+            split.name,
+            split.dataset.len(),
+            summary(&e.accuracy),
+            e.ce_loss,
+            100.0 * calibration.ece,
+            proco::train::ECE_BINS
+        );
+        let confusions = e.confusion(data.class_counts.len())?.top_confusions(5);
+        if !confusions.is_empty() {
+            let list: Vec<String> = confusions.iter().map(|(t, p, n)| format!("{} -> {} ({n})", names[*t], names[*p])).collect();
+            println!("  most frequent confusions (true -> predicted): {}", list.join(", "));
+        }
+        let dir = args.checkpoint.join("eval").join(split.name);
+        proco::train::report::write_evaluation_report(&dir, split.name, &e, &data.class_counts, &names)?;
+        println!("  figures: {0}/reliability.svg, per_class_accuracy.svg, confusion_matrix.svg; numbers: {0}/evaluation.json", dir.display());
     }
     if args.plots {
         proco::train::trainer::redraw_plots(&args.checkpoint, &data.class_counts)?;

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{ProcoError, Result};
-use crate::train::calibration::Calibration;
+use crate::calibration::Calibration;
 
 /// Colours of successive series (colour-blind safe, Wong 2011).
 const PALETTE: [RGBColor; 7] = [
@@ -24,6 +25,20 @@ const PALETTE: [RGBColor; 7] = [
 
 fn plot_error(path: &Path, e: impl std::fmt::Display) -> ProcoError {
     ProcoError::Data { path: path.to_path_buf(), reason: format!("cannot draw the chart ({e})") }
+}
+
+/// Writes `names[i]` below the x axis at the pixel column `x_of(i)`, rotated to run down
+/// from the axis (plotters centres rotated tick labels on the tick, which puts half of each
+/// name inside the plot).
+fn rotated_names<DB: DrawingBackend>(root: &DrawingArea<DB, plotters::coord::Shift>, names: &[(i32, i32, String)]) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let style = ("sans-serif", 11).into_font().transform(FontTransform::Rotate90).into_text_style(root).pos(Pos::new(HPos::Left, VPos::Center));
+    for (x, y, name) in names {
+        root.draw(&Text::new(name.clone(), (*x, *y + 6), style.clone()))?;
+    }
+    Ok(())
 }
 
 /// One named line of a [`category_line_chart`]: a value per category, `None` where missing.
@@ -154,13 +169,19 @@ pub fn class_accuracy_chart(path: &Path, title: &str, names: &[String], train_co
             .x_desc("class (largest training set first)")
             .y_desc("test accuracy (%)")
             .x_labels(c)
-            .x_label_style(("sans-serif", 11).into_font().transform(FontTransform::Rotate90))
             .axis_desc_style(("sans-serif", 14))
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) if i % every == 0 => order.get(*i).map(|&j| names[j].clone()).unwrap_or_default(),
-                _ => String::new(),
-            })
+            .x_label_formatter(&|_| String::new())
             .draw()?;
+        let labels: Vec<(i32, i32, String)> = order
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % every == 0)
+            .map(|(i, &j)| {
+                let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i), 0.0));
+                (x, y, names[j].clone())
+            })
+            .collect();
+        rotated_names(&root, &labels)?;
         chart.configure_secondary_axes().y_desc("training images").axis_desc_style(("sans-serif", 14)).y_label_formatter(&|v| format!("{v:.0}")).draw()?;
         let bars = PALETTE[0];
         chart
@@ -223,12 +244,19 @@ pub fn confusion_matrix_chart(path: &Path, title: &str, names: &[String], counts
             .y_desc("true class")
             .x_labels(c)
             .y_labels(c)
-            .x_label_style(("sans-serif", 11).into_font().transform(FontTransform::Rotate90))
             .y_label_style(("sans-serif", 11))
             .axis_desc_style(("sans-serif", 14))
-            .x_label_formatter(&name_at)
+            .x_label_formatter(&|_| String::new())
             .y_label_formatter(&flip)
             .draw()?;
+        let labels: Vec<(i32, i32, String)> = (0..c)
+            .filter(|i| i % every == 0)
+            .map(|i| {
+                let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i), SegmentValue::Exact(0)));
+                (x, y, name_at(&SegmentValue::CenterOf(i)))
+            })
+            .collect();
+        rotated_names(&root, &labels)?;
         let row_total: Vec<u64> = counts.chunks_exact(c).map(|r| r.iter().sum()).collect();
         let share = |t: usize, p: usize| if row_total[t] == 0 { 0.0 } else { counts[t * c + p] as f64 / row_total[t] as f64 };
         chart.draw_series((0..c).flat_map(|t| (0..c).map(move |p| (t, p))).map(|(t, p)| {
@@ -253,7 +281,7 @@ pub fn confusion_matrix_chart(path: &Path, title: &str, names: &[String], counts
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::calibration::Calibration;
+    use crate::calibration::Calibration;
 
     /// The text elements of an SVG, trimmed, in document order.
     fn texts(path: &Path) -> Vec<String> {

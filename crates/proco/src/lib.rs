@@ -18,6 +18,7 @@
 pub mod allocator;
 pub mod augment;
 pub mod bench;
+pub mod calibration;
 pub mod data;
 pub mod distributed;
 pub mod error;

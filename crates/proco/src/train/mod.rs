@@ -2,10 +2,10 @@
 //! two-branch loop, evaluation by shot group, metrics sinks and checkpoints.
 
 pub mod accuracy;
-pub mod calibration;
 pub mod checkpoint;
 pub mod events;
 pub mod recipe;
+pub mod report;
 pub mod run_data;
 pub mod sgd;
 pub mod trainer;
@@ -13,4 +13,4 @@ pub mod trainer;
 pub use accuracy::{shot_accuracy, ShotAccuracy};
 pub use recipe::Recipe;
 pub use run_data::{load_run_data, EvalSplit, RunData};
-pub use trainer::{evaluate, evaluate_run, evaluate_sharded, train, train_step, train_step_sharded, EpochRecord, Objective, Progress, RunOptions, StepOutcome, StepPosition, TrainSummary};
+pub use trainer::{evaluate, evaluate_detailed, evaluate_run, evaluate_sharded, Evaluation, ECE_BINS, train, train_step, train_step_sharded, EpochRecord, Objective, Progress, RunOptions, StepOutcome, StepPosition, TrainSummary};

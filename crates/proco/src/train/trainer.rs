@@ -17,6 +17,7 @@ use crate::loader::{Loader, LoaderConfig, SampleTransform, Shard};
 use crate::loss::{BclLoss, ClassifierLoss, ContrastiveLoss, LogPrior, LogitAdjustedCe, ProCoBranch, SupConLoss};
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
+use crate::calibration::{Calibration, ConfusionMatrix};
 use crate::train::checkpoint::{self, BestEpoch, TrainState};
 use crate::train::events::{JsonlLog, TensorBoardWriter};
 use crate::train::recipe::{Recipe, Stage, Stages};
@@ -110,6 +111,10 @@ pub struct EpochRecord {
     /// test (CIFAR, as the authors' code does). Absent in a representation stage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val: Option<ShotAccuracy>,
+    /// Expected calibration error of the classifier on the selecting split, percent
+    /// ([`ECE_BINS`] equal-width bins of the max softmax probability).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_ece: Option<f64>,
     /// Test accuracies, where a test split exists beside the selecting val split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<ShotAccuracy>,
@@ -174,6 +179,60 @@ pub fn evaluate_sharded(
     reduced_decode: bool,
     dist: Option<&mut Distributed>,
 ) -> Result<(ShotAccuracy, f64)> {
+    let e = evaluate_detailed(net, test, transform, class_counts, batch_size, threads, reduced_decode, dist)?;
+    Ok((e.accuracy, e.ce_loss))
+}
+
+/// Everything one evaluation of the classifier gives.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Top-1 and shot-group accuracies.
+    pub accuracy: ShotAccuracy,
+    /// Mean logit-adjusted CE.
+    pub ce_loss: f64,
+    /// Predicted class of every sample, in dataset order.
+    pub predictions: Vec<usize>,
+    /// Label of every sample.
+    pub labels: Vec<usize>,
+    /// Max softmax probability of the classifier logits, per sample (in [0, 1]).
+    pub confidences: Vec<f64>,
+}
+
+/// Number of confidence bins of the expected calibration error, as LT papers report it.
+pub const ECE_BINS: usize = 15;
+
+impl Evaluation {
+    /// Calibration over [`ECE_BINS`] bins.
+    ///
+    /// # Errors
+    /// Never for an evaluation built here (confidences are probabilities).
+    pub fn calibration(&self) -> Result<Calibration> {
+        let correct: Vec<bool> = self.predictions.iter().zip(&self.labels).map(|(p, y)| p == y).collect();
+        Calibration::from_predictions(&self.confidences, &correct, ECE_BINS)
+    }
+
+    /// The confusion matrix over `num_classes`.
+    ///
+    /// # Errors
+    /// [`ProcoError::InvalidConfig`] when a label or prediction is out of range.
+    pub fn confusion(&self, num_classes: usize) -> Result<ConfusionMatrix> {
+        ConfusionMatrix::new(&self.predictions, &self.labels, num_classes)
+    }
+}
+
+/// [`evaluate_sharded`] with every sample's prediction and confidence kept: for
+/// calibration, confusion matrices and per-class figures.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_detailed(
+    net: &TwoBranchNet,
+    test: Arc<dyn Dataset>,
+    transform: Arc<dyn SampleTransform>,
+    class_counts: &[usize],
+    batch_size: usize,
+    threads: usize,
+    reduced_decode: bool,
+    dist: Option<&mut Distributed>,
+) -> Result<Evaluation> {
     let device = net.vs.device();
     let total = test.len();
     let shard = dist.as_ref().map_or(Shard::WHOLE, |d| Shard { rank: d.rank(), world: d.world_size() });
@@ -181,8 +240,9 @@ pub fn evaluate_sharded(
     let loader = Loader::new(test.clone(), transform, config)?;
     let counts: Vec<f64> = class_counts.iter().map(|&c| c as f64).collect();
     let ce = LogitAdjustedCe::new(LogPrior::from_counts(&counts)?);
-    // Prediction + 1 at each evaluated sample's index (0: another rank's), and the loss sum.
-    let (mut slots, mut loss_sum) = (vec![0i64; total], 0.0);
+    // Prediction + 1 at each evaluated sample's index (0: another rank's), its confidence,
+    // and the loss sum.
+    let (mut slots, mut confidences, mut loss_sum) = (vec![0i64; total], vec![0.0f64; total], 0.0);
     let _guard = tch::no_grad_guard();
     for batch in loader.epoch(0) {
         let batch = batch?;
@@ -194,13 +254,17 @@ pub fn evaluate_sharded(
         let y = batch.labels.f_to_device(device)?;
         let logits = net.logits(&x)?;
         loss_sum += ce.loss(&logits, &y)?.f_double_value(&[])? * k as f64;
-        let preds = Vec::<i64>::try_from(&logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)?;
-        for (&i, p) in batch.indices.iter().zip(preds) {
+        let (top, preds) = logits.f_to_kind(Kind::Double)?.f_softmax(-1, Kind::Double)?.f_max_dim(-1, false)?;
+        let preds = Vec::<i64>::try_from(&preds.f_to_device(Device::Cpu)?)?;
+        let top = Vec::<f64>::try_from(&top.f_to_device(Device::Cpu)?)?;
+        for ((&i, p), c) in batch.indices.iter().zip(preds).zip(top) {
             slots[i] = p + 1;
+            confidences[i] = c;
         }
     }
     if let Some(d) = dist {
         d.all_reduce_values(&mut slots, ReduceOp::Sum)?;
+        d.all_reduce_values(&mut confidences, ReduceOp::Sum)?;
         let mut loss = [loss_sum];
         d.all_reduce_values(&mut loss, ReduceOp::Sum)?;
         loss_sum = loss[0];
@@ -209,9 +273,11 @@ pub fn evaluate_sharded(
     if missing > 0 {
         return Err(ProcoError::InvalidConfig { reason: format!("{missing} of {total} evaluation samples got no prediction") });
     }
-    let preds: Vec<usize> = slots.iter().map(|&p| (p - 1) as usize).collect();
+    let predictions: Vec<usize> = slots.iter().map(|&p| (p - 1) as usize).collect();
     let labels: Vec<usize> = (0..total).map(|i| test.label(i)).collect();
-    Ok((shot_accuracy(&preds, &labels, class_counts), loss_sum / total.max(1) as f64))
+    // Rounding can put a softmax maximum a hair above 1.
+    let confidences = confidences.into_iter().map(|c| c.clamp(0.0, 1.0)).collect();
+    Ok(Evaluation { accuracy: shot_accuracy(&predictions, &labels, class_counts), ce_loss: loss_sum / total.max(1) as f64, predictions, labels, confidences })
 }
 
 /// The loss of a training step: the classifier loss on view 1 plus alpha times the
@@ -769,10 +835,15 @@ impl<'a> Run<'a> {
         }
         // A representation stage has no trained classifier to evaluate.
         let mut results = Vec::new();
+        let mut ece = None;
         if stage != Stage::Representation {
             for split in &self.data.eval {
                 let (ds, tf) = (split.dataset.clone(), self.data.test_transform.clone());
-                results.push(evaluate_sharded(&self.net, ds, tf, &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode, self.dist.as_mut())?);
+                let e = evaluate_detailed(&self.net, ds, tf, &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode, self.dist.as_mut())?;
+                if ece.is_none() {
+                    ece = Some(100.0 * e.calibration()?.ece);
+                }
+                results.push((e.accuracy, e.ce_loss));
             }
         }
         // The first split selects; a test split beside it is reported as `test`.
@@ -794,6 +865,7 @@ impl<'a> Run<'a> {
             train_top1: predicted.then(|| 100.0 * correct as f64 / seen.max(1) as f64),
             ce_loss_val: ce_val,
             val,
+            val_ece: ece,
             test,
             seconds: start.elapsed().as_secs_f64(),
             images_per_sec: seen as f64 / train_secs,
@@ -825,6 +897,7 @@ impl<'a> Run<'a> {
             ("lr", record.lr),
         ];
         if let Some(val) = &record.val {
+            scalars.push(("calibration/val_ece", g(record.val_ece)));
             scalars.extend([("acc/val_top1", val.top1), ("acc/val_many", g(val.many)), ("acc/val_medium", g(val.medium)), ("acc/val_few", g(val.few))]);
         }
         if let Some(k) = &record.kappa {
@@ -950,7 +1023,7 @@ pub fn evaluate_run(
     transform: Arc<dyn SampleTransform>,
     class_counts: &[usize],
     device: Device,
-) -> Result<(ShotAccuracy, f64)> {
+) -> Result<Evaluation> {
     let recipe = load_recipe(run_dir)?;
     let dir = if latest {
         checkpoint::latest(run_dir)?.ok_or_else(|| ProcoError::Data { path: run_dir.to_path_buf(), reason: "no checkpoint in this run directory".into() })?
@@ -959,7 +1032,7 @@ pub fn evaluate_run(
     };
     let mut net = TwoBranchNet::new(&recipe.model(), test.num_classes(), device)?;
     checkpoint::load_model(&dir, &mut net)?;
-    evaluate(&net, test, transform, class_counts, 512, recipe.loader_threads, recipe.reduced_decode)
+    evaluate_detailed(&net, test, transform, class_counts, 512, recipe.loader_threads, recipe.reduced_decode, None)
 }
 
 #[cfg(test)]

@@ -1,0 +1,72 @@
+//! The figures and numbers of one evaluation, written as a reader would want them: the
+//! reliability diagram with the ECE, per-class accuracy against training count with class
+//! names, the confusion matrix, and `evaluation.json` with every number behind them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::calibration::{Calibration, ConfusionMatrix};
+use crate::error::{ProcoError, Result};
+use crate::figures::{class_accuracy_chart, confusion_matrix_chart, reliability_diagram};
+use crate::train::{Evaluation, ShotAccuracy};
+
+/// What `evaluation.json` holds.
+#[derive(Debug, Serialize)]
+struct EvaluationFile<'a> {
+    split: &'a str,
+    images: usize,
+    accuracy: &'a ShotAccuracy,
+    ce_loss: f64,
+    /// Percent.
+    ece: f64,
+    calibration: &'a Calibration,
+    class_names: &'a [String],
+    train_counts: &'a [usize],
+    /// (true, predicted, count), the most frequent first.
+    top_confusions: Vec<(usize, usize, u64)>,
+    confusion: &'a ConfusionMatrix,
+}
+
+/// Class names of the data, or `class 0`, `class 1`, ... where it has none.
+pub fn class_names_or_indices(names: Option<&[String]>, num_classes: usize) -> Vec<String> {
+    match names {
+        Some(n) if n.len() == num_classes => n.to_vec(),
+        _ => (0..num_classes).map(|j| format!("class {j}")).collect(),
+    }
+}
+
+/// Writes `reliability.svg`, `per_class_accuracy.svg`, `confusion_matrix.svg` and
+/// `evaluation.json` of `evaluation` (of the split `split`) into `dir`, returning their paths.
+///
+/// # Errors
+/// [`ProcoError::InvalidConfig`] when the names or counts disagree with the evaluation;
+/// [`ProcoError::Io`] / [`ProcoError::Data`] when a file cannot be written.
+pub fn write_evaluation_report(dir: &Path, split: &str, evaluation: &Evaluation, train_counts: &[usize], class_names: &[String]) -> Result<Vec<PathBuf>> {
+    let c = train_counts.len();
+    if class_names.len() != c || evaluation.accuracy.per_class.len() != c {
+        return Err(ProcoError::InvalidConfig { reason: format!("{} class names and {} per-class accuracies for {c} classes", class_names.len(), evaluation.accuracy.per_class.len()) });
+    }
+    std::fs::create_dir_all(dir).map_err(ProcoError::io_at(dir))?;
+    let calibration = evaluation.calibration()?;
+    let confusion = evaluation.confusion(c)?;
+    let paths = [dir.join("reliability.svg"), dir.join("per_class_accuracy.svg"), dir.join("confusion_matrix.svg"), dir.join("evaluation.json")];
+    reliability_diagram(&paths[0], &format!("Reliability, {split}"), &calibration)?;
+    class_accuracy_chart(&paths[1], &format!("Per-class {split} accuracy (top-1 {:.2}%)", evaluation.accuracy.top1), class_names, train_counts, &evaluation.accuracy.per_class)?;
+    confusion_matrix_chart(&paths[2], &format!("Confusion matrix, {split} (% of each true class)"), class_names, &confusion.counts)?;
+    let file = EvaluationFile {
+        split,
+        images: evaluation.labels.len(),
+        accuracy: &evaluation.accuracy,
+        ce_loss: evaluation.ce_loss,
+        ece: 100.0 * calibration.ece,
+        calibration: &calibration,
+        class_names,
+        train_counts,
+        top_confusions: confusion.top_confusions(20),
+        confusion: &confusion,
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
+    std::fs::write(&paths[3], text).map_err(ProcoError::io_at(&paths[3]))?;
+    Ok(paths.to_vec())
+}
