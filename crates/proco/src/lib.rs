@@ -25,6 +25,7 @@ pub mod error;
 pub mod estimator;
 pub mod experiment;
 pub mod figures;
+pub mod import;
 mod host_autograd;
 mod host_tensor;
 pub mod loader;

@@ -1,0 +1,761 @@
+//! A pickle reader that never runs code: the opcodes build plain values, and a GLOBAL names
+//! a callable without importing it. Only the rebuild functions of torch's tensors and plain
+//! containers are applied; any other GLOBAL, called (REDUCE) or instantiated (NEWOBJ), becomes
+//! an [`Value::Opaque`] placeholder that records what the file asked for and is never
+//! called. Written here because no Rust crate reads torch's pickles with that guarantee
+//! (`serde-pickle` refuses GLOBAL outright, which rejects every torch checkpoint).
+
+use std::collections::HashMap;
+
+/// The storage element types torch's checkpoints name (`torch.FloatStorage`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    /// float32.
+    Float,
+    /// float64.
+    Double,
+    /// float16.
+    Half,
+    /// bfloat16.
+    BFloat16,
+    /// int64.
+    Long,
+    /// int32.
+    Int,
+    /// int16.
+    Short,
+    /// int8.
+    Char,
+    /// uint8.
+    Byte,
+    /// bool.
+    Bool,
+}
+
+impl StorageKind {
+    fn from_class(name: &str) -> Option<Self> {
+        Some(match name {
+            "FloatStorage" => Self::Float,
+            "DoubleStorage" => Self::Double,
+            "HalfStorage" => Self::Half,
+            "BFloat16Storage" => Self::BFloat16,
+            "LongStorage" => Self::Long,
+            "IntStorage" => Self::Int,
+            "ShortStorage" => Self::Short,
+            "CharStorage" => Self::Char,
+            "ByteStorage" | "UntypedStorage" => Self::Byte,
+            "BoolStorage" => Self::Bool,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::Double | Self::Long => 8,
+            Self::Float | Self::Int => 4,
+            Self::Half | Self::BFloat16 | Self::Short => 2,
+            Self::Char | Self::Byte | Self::Bool => 1,
+        }
+    }
+}
+
+/// A tensor as the pickle describes it: a view into a storage record of the archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRef {
+    /// Name of the storage's record (`data/<key>` in the archive).
+    pub storage_key: String,
+    /// Element type.
+    pub kind: StorageKind,
+    /// Elements in the storage.
+    pub storage_numel: usize,
+    /// Offset of the first element, in elements.
+    pub offset: usize,
+    /// Shape.
+    pub size: Vec<usize>,
+    /// Strides, in elements.
+    pub stride: Vec<usize>,
+}
+
+/// A value the pickle built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// None.
+    None,
+    /// True / False.
+    Bool(bool),
+    /// An integer that fits 64 bits.
+    Int(i64),
+    /// A larger integer (little-endian two's complement bytes).
+    BigInt(Vec<u8>),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// A list.
+    List(Vec<Value>),
+    /// A tuple.
+    Tuple(Vec<Value>),
+    /// A set or frozenset.
+    Set(Vec<Value>),
+    /// A dict or OrderedDict, in insertion order.
+    Dict(Vec<(Value, Value)>),
+    /// A torch tensor (or nn.Parameter).
+    Tensor(TensorRef),
+    /// A storage handed out by the archive (before a tensor is built on it).
+    Storage {
+        /// Record name.
+        key: String,
+        /// Element type.
+        kind: StorageKind,
+        /// Elements.
+        numel: usize,
+    },
+    /// A GLOBAL that was named but not called (a class or a function).
+    Global(String),
+    /// What calling or instantiating a GLOBAL other than the allowed ones would have built:
+    /// never imported, never called.
+    Opaque {
+        /// `module.name` of the GLOBAL.
+        global: String,
+        /// The arguments it would have been called with.
+        args: Box<Value>,
+        /// The state BUILD would have set on it.
+        state: Option<Box<Value>>,
+    },
+}
+
+impl Value {
+    /// The value of `key` in a dict with string keys.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// A short description of what the value is (for messages).
+    pub fn describe(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool(b) => format!("bool {b}"),
+            Value::Int(i) => format!("int {i}"),
+            Value::BigInt(_) => "a large int".into(),
+            Value::Float(f) => format!("float {f}"),
+            Value::Str(s) => format!("str {s:?}"),
+            Value::Bytes(b) => format!("{} bytes", b.len()),
+            Value::List(v) => format!("a list of {}", v.len()),
+            Value::Tuple(v) => format!("a tuple of {}", v.len()),
+            Value::Set(v) => format!("a set of {}", v.len()),
+            Value::Dict(v) => format!("a dict of {} entries", v.len()),
+            Value::Tensor(t) => format!("a tensor of shape {:?}", t.size),
+            Value::Storage { .. } => "a bare storage".into(),
+            Value::Global(g) => format!("the global {g} (not imported)"),
+            Value::Opaque { global, .. } => format!("an object of {global} (never imported or called)"),
+        }
+    }
+
+    /// Every `module.name` of the opaque objects and globals inside this value, once each.
+    pub fn opaque_globals(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_opaque(&mut out, 0);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn collect_opaque(&self, out: &mut Vec<String>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match self {
+            Value::Opaque { global, args, state } => {
+                out.push(global.clone());
+                args.collect_opaque(out, depth + 1);
+                if let Some(s) = state {
+                    s.collect_opaque(out, depth + 1);
+                }
+            }
+            Value::Global(g) => out.push(g.clone()),
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) => v.iter().for_each(|x| x.collect_opaque(out, depth + 1)),
+            Value::Dict(items) => items.iter().for_each(|(k, v)| {
+                k.collect_opaque(out, depth + 1);
+                v.collect_opaque(out, depth + 1);
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// Why a pickle could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PickleError {
+    /// The stream ended inside an opcode or before STOP.
+    #[error("the pickle ends early (at byte {0}); the file is truncated")]
+    Truncated(usize),
+    /// An opcode this reader does not know.
+    #[error("unsupported pickle opcode 0x{op:02x} at byte {at}")]
+    Unsupported {
+        /// The opcode byte.
+        op: u8,
+        /// Its position.
+        at: usize,
+    },
+    /// The opcodes do not make a well-formed value (an empty stack, a missing mark, ...).
+    #[error("malformed pickle at byte {at}: {reason}")]
+    Malformed {
+        /// Position.
+        at: usize,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Deepest nesting of containers accepted (a self-referencing structure is cut there).
+const MAX_DEPTH: usize = 200;
+
+/// A node of the value arena: containers refer to nodes by index, so that the memo shares
+/// objects as pickle does (a dict filled after it was memoised is filled for every reference).
+#[derive(Debug, Clone)]
+enum Node {
+    Leaf(Value),
+    List(Vec<usize>),
+    Tuple(Vec<usize>),
+    Set(Vec<usize>),
+    Dict(Vec<(usize, usize)>),
+    Opaque { global: String, args: usize, state: Option<usize> },
+}
+
+/// Stack entry: a node, or a MARK.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Node(usize),
+    Mark,
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    nodes: Vec<Node>,
+    stack: Vec<Slot>,
+    memo: HashMap<u32, usize>,
+}
+
+/// Reads a pickle (protocols 0-5 as torch writes them), applying only the allowed globals.
+///
+/// # Errors
+/// [`PickleError`] for a truncated or malformed stream or an unknown opcode.
+pub fn load(data: &[u8]) -> Result<Value, PickleError> {
+    let mut m = Machine { data, pos: 0, nodes: Vec::new(), stack: Vec::new(), memo: HashMap::new() };
+    let root = m.run()?;
+    m.value(root, 0)
+}
+
+impl<'a> Machine<'a> {
+    fn bad<T>(&self, reason: impl Into<String>) -> Result<T, PickleError> {
+        Err(PickleError::Malformed { at: self.pos, reason: reason.into() })
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or(PickleError::Truncated(self.pos))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, PickleError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn le_u32(&mut self) -> Result<u32, PickleError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn le_u64(&mut self) -> Result<u64, PickleError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn line(&mut self) -> Result<&'a str, PickleError> {
+        let rest = &self.data[self.pos..];
+        let n = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated(self.data.len()))?;
+        let s = std::str::from_utf8(&rest[..n]).map_err(|_| PickleError::Malformed { at: self.pos, reason: "a text argument is not UTF-8".into() })?;
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn push(&mut self, node: Node) {
+        self.nodes.push(node);
+        self.stack.push(Slot::Node(self.nodes.len() - 1));
+    }
+
+    fn leaf(&mut self, v: Value) {
+        self.push(Node::Leaf(v));
+    }
+
+    fn pop(&mut self) -> Result<usize, PickleError> {
+        match self.stack.pop() {
+            Some(Slot::Node(i)) => Ok(i),
+            Some(Slot::Mark) => self.bad("a MARK where a value was expected"),
+            None => self.bad("the stack is empty"),
+        }
+    }
+
+    fn top(&self) -> Result<usize, PickleError> {
+        match self.stack.last() {
+            Some(Slot::Node(i)) => Ok(*i),
+            _ => self.bad("no value on the stack"),
+        }
+    }
+
+    /// The values above the topmost MARK, which is removed.
+    fn pop_mark(&mut self) -> Result<Vec<usize>, PickleError> {
+        let mark = self.stack.iter().rposition(|s| matches!(s, Slot::Mark)).ok_or(PickleError::Malformed { at: self.pos, reason: "no MARK".into() })?;
+        let items = self.stack.split_off(mark + 1);
+        self.stack.pop();
+        Ok(items.into_iter().map(|s| if let Slot::Node(i) = s { i } else { usize::MAX }).collect())
+    }
+
+    fn str_of(&self, i: usize) -> Option<&str> {
+        match &self.nodes[i] {
+            Node::Leaf(Value::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn unicode(&mut self, n: usize) -> Result<(), PickleError> {
+        let b = self.take(n)?;
+        let s = String::from_utf8(b.to_vec()).map_err(|_| PickleError::Malformed { at: self.pos, reason: "a string is not UTF-8".into() })?;
+        self.leaf(Value::Str(s));
+        Ok(())
+    }
+
+    fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
+        let top = self.top()?;
+        self.memo.insert(key, top);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u32) -> Result<(), PickleError> {
+        let i = *self.memo.get(&key).ok_or(PickleError::Malformed { at: self.pos, reason: format!("memo entry {key} is missing") })?;
+        self.stack.push(Slot::Node(i));
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<usize, PickleError> {
+        loop {
+            let at = self.pos;
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    self.u8()?; // PROTO
+                }
+                0x95 => {
+                    self.le_u64()?; // FRAME
+                }
+                b'.' => return self.pop(),
+                b'(' => self.stack.push(Slot::Mark),
+                b'}' => self.push(Node::Dict(Vec::new())),
+                b']' => self.push(Node::List(Vec::new())),
+                b')' => self.push(Node::Tuple(Vec::new())),
+                0x8f => self.push(Node::Set(Vec::new())),
+                b'N' => self.leaf(Value::None),
+                0x88 => self.leaf(Value::Bool(true)),
+                0x89 => self.leaf(Value::Bool(false)),
+                b'J' => {
+                    let v = self.le_u32()? as i32;
+                    self.leaf(Value::Int(i64::from(v)));
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.leaf(Value::Int(i64::from(v)));
+                }
+                b'M' => {
+                    let b = self.take(2)?;
+                    self.leaf(Value::Int(i64::from(u16::from_le_bytes([b[0], b[1]]))));
+                }
+                0x8a | 0x8b => {
+                    let n = if op == 0x8a { usize::from(self.u8()?) } else { self.le_u32()? as usize };
+                    let b = self.take(n)?.to_vec();
+                    let v = if b.is_empty() {
+                        Value::Int(0)
+                    } else if b.len() <= 8 {
+                        // Sign-extend little-endian two's complement.
+                        let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+                        let mut a = [fill; 8];
+                        a[..b.len()].copy_from_slice(&b);
+                        Value::Int(i64::from_le_bytes(a))
+                    } else {
+                        Value::BigInt(b)
+                    };
+                    self.leaf(v);
+                }
+                b'G' => {
+                    let b = self.take(8)?;
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    self.leaf(Value::Float(f64::from_be_bytes(a)));
+                }
+                b'I' | b'L' => {
+                    let text = self.line()?.trim_end_matches('L');
+                    let v = match text {
+                        "01" => Value::Bool(true),
+                        "00" => Value::Bool(false),
+                        t => Value::Int(t.parse().map_err(|_| PickleError::Malformed { at, reason: format!("bad integer {t:?}") })?),
+                    };
+                    self.leaf(v);
+                }
+                b'F' => {
+                    let t = self.line()?;
+                    let v = t.parse().map_err(|_| PickleError::Malformed { at, reason: format!("bad float {t:?}") })?;
+                    self.leaf(Value::Float(v));
+                }
+                b'X' => {
+                    let n = self.le_u32()? as usize;
+                    self.unicode(n)?;
+                }
+                0x8c => {
+                    let n = usize::from(self.u8()?);
+                    self.unicode(n)?;
+                }
+                0x8d => {
+                    let n = usize::try_from(self.le_u64()?).map_err(|_| PickleError::Truncated(at))?;
+                    self.unicode(n)?;
+                }
+                b'T' | b'U' | b'B' | b'C' | 0x8e => {
+                    let n = match op {
+                        b'T' | b'B' => self.le_u32()? as usize,
+                        b'U' | b'C' => usize::from(self.u8()?),
+                        _ => usize::try_from(self.le_u64()?).map_err(|_| PickleError::Truncated(at))?,
+                    };
+                    let b = self.take(n)?.to_vec();
+                    // Python 2 strings (T, U) were text to torch; bytes (B, C) stay bytes.
+                    let v = match (op, String::from_utf8(b.clone())) {
+                        (b'T' | b'U', Ok(s)) => Value::Str(s),
+                        _ => Value::Bytes(b),
+                    };
+                    self.leaf(v);
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::Tuple(items));
+                }
+                0x85..=0x87 => {
+                    let n = usize::from(op - 0x84);
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    self.push(Node::Tuple(items));
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::List(items));
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    if items.len() % 2 != 0 {
+                        return self.bad("DICT with an odd number of items");
+                    }
+                    self.push(Node::Dict(items.chunks_exact(2).map(|p| (p[0], p[1])).collect()));
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    let list = self.top()?;
+                    self.extend(list, vec![v])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    let list = self.top()?;
+                    self.extend(list, items)?;
+                }
+                0x90 => {
+                    let items = self.pop_mark()?;
+                    let set = self.top()?;
+                    self.extend(set, items)?;
+                }
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::Set(items));
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    let d = self.top()?;
+                    self.set_items(d, vec![k, v])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let d = self.top()?;
+                    self.set_items(d, items)?;
+                }
+                b'q' => {
+                    let k = u32::from(self.u8()?);
+                    self.memo_put(k)?;
+                }
+                b'r' => {
+                    let k = self.le_u32()?;
+                    self.memo_put(k)?;
+                }
+                0x94 => {
+                    let k = self.memo.len() as u32;
+                    self.memo_put(k)?;
+                }
+                b'p' => {
+                    let k = self.line()?.parse().map_err(|_| PickleError::Malformed { at, reason: "bad PUT index".into() })?;
+                    self.memo_put(k)?;
+                }
+                b'h' => {
+                    let k = u32::from(self.u8()?);
+                    self.memo_get(k)?;
+                }
+                b'j' => {
+                    let k = self.le_u32()?;
+                    self.memo_get(k)?;
+                }
+                b'g' => {
+                    let k = self.line()?.parse().map_err(|_| PickleError::Malformed { at, reason: "bad GET index".into() })?;
+                    self.memo_get(k)?;
+                }
+                b'0' => {
+                    self.stack.pop().ok_or(PickleError::Malformed { at, reason: "POP on an empty stack".into() })?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let t = self.top()?;
+                    self.stack.push(Slot::Node(t));
+                }
+                b'c' => {
+                    let module = self.line()?.to_string();
+                    let name = self.line()?.to_string();
+                    self.leaf(Value::Global(format!("{module}.{name}")));
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else { return self.bad("STACK_GLOBAL without two strings") };
+                    let g = format!("{m}.{n}");
+                    self.leaf(Value::Global(g));
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let node = self.apply(callable, args)?;
+                    self.push(node);
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let node = self.apply(cls, args)?;
+                    self.push(node);
+                }
+                0x92 => {
+                    let _kwargs = self.pop()?;
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let node = self.apply(cls, args)?;
+                    self.push(node);
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    let obj = self.top()?;
+                    // State of an opaque object is recorded; the state of containers and
+                    // tensors (an OrderedDict's _metadata, a tensor's hooks) is dropped.
+                    if let Node::Opaque { state: s, .. } = &mut self.nodes[obj] {
+                        *s = Some(state);
+                    }
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let node = self.persistent(pid)?;
+                    self.push(node);
+                }
+                _ => return Err(PickleError::Unsupported { op, at }),
+            }
+        }
+    }
+
+    fn extend(&mut self, target: usize, items: Vec<usize>) -> Result<(), PickleError> {
+        match &mut self.nodes[target] {
+            Node::List(v) | Node::Set(v) => {
+                v.extend(items);
+                Ok(())
+            }
+            // Appending to an opaque object's state is recorded as its arguments' business.
+            Node::Opaque { .. } => Ok(()),
+            _ => self.bad("APPEND to something that is not a list"),
+        }
+    }
+
+    fn set_items(&mut self, target: usize, items: Vec<usize>) -> Result<(), PickleError> {
+        if items.len() % 2 != 0 {
+            return self.bad("SETITEMS with an odd number of items");
+        }
+        match &mut self.nodes[target] {
+            Node::Dict(d) => {
+                d.extend(items.chunks_exact(2).map(|p| (p[0], p[1])));
+                Ok(())
+            }
+            Node::Opaque { .. } => Ok(()),
+            _ => self.bad("SETITEM on something that is not a dict"),
+        }
+    }
+
+    /// REDUCE / NEWOBJ: the allowed rebuild functions and containers are applied; anything
+    /// else becomes an opaque placeholder.
+    fn apply(&mut self, callable: usize, args: usize) -> Result<Node, PickleError> {
+        let global = match &self.nodes[callable] {
+            Node::Leaf(Value::Global(g)) => g.clone(),
+            Node::Opaque { global, .. } => format!("{global}(...)"),
+            _ => return self.bad("REDUCE of something that is not a global"),
+        };
+        let arg_list: Vec<usize> = match &self.nodes[args] {
+            Node::Tuple(v) => v.clone(),
+            _ => Vec::new(),
+        };
+        let node = match global.as_str() {
+            "collections.OrderedDict" if arg_list.is_empty() => Node::Dict(Vec::new()),
+            "builtins.set" | "__builtin__.set" | "builtins.frozenset" | "__builtin__.frozenset" => match arg_list.first().map(|&i| &self.nodes[i]) {
+                Some(Node::List(v)) | Some(Node::Tuple(v)) | Some(Node::Set(v)) => Node::Set(v.clone()),
+                None => Node::Set(Vec::new()),
+                _ => Node::Opaque { global, args, state: None },
+            },
+            "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => match self.rebuild_tensor(&arg_list) {
+                Some(t) => Node::Leaf(Value::Tensor(t)),
+                None => return self.bad(format!("{global} with arguments that are not (storage, offset, size, stride, ...)")),
+            },
+            // (data, requires_grad, hooks): the parameter is its data.
+            "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => match arg_list.first() {
+                Some(&i) if matches!(self.nodes[i], Node::Leaf(Value::Tensor(_))) => self.nodes[i].clone(),
+                _ => return self.bad("_rebuild_parameter without a tensor"),
+            },
+            _ => Node::Opaque { global, args, state: None },
+        };
+        Ok(node)
+    }
+
+    fn int_at(&self, i: usize) -> Option<usize> {
+        match &self.nodes[i] {
+            Node::Leaf(Value::Int(v)) => usize::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+
+    fn ints_at(&self, i: usize) -> Option<Vec<usize>> {
+        match &self.nodes[i] {
+            Node::Tuple(v) | Node::List(v) => v.iter().map(|&j| self.int_at(j)).collect(),
+            _ => None,
+        }
+    }
+
+    fn rebuild_tensor(&self, args: &[usize]) -> Option<TensorRef> {
+        let (storage, offset, size, stride) = (*args.first()?, *args.get(1)?, *args.get(2)?, *args.get(3)?);
+        let Node::Leaf(Value::Storage { key, kind, numel }) = &self.nodes[storage] else { return None };
+        let (size, stride) = (self.ints_at(size)?, self.ints_at(stride)?);
+        if size.len() != stride.len() {
+            return None;
+        }
+        Some(TensorRef { storage_key: key.clone(), kind: *kind, storage_numel: *numel, offset: self.int_at(offset)?, size, stride })
+    }
+
+    /// BINPERSID: torch's ('storage', storage class, key, location, numel).
+    fn persistent(&mut self, pid: usize) -> Result<Node, PickleError> {
+        let parts = match &self.nodes[pid] {
+            Node::Tuple(v) => v.clone(),
+            _ => return self.bad("a persistent id that is not a tuple"),
+        };
+        let tag = parts.first().and_then(|&i| self.str_of(i));
+        if tag != Some("storage") || parts.len() < 5 {
+            return self.bad("a persistent id other than torch's ('storage', type, key, location, numel)");
+        }
+        let class = match &self.nodes[parts[1]] {
+            Node::Leaf(Value::Global(g)) => g.clone(),
+            _ => return self.bad("a storage without a storage type"),
+        };
+        let kind = class.strip_prefix("torch.").and_then(StorageKind::from_class).ok_or(PickleError::Malformed { at: self.pos, reason: format!("unknown storage type {class}") })?;
+        let key = self.str_of(parts[2]).ok_or(PickleError::Malformed { at: self.pos, reason: "a storage key that is not a string".into() })?.to_string();
+        let numel = self.int_at(parts[4]).ok_or(PickleError::Malformed { at: self.pos, reason: "a storage size that is not an integer".into() })?;
+        Ok(Node::Leaf(Value::Storage { key, kind, numel }))
+    }
+
+    /// The value tree of node `i`.
+    fn value(&self, i: usize, depth: usize) -> Result<Value, PickleError> {
+        if depth > MAX_DEPTH {
+            return self.bad(format!("containers nested deeper than {MAX_DEPTH} (a self-referencing structure?)"));
+        }
+        let all = |v: &[usize]| v.iter().map(|&j| self.value(j, depth + 1)).collect::<Result<Vec<_>, _>>();
+        Ok(match &self.nodes[i] {
+            Node::Leaf(v) => v.clone(),
+            Node::List(v) => Value::List(all(v)?),
+            Node::Tuple(v) => Value::Tuple(all(v)?),
+            Node::Set(v) => Value::Set(all(v)?),
+            Node::Dict(d) => Value::Dict(d.iter().map(|&(k, v)| Ok((self.value(k, depth + 1)?, self.value(v, depth + 1)?))).collect::<Result<_, PickleError>>()?),
+            Node::Opaque { global, args, state } => Value::Opaque {
+                global: global.clone(),
+                args: Box::new(self.value(*args, depth + 1)?),
+                state: state.map(|s| self.value(s, depth + 1)).transpose()?.map(Box::new),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_global_for_os_system_with_reduce_becomes_an_opaque_placeholder() {
+        // pickle.dumps of an object whose __reduce__ is (os.system, ('touch /tmp/pwned',)), protocol 2.
+        let mut p = b"\x80\x02cposix\nsystem\nq\x00X\x10\x00\x00\x00touch /tmp/pwnedq\x01\x85q\x02Rq\x03.".to_vec();
+        let v = load(&p).unwrap();
+        match &v {
+            Value::Opaque { global, args, state: None } => {
+                assert_eq!(global, "posix.system");
+                assert_eq!(**args, Value::Tuple(vec![Value::Str("touch /tmp/pwned".into())]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(v.opaque_globals(), ["posix.system"]);
+        // Truncated: an error, not a panic.
+        p.truncate(p.len() - 3);
+        assert!(matches!(load(&p), Err(PickleError::Truncated(_)) | Err(PickleError::Malformed { .. })));
+    }
+
+    #[test]
+    fn dict_filled_after_memo_is_shared() {
+        // d = {}; memo; d['a'] = 1; [d, d] via BINGET.
+        let p = b"\x80\x02]q\x00(}q\x01X\x01\x00\x00\x00aK\x01sh\x01e.";
+        let v = load(p).unwrap();
+        let d = Value::Dict(vec![(Value::Str("a".into()), Value::Int(1))]);
+        assert_eq!(v, Value::List(vec![d.clone(), d]));
+    }
+
+    #[test]
+    fn long1_sign_extends() {
+        assert_eq!(load(b"\x8a\x02\xff\xfe.").unwrap(), Value::Int(-257));
+        assert_eq!(load(b"\x8a\x00.").unwrap(), Value::Int(0));
+        assert_eq!(load(b"\x8a\x01\x7f.").unwrap(), Value::Int(127));
+    }
+
+    proptest! {
+        // Any bytes: an error or a value, never a panic.
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = load(&bytes);
+        }
+        // Random opcode soup built from real opcodes.
+        #[test]
+        fn opcode_soup_never_panics(ops in proptest::collection::vec(prop::sample::select(b"().}]N\x88\x89K\x01tlds\x85\x86\x87aeuq\x00h\x00R\x81b0212\x8f\x90\x91".to_vec()), 0..120)) {
+            let _ = load(&ops);
+        }
+    }
+}
