@@ -78,8 +78,23 @@ pub struct TrainArgs {
 #[derive(Args)]
 pub struct EvalArgs {
     /// Run directory written by `proco train`.
+    #[arg(long, required_unless_present = "import", conflicts_with = "import")]
+    checkpoint: Option<PathBuf>,
+    /// Evaluate one of the authors' released checkpoints (`.pth.tar`) instead: its
+    /// ResNet-32 / ResNet-50 / ResNeXt-50 weights load into our network (pickle code is never
+    /// run). Needs --dataset.
+    #[arg(long = "import", value_name = "FILE", requires = "dataset")]
+    import: Option<PathBuf>,
+    /// Dataset of an imported checkpoint: cifar10, cifar100, imagenet-lt, inat2018 or own.
+    #[arg(long, value_parser = ["cifar10", "cifar100", "imagenet-lt", "inat2018", "own"])]
+    dataset: Option<String>,
+    /// Imbalance ratio of the CIFAR training set the imported checkpoint was trained on (its
+    /// class counts define the many / medium / few groups and the prior).
+    #[arg(long, default_value_t = 100.0)]
+    imbalance: f64,
+    /// Where an imported checkpoint's figures go (default: <FILE>.eval/ beside it).
     #[arg(long)]
-    checkpoint: PathBuf,
+    out: Option<PathBuf>,
     /// Evaluate the latest checkpoint instead of the best epoch.
     #[arg(long)]
     latest: bool,
@@ -289,39 +304,89 @@ fn resume_hint(e: proco::ProcoError) -> anyhow::Error {
     anyhow::Error::new(e).context(hint)
 }
 
+/// Prints one split's figures and writes its report into `dir`.
+fn report_split(label: &str, split: &str, images: usize, e: &proco::train::Evaluation, counts: &[usize], names: &[String], dir: &std::path::Path) -> Result<()> {
+    let calibration = e.calibration()?;
+    println!(
+        "{label} {split} ({images} images): {}  (logit-adjusted CE {:.4}, ECE {:.2}% over {} bins)",
+        summary(&e.accuracy),
+        e.ce_loss,
+        100.0 * calibration.ece,
+        proco::train::ECE_BINS
+    );
+    let confusions = e.confusion(counts.len())?.top_confusions(5);
+    if !confusions.is_empty() {
+        let list: Vec<String> = confusions.iter().map(|(t, p, n)| format!("{} -> {} ({n})", names[*t], names[*p])).collect();
+        println!("  most frequent confusions (true -> predicted): {}", list.join(", "));
+    }
+    proco::train::report::write_evaluation_report(dir, split, e, counts, names)?;
+    println!("  figures: {0}/reliability.svg, per_class_accuracy.svg, confusion_matrix.svg; numbers: {0}/evaluation.json", dir.display());
+    Ok(())
+}
+
 /// Runs `proco eval`: every evaluation split of the run's data (val and test where both
 /// exist), with calibration, the most frequent confusions and the figures under
-/// `<run>/eval/<split>/`.
+/// `<run>/eval/<split>/`; or, with `--import`, the same for one of the authors' checkpoints.
 pub fn run_eval(args: EvalArgs) -> Result<()> {
-    let recipe = proco::train::trainer::load_recipe(&args.checkpoint)?;
     let device = parse_device(&args.device)?;
-    let data = run_data(&recipe, &data_dir(args.data_dir))?;
+    if let Some(file) = &args.import {
+        return eval_import(&args, file, device);
+    }
+    let Some(run) = args.checkpoint.as_ref() else { bail!("pass --checkpoint RUN_DIR, or --import FILE with --dataset") };
+    let recipe = proco::train::trainer::load_recipe(run)?;
+    let data = run_data(&recipe, &data_dir(args.data_dir.clone()))?;
     let names = proco::train::report::class_names_or_indices(data.class_names.as_deref(), data.class_counts.len());
     for split in &data.eval {
-        let e = evaluate_run(&args.checkpoint, args.latest, split.dataset.clone(), data.test_transform.clone(), &data.class_counts, device)?;
-        let calibration = e.calibration()?;
-        println!(
-            "{} {} ({} images): {}  (logit-adjusted CE {:.4}, ECE {:.2}% over {} bins)",
-            args.checkpoint.display(),
-            split.name,
-            split.dataset.len(),
-            summary(&e.accuracy),
-            e.ce_loss,
-            100.0 * calibration.ece,
-            proco::train::ECE_BINS
-        );
-        let confusions = e.confusion(data.class_counts.len())?.top_confusions(5);
-        if !confusions.is_empty() {
-            let list: Vec<String> = confusions.iter().map(|(t, p, n)| format!("{} -> {} ({n})", names[*t], names[*p])).collect();
-            println!("  most frequent confusions (true -> predicted): {}", list.join(", "));
-        }
-        let dir = args.checkpoint.join("eval").join(split.name);
-        proco::train::report::write_evaluation_report(&dir, split.name, &e, &data.class_counts, &names)?;
-        println!("  figures: {0}/reliability.svg, per_class_accuracy.svg, confusion_matrix.svg; numbers: {0}/evaluation.json", dir.display());
+        let e = evaluate_run(run, args.latest, split.dataset.clone(), data.test_transform.clone(), &data.class_counts, device)?;
+        report_split(&run.display().to_string(), split.name, split.dataset.len(), &e, &data.class_counts, &names, &run.join("eval").join(split.name))?;
     }
     if args.plots {
-        proco::train::trainer::redraw_plots(&args.checkpoint, &data.class_counts)?;
-        println!("plots redrawn in {}", args.checkpoint.join("plots").display());
+        proco::train::trainer::redraw_plots(run, &data.class_counts)?;
+        println!("plots redrawn in {}", run.join("plots").display());
+    }
+    Ok(())
+}
+
+/// `proco eval --import FILE --dataset D`.
+fn eval_import(args: &EvalArgs, file: &std::path::Path, device: Device) -> Result<()> {
+    use proco::train::recipe::DatasetKind;
+    let ckpt = proco::import::read_authors_checkpoint(file)?;
+    let kind = match args.dataset.as_deref() {
+        Some("cifar10") => DatasetKind::Cifar10,
+        Some("cifar100") => DatasetKind::Cifar100,
+        Some("imagenet-lt") => DatasetKind::ImagenetLt,
+        Some("inat2018") => DatasetKind::Inat2018,
+        Some("own") => DatasetKind::Own,
+        _ => bail!("--import needs --dataset (cifar10, cifar100, imagenet-lt, inat2018 or own)"),
+    };
+    let base = if kind.is_cifar() { Recipe::cifar(kind, args.imbalance, 200) } else { Recipe::imagenet_scale(kind) };
+    let recipe = Recipe { arch: ckpt.config.arch, classifier: ckpt.config.classifier, feature_dim: ckpt.config.feature_dim, hidden_dim: ckpt.config.hidden_dim, ..base };
+    recipe.validate().with_context(|| format!("the {:?} network of {} on {kind:?}", ckpt.config.arch, file.display()))?;
+    println!(
+        "{}: {:?} with a {:?} classifier of {} classes, projection {} -> {}{}{}",
+        file.display(),
+        ckpt.config.arch,
+        ckpt.config.classifier,
+        ckpt.num_classes,
+        ckpt.config.hidden_dim,
+        ckpt.config.feature_dim,
+        ckpt.epoch.map_or(String::new(), |e| format!(", epoch {e}")),
+        ckpt.best_acc1.map_or(String::new(), |a| format!(", best_acc1 {a:.2} (as saved)"))
+    );
+    println!("  entries: {}", ckpt.entries.iter().map(|(k, v)| format!("{k} ({v})")).collect::<Vec<_>>().join(", "));
+    if !ckpt.opaque_globals.is_empty() {
+        println!("  pickled objects left unloaded (never imported or called): {}", ckpt.opaque_globals.join(", "));
+    }
+    let data = run_data(&recipe, &data_dir(args.data_dir.clone()))?;
+    if data.class_counts.len() != ckpt.num_classes {
+        bail!("{} classifies {} classes but {kind:?} has {}; pass the --dataset it was trained on", file.display(), ckpt.num_classes, data.class_counts.len());
+    }
+    let net = ckpt.network(device, file)?;
+    let names = proco::train::report::class_names_or_indices(data.class_names.as_deref(), data.class_counts.len());
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.eval", file.display())));
+    for split in &data.eval {
+        let e = proco::train::evaluate_detailed(&net, split.dataset.clone(), data.test_transform.clone(), &data.class_counts, 512, recipe.loader_threads, recipe.reduced_decode, None)?;
+        report_split(&file.display().to_string(), split.name, split.dataset.len(), &e, &data.class_counts, &names, &out.join(split.name))?;
     }
     Ok(())
 }

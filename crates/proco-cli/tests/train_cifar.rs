@@ -53,7 +53,12 @@ fn learns_on_a_real_cifar10_lt_slice() {
 
     let eval = proco(&["eval", "--checkpoint", dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&eval.stdout);
-    assert!(eval.status.success() && text.contains("top-1") && text.contains("many"), "{text}\n{}", String::from_utf8_lossy(&eval.stderr));
+    assert!(eval.status.success() && text.contains("top-1") && text.contains("many") && text.contains("ECE"), "{text}\n{}", String::from_utf8_lossy(&eval.stderr));
+    for f in ["reliability.svg", "per_class_accuracy.svg", "confusion_matrix.svg", "evaluation.json"] {
+        assert!(dir.join("eval/test").join(f).is_file(), "eval wrote no {f}");
+    }
+    // Every epoch's metrics carry the calibration error of the selecting split.
+    assert!(records.iter().all(|r| r["val_ece"].as_f64().is_some_and(|e| (0.0..=100.0).contains(&e))), "val_ece missing");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&config);
 }
