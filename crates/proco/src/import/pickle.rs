@@ -216,6 +216,11 @@ pub enum PickleError {
 /// Deepest nesting of containers accepted (a self-referencing structure is cut there).
 const MAX_DEPTH: usize = 200;
 
+/// Most objects the value tree may hold: memo references share a node in the machine, but
+/// the tree copies it, so a pickle that references a list twice, 40 levels deep, would
+/// otherwise expand to 2^40 objects.
+const MAX_OBJECTS: usize = 1 << 22;
+
 /// A node of the value arena: containers refer to nodes by index, so that the memo shares
 /// objects as pickle does (a dict filled after it was memoised is filled for every reference).
 #[derive(Debug, Clone)]
@@ -250,7 +255,8 @@ struct Machine<'a> {
 pub fn load(data: &[u8]) -> Result<Value, PickleError> {
     let mut m = Machine { data, pos: 0, nodes: Vec::new(), stack: Vec::new(), memo: HashMap::new() };
     let root = m.run()?;
-    m.value(root, 0)
+    let mut budget = MAX_OBJECTS;
+    m.value(root, 0, &mut budget)
 }
 
 impl<'a> Machine<'a> {
@@ -358,7 +364,13 @@ impl<'a> Machine<'a> {
                 0x95 => {
                     self.le_u64()?; // FRAME
                 }
-                b'.' => return self.pop(),
+                b'.' => {
+                    let root = self.pop()?;
+                    if !self.stack.is_empty() {
+                        return self.bad(format!("STOP with {} more values or marks on the stack", self.stack.len()));
+                    }
+                    return Ok(root);
+                }
                 b'(' => self.stack.push(Slot::Mark),
                 b'}' => self.push(Node::Dict(Vec::new())),
                 b']' => self.push(Node::List(Vec::new())),
@@ -687,21 +699,34 @@ impl<'a> Machine<'a> {
     }
 
     /// The value tree of node `i`.
-    fn value(&self, i: usize, depth: usize) -> Result<Value, PickleError> {
+    fn value(&self, i: usize, depth: usize, budget: &mut usize) -> Result<Value, PickleError> {
         if depth > MAX_DEPTH {
             return self.bad(format!("containers nested deeper than {MAX_DEPTH} (a self-referencing structure?)"));
         }
-        let all = |v: &[usize]| v.iter().map(|&j| self.value(j, depth + 1)).collect::<Result<Vec<_>, _>>();
+        if *budget == 0 {
+            return self.bad(format!("more than {MAX_OBJECTS} objects (repeated memo references?)"));
+        }
+        *budget -= 1;
+        let mut all = |v: &[usize], budget: &mut usize| v.iter().map(|&j| self.value(j, depth + 1, budget)).collect::<Result<Vec<_>, _>>();
         Ok(match &self.nodes[i] {
             Node::Leaf(v) => v.clone(),
-            Node::List(v) => Value::List(all(v)?),
-            Node::Tuple(v) => Value::Tuple(all(v)?),
-            Node::Set(v) => Value::Set(all(v)?),
-            Node::Dict(d) => Value::Dict(d.iter().map(|&(k, v)| Ok((self.value(k, depth + 1)?, self.value(v, depth + 1)?))).collect::<Result<_, PickleError>>()?),
+            Node::List(v) => Value::List(all(v, budget)?),
+            Node::Tuple(v) => Value::Tuple(all(v, budget)?),
+            Node::Set(v) => Value::Set(all(v, budget)?),
+            Node::Dict(d) => {
+                let mut items = Vec::with_capacity(d.len());
+                for &(k, v) in d {
+                    items.push((self.value(k, depth + 1, budget)?, self.value(v, depth + 1, budget)?));
+                }
+                Value::Dict(items)
+            }
             Node::Opaque { global, args, state } => Value::Opaque {
                 global: global.clone(),
-                args: Box::new(self.value(*args, depth + 1)?),
-                state: state.map(|s| self.value(s, depth + 1)).transpose()?.map(Box::new),
+                args: Box::new(self.value(*args, depth + 1, budget)?),
+                state: match state {
+                    Some(s) => Some(Box::new(self.value(*s, depth + 1, budget)?)),
+                    None => None,
+                },
             },
         })
     }
@@ -737,6 +762,20 @@ mod tests {
         let v = load(p).unwrap();
         let d = Value::Dict(vec![(Value::Str("a".into()), Value::Int(1))]);
         assert_eq!(v, Value::List(vec![d.clone(), d]));
+    }
+
+    #[test]
+    fn memo_bombs_and_leftovers_are_refused() {
+        // A list holding the same list twice, 40 levels deep: 2^40 objects as a tree.
+        let mut bomb = b"\x80\x02(]q\x00".to_vec();
+        for _ in 0..40 {
+            bomb.extend_from_slice(b"(h\x00h\x00tq\x00");
+        }
+        // Everything into one list, so that STOP finds a single value.
+        bomb.extend_from_slice(b"l.");
+        let err = load(&bomb).unwrap_err().to_string();
+        assert!(err.contains("objects") || err.contains("nested"), "{err}");
+        assert!(load(b"\x80\x02NN.").unwrap_err().to_string().contains("STOP"));
     }
 
     #[test]
