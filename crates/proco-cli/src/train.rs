@@ -319,8 +319,9 @@ fn report_split(label: &str, split: &str, images: usize, e: &proco::train::Evalu
         let list: Vec<String> = confusions.iter().map(|(t, p, n)| format!("{} -> {} ({n})", names[*t], names[*p])).collect();
         println!("  most frequent confusions (true -> predicted): {}", list.join(", "));
     }
-    proco::train::report::write_evaluation_report(dir, split, e, counts, names)?;
-    println!("  figures: {0}/reliability.svg, per_class_accuracy.svg, confusion_matrix.svg; numbers: {0}/evaluation.json", dir.display());
+    let written = proco::train::report::write_evaluation_report(dir, split, e, counts, names)?;
+    let files: Vec<String> = written.iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+    println!("  written to {}: {}", dir.display(), files.join(", "));
     Ok(())
 }
 

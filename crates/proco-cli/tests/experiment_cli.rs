@@ -52,6 +52,11 @@ fn a_tiny_grid_writes_its_table_and_chart_and_resumes_by_cell() {
     assert!(md.contains("| method | 8 | 16 |") && md.contains("| proco |") && md.contains("| supcon |"), "{md}");
     let svg = std::fs::read_to_string(out.join("accuracy_vs_batch_size.svg")).unwrap();
     assert!(svg.contains("stage-1 batch size") && svg.contains("supcon"), "chart without axis title or legend");
+    // Other settings in the same directory are refused, not mixed in.
+    let data = data_dir();
+    let other = proco(&["experiment", "batch-size", "--dataset", "cifar10", "--batch-sizes", "8", "--methods", "proco", "--epochs", "2", "--linear-epochs", "1", "--limit", "200", "--set", "linear_batch_size=32", "--out", out.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("recipe differs"), "{err}");
     // Each cell is a two-stage run: stage 1 is not evaluated, the linear stage is.
     let cell = std::fs::read_to_string(out.join("supcon-b8/metrics.jsonl")).unwrap();
     let stages: Vec<serde_json::Value> = cell.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

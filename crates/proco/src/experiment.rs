@@ -145,7 +145,13 @@ impl BatchSizeGrid {
             let recipe = self.cell_recipe(method, batch_size);
             let run_dir = Self::cell_dir(out, method, batch_size);
             let done_epochs = match checkpoint::latest(&run_dir)? {
-                Some(ckpt) => checkpoint::load_state(&ckpt)?.next_epoch,
+                Some(ckpt) => {
+                    // A cell of other settings (another --epochs or --set) is not this grid's.
+                    if crate::train::trainer::load_recipe(&run_dir)? != recipe {
+                        return Err(ProcoError::RecipeMismatch { saved: run_dir.join("recipe.toml") });
+                    }
+                    checkpoint::load_state(&ckpt)?.next_epoch
+                }
                 None => 0,
             };
             progress(GridProgress::CellStart { index, cells, method, batch_size, run_dir: run_dir.clone(), done_epochs });

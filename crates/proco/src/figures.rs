@@ -74,7 +74,8 @@ pub fn category_line_chart(path: &Path, title: &str, x_desc: &str, y_desc: &str,
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(64)
-            .build_cartesian_2d((0..k - 1).into_segmented(), (lo - pad)..(hi + pad))?;
+            // plotters maps a one-value range wrongly: at least two segments.
+            .build_cartesian_2d((0..k.max(2) - 1).into_segmented(), (lo - pad)..(hi + pad))?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
@@ -161,8 +162,8 @@ pub fn class_accuracy_chart(path: &Path, title: &str, names: &[String], train_co
             .x_label_area_size(110)
             .y_label_area_size(56)
             .right_y_label_area_size(64)
-            .build_cartesian_2d((0..c - 1).into_segmented(), 0f64..100f64)?
-            .set_secondary_coord((0..c - 1).into_segmented(), 0f64..max_count * 1.05);
+            .build_cartesian_2d((0..c.max(2) - 1).into_segmented(), 0f64..100f64)?
+            .set_secondary_coord((0..c.max(2) - 1).into_segmented(), 0f64..max_count * 1.05);
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -227,7 +228,7 @@ pub fn confusion_matrix_chart(path: &Path, title: &str, names: &[String], counts
             .margin(16)
             .x_label_area_size(110)
             .y_label_area_size(110)
-            .build_cartesian_2d((0..c - 1).into_segmented(), (0..c - 1).into_segmented())?;
+            .build_cartesian_2d((0..c.max(2) - 1).into_segmented(), (0..c.max(2) - 1).into_segmented())?;
         let name_at = |v: &SegmentValue<usize>| match v {
             // Row 0 at the top: the y axis counts down.
             SegmentValue::CenterOf(i) if i % every == 0 => names.get(*i).cloned().unwrap_or_default(),

@@ -96,6 +96,8 @@ torch.save(Payload(), f"{d}/bare.pth.tar")
 torch.save({"state_dict": Payload(), "best_acc1": 1.0}, f"{d}/as_state_dict.pth.tar")
 torch.save({"state_dict": {"module.fc.weight": Payload()}}, f"{d}/in_state_dict.pth.tar")
 torch.save({"model": {}}, f"{d}/no_state_dict.pth.tar")
+# One stored element viewed as 2^34 (stride 0): building it would take 64 GiB.
+torch.save({"state_dict": {"module.fc.weight": torch.zeros(1).expand(2**34)}}, f"{d}/expanded.pth.tar")
 with open(f"{d}/not_a_zip.pth.tar", "wb") as f:
     f.write(b"\x80\x02}q\x00.")
 "#;
@@ -114,6 +116,8 @@ fn malicious_pickles_run_nothing_and_say_what_they_hold() {
     assert!(in_sd.contains("module.fc.weight") && in_sd.contains("not a tensor") && in_sd.contains("posix.system"), "{in_sd}");
     let none = err("no_state_dict.pth.tar");
     assert!(none.contains("has no state_dict") && none.contains("model"), "{none}");
+    let expanded = err("expanded.pth.tar");
+    assert!(expanded.contains("does not fit its storage"), "{expanded}");
     let legacy = err("not_a_zip.pth.tar");
     assert!(legacy.contains("not a torch zip archive"), "{legacy}");
     assert!(!marker.exists(), "pickle code ran: {} exists", marker.display());

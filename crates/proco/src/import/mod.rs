@@ -62,14 +62,20 @@ impl TorchArchive {
         Ok(Self { path: path.to_path_buf(), zip, root })
     }
 
+    /// The bytes of record `name`, refusing more than `limit` (whatever the zip header says:
+    /// a deflated record is read through the limit, so a compression bomb stops there).
     fn record(&mut self, name: &str, limit: u64) -> Result<Vec<u8>> {
         let full = format!("{}{name}", self.root);
-        let mut f = self.zip.by_name(&full).map_err(|e| bad(&self.path, format!("record {full}: {e}")))?;
-        if f.size() > limit {
-            return Err(bad(&self.path, format!("record {full} is {} bytes, more than the {limit} expected", f.size())));
+        let f = self.zip.by_name(&full).map_err(|e| bad(&self.path, format!("record {full}: {e}")))?;
+        let declared = f.size();
+        if declared > limit {
+            return Err(bad(&self.path, format!("record {full} is {declared} bytes, more than the {limit} expected")));
         }
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf).map_err(|e| bad(&self.path, format!("record {full}: {e}")))?;
+        let mut buf = Vec::with_capacity(declared.min(limit).min(1 << 26) as usize);
+        f.take(limit + 1).read_to_end(&mut buf).map_err(|e| bad(&self.path, format!("record {full}: {e}")))?;
+        if buf.len() as u64 > limit {
+            return Err(bad(&self.path, format!("record {full} holds more than the {limit} bytes expected")));
+        }
         Ok(buf)
     }
 
@@ -93,7 +99,8 @@ impl TorchArchive {
             StorageKind::Short => Kind::Int16,
             StorageKind::Char => Kind::Int8,
             StorageKind::Byte => Kind::Uint8,
-            StorageKind::Bool => Kind::Bool,
+            // Bytes other than 0 and 1 are not valid bools; no weight is one.
+            StorageKind::Bool => return Err(bad(&self.path, "a bool tensor, which no network weight is")),
         };
         if !storages.contains_key(&t.storage_key) {
             let bytes_expected = t.storage_numel.checked_mul(t.kind.size()).ok_or_else(|| bad(&self.path, "a storage size overflows"))?;
@@ -105,13 +112,18 @@ impl TorchArchive {
             storages.insert(t.storage_key.clone(), s);
         }
         let storage = &storages[&t.storage_key];
-        // The furthest element the view reaches must lie inside the storage.
-        let reach = t.size.iter().zip(&t.stride).map(|(&n, &s)| n.saturating_sub(1).saturating_mul(s)).fold(t.offset, usize::saturating_add);
-        if t.size.contains(&0) {
-            return Ok(Tensor::f_zeros(t.size.iter().map(|&n| n as i64).collect::<Vec<_>>(), (kind, Device::Cpu))?);
+        // Two tensors naming one storage must agree on what it is.
+        if storage.kind() != kind || storage.numel() != t.storage_numel {
+            return Err(bad(&self.path, format!("storage {} is described twice, differently", t.storage_key)));
         }
-        if reach >= t.storage_numel {
-            return Err(bad(&self.path, format!("a tensor of shape {:?} reaches past its storage of {} elements", t.size, t.storage_numel)));
+        // The view holds at most the storage's elements (no stride-0 expansion into a huge
+        // tensor) and its furthest element lies inside the storage.
+        let numel = t.size.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+        let reach = t.size.iter().zip(&t.stride).try_fold(t.offset, |a, (&n, &s)| n.saturating_sub(1).checked_mul(s).and_then(|r| a.checked_add(r)));
+        match (numel, reach) {
+            (Some(0), _) => return Ok(Tensor::f_zeros(t.size.iter().map(|&n| n as i64).collect::<Vec<_>>(), (kind, Device::Cpu))?),
+            (Some(n), Some(r)) if n <= t.storage_numel && r < t.storage_numel => {}
+            _ => return Err(bad(&self.path, format!("a tensor of shape {:?} and strides {:?} does not fit its storage of {} elements", t.size, t.stride, t.storage_numel))),
         }
         let size: Vec<i64> = t.size.iter().map(|&n| n as i64).collect();
         let stride: Vec<i64> = t.stride.iter().map(|&n| n as i64).collect();
@@ -205,8 +217,10 @@ pub fn read_authors_checkpoint(path: &Path) -> Result<ImportedCheckpoint> {
         let (Value::Str(k), Value::Tensor(t)) = (k, v) else {
             return Err(bad(path, format!("state_dict entry {} is {}, not a tensor", k.describe(), found(v))));
         };
-        let k = k.strip_prefix("module.").unwrap_or(k);
-        refs.insert(k.to_string(), t.clone());
+        let short = k.strip_prefix("module.").unwrap_or(k);
+        if refs.insert(short.to_string(), t.clone()).is_some() {
+            return Err(bad(path, format!("state_dict holds {short} twice (with and without the module. prefix)")));
+        }
     }
     let shapes: BTreeMap<String, Vec<usize>> = refs.iter().map(|(k, t)| (k.clone(), t.size.clone())).collect();
     let (config, num_classes) = infer_config(&shapes, path)?;
@@ -226,7 +240,7 @@ pub fn read_authors_checkpoint(path: &Path) -> Result<ImportedCheckpoint> {
     let best_acc1 = match root.get("best_acc1") {
         Some(Value::Float(f)) => Some(*f),
         Some(Value::Int(i)) => Some(*i as f64),
-        Some(Value::Tensor(t)) if t.size.iter().product::<usize>() == 1 => Some(archive.tensor(t, &mut storages)?.f_to_kind(Kind::Double)?.f_double_value(&[])?),
+        Some(Value::Tensor(t)) if t.size.iter().all(|&n| n == 1) => Some(archive.tensor(t, &mut storages)?.f_to_kind(Kind::Double)?.f_double_value(&[])?),
         _ => None,
     };
     let epoch = match root.get("epoch") {

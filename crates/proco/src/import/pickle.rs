@@ -221,6 +221,18 @@ const MAX_DEPTH: usize = 200;
 /// otherwise expand to 2^40 objects.
 const MAX_OBJECTS: usize = 1 << 22;
 
+/// Most bytes of strings, bytes and shapes the value tree may hold (copies included).
+const MAX_TREE_BYTES: usize = 1 << 31;
+
+/// Longest `module.name` of a GLOBAL accepted.
+const MAX_GLOBAL_NAME: usize = 1024;
+
+/// What the value tree may still hold.
+struct TreeBudget {
+    objects: usize,
+    bytes: usize,
+}
+
 /// A node of the value arena: containers refer to nodes by index, so that the memo shares
 /// objects as pickle does (a dict filled after it was memoised is filled for every reference).
 #[derive(Debug, Clone)]
@@ -242,6 +254,9 @@ enum Slot {
 
 struct Machine<'a> {
     data: &'a [u8],
+    /// Bytes the machine may still copy (names, keys, shape lists): a multiple of the input,
+    /// so that no sequence of opcodes makes the reading allocate without bound.
+    copy_budget: usize,
     pos: usize,
     nodes: Vec<Node>,
     stack: Vec<Slot>,
@@ -253,15 +268,37 @@ struct Machine<'a> {
 /// # Errors
 /// [`PickleError`] for a truncated or malformed stream or an unknown opcode.
 pub fn load(data: &[u8]) -> Result<Value, PickleError> {
-    let mut m = Machine { data, pos: 0, nodes: Vec::new(), stack: Vec::new(), memo: HashMap::new() };
+    let copy_budget = data.len().saturating_mul(16).saturating_add(16 << 20);
+    let mut m = Machine { data, copy_budget, pos: 0, nodes: Vec::new(), stack: Vec::new(), memo: HashMap::new() };
     let root = m.run()?;
-    let mut budget = MAX_OBJECTS;
+    let mut budget = TreeBudget { objects: MAX_OBJECTS, bytes: MAX_TREE_BYTES };
     m.value(root, 0, &mut budget)
 }
 
 impl<'a> Machine<'a> {
     fn bad<T>(&self, reason: impl Into<String>) -> Result<T, PickleError> {
         Err(PickleError::Malformed { at: self.pos, reason: reason.into() })
+    }
+
+    /// Charges `n` copied bytes.
+    fn charge(&mut self, n: usize) -> Result<(), PickleError> {
+        match self.copy_budget.checked_sub(n) {
+            Some(left) => {
+                self.copy_budget = left;
+                Ok(())
+            }
+            None => self.bad("the pickle copies more data than it holds many times over (a copy bomb?)"),
+        }
+    }
+
+    /// A GLOBAL's name, bounded in length.
+    fn global_name(&mut self, module: &str, name: &str) -> Result<String, PickleError> {
+        let len = module.len() + name.len() + 1;
+        if len > MAX_GLOBAL_NAME {
+            return self.bad(format!("a global name of {len} bytes"));
+        }
+        self.charge(len)?;
+        Ok(format!("{module}.{name}"))
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
@@ -548,13 +585,14 @@ impl<'a> Machine<'a> {
                 b'c' => {
                     let module = self.line()?.to_string();
                     let name = self.line()?.to_string();
-                    self.leaf(Value::Global(format!("{module}.{name}")));
+                    let g = self.global_name(&module, &name)?;
+                    self.leaf(Value::Global(g));
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else { return self.bad("STACK_GLOBAL without two strings") };
-                    let g = format!("{m}.{n}");
+                    let (Some(m), Some(n)) = (self.str_of(module).map(str::to_string), self.str_of(name).map(str::to_string)) else { return self.bad("STACK_GLOBAL without two strings") };
+                    let g = self.global_name(&m, &n)?;
                     self.leaf(Value::Global(g));
                 }
                 b'R' => {
@@ -624,29 +662,44 @@ impl<'a> Machine<'a> {
     /// REDUCE / NEWOBJ: the allowed rebuild functions and containers are applied; anything
     /// else becomes an opaque placeholder.
     fn apply(&mut self, callable: usize, args: usize) -> Result<Node, PickleError> {
+        // Calling an opaque object's result is recorded under the same global.
         let global = match &self.nodes[callable] {
-            Node::Leaf(Value::Global(g)) => g.clone(),
-            Node::Opaque { global, .. } => format!("{global}(...)"),
+            Node::Leaf(Value::Global(g)) | Node::Opaque { global: g, .. } => g.clone(),
             _ => return self.bad("REDUCE of something that is not a global"),
         };
+        self.charge(global.len())?;
         let arg_list: Vec<usize> = match &self.nodes[args] {
             Node::Tuple(v) => v.clone(),
             _ => Vec::new(),
         };
+        self.charge(arg_list.len().saturating_mul(8))?;
         let node = match global.as_str() {
             "collections.OrderedDict" if arg_list.is_empty() => Node::Dict(Vec::new()),
             "builtins.set" | "__builtin__.set" | "builtins.frozenset" | "__builtin__.frozenset" => match arg_list.first().map(|&i| &self.nodes[i]) {
-                Some(Node::List(v)) | Some(Node::Tuple(v)) | Some(Node::Set(v)) => Node::Set(v.clone()),
+                Some(Node::List(v)) | Some(Node::Tuple(v)) | Some(Node::Set(v)) => {
+                    let items = v.clone();
+                    self.charge(items.len().saturating_mul(8))?;
+                    Node::Set(items)
+                }
                 None => Node::Set(Vec::new()),
                 _ => Node::Opaque { global, args, state: None },
             },
             "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => match self.rebuild_tensor(&arg_list) {
-                Some(t) => Node::Leaf(Value::Tensor(t)),
+                Some(t) => {
+                    self.charge(t.storage_key.len() + 16 * t.size.len())?;
+                    Node::Leaf(Value::Tensor(t))
+                }
                 None => return self.bad(format!("{global} with arguments that are not (storage, offset, size, stride, ...)")),
             },
             // (data, requires_grad, hooks): the parameter is its data.
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => match arg_list.first() {
-                Some(&i) if matches!(self.nodes[i], Node::Leaf(Value::Tensor(_))) => self.nodes[i].clone(),
+                Some(&i) if matches!(self.nodes[i], Node::Leaf(Value::Tensor(_))) => {
+                    let node = self.nodes[i].clone();
+                    if let Node::Leaf(Value::Tensor(t)) = &node {
+                        self.charge(t.storage_key.len() + 16 * t.size.len())?;
+                    }
+                    node
+                }
                 _ => return self.bad("_rebuild_parameter without a tensor"),
             },
             _ => Node::Opaque { global, args, state: None },
@@ -694,20 +747,32 @@ impl<'a> Machine<'a> {
         };
         let kind = class.strip_prefix("torch.").and_then(StorageKind::from_class).ok_or(PickleError::Malformed { at: self.pos, reason: format!("unknown storage type {class}") })?;
         let key = self.str_of(parts[2]).ok_or(PickleError::Malformed { at: self.pos, reason: "a storage key that is not a string".into() })?.to_string();
+        if key.len() > MAX_GLOBAL_NAME {
+            return self.bad(format!("a storage key of {} bytes", key.len()));
+        }
+        self.charge(key.len())?;
         let numel = self.int_at(parts[4]).ok_or(PickleError::Malformed { at: self.pos, reason: "a storage size that is not an integer".into() })?;
         Ok(Node::Leaf(Value::Storage { key, kind, numel }))
     }
 
     /// The value tree of node `i`.
-    fn value(&self, i: usize, depth: usize, budget: &mut usize) -> Result<Value, PickleError> {
+    fn value(&self, i: usize, depth: usize, budget: &mut TreeBudget) -> Result<Value, PickleError> {
         if depth > MAX_DEPTH {
             return self.bad(format!("containers nested deeper than {MAX_DEPTH} (a self-referencing structure?)"));
         }
-        if *budget == 0 {
-            return self.bad(format!("more than {MAX_OBJECTS} objects (repeated memo references?)"));
+        let bytes = match &self.nodes[i] {
+            Node::Leaf(Value::Str(s)) => s.len(),
+            Node::Leaf(Value::Bytes(b) | Value::BigInt(b)) => b.len(),
+            Node::Leaf(Value::Tensor(t)) => t.storage_key.len() + 16 * t.size.len(),
+            Node::Leaf(Value::Storage { key, .. }) => key.len(),
+            Node::Leaf(Value::Global(g)) | Node::Opaque { global: g, .. } => g.len(),
+            _ => 0,
+        };
+        match (budget.objects.checked_sub(1), budget.bytes.checked_sub(bytes)) {
+            (Some(o), Some(b)) => (budget.objects, budget.bytes) = (o, b),
+            _ => return self.bad(format!("more than {MAX_OBJECTS} objects or {MAX_TREE_BYTES} bytes once expanded (repeated memo references?)")),
         }
-        *budget -= 1;
-        let mut all = |v: &[usize], budget: &mut usize| v.iter().map(|&j| self.value(j, depth + 1, budget)).collect::<Result<Vec<_>, _>>();
+        let all = |v: &[usize], budget: &mut TreeBudget| v.iter().map(|&j| self.value(j, depth + 1, budget)).collect::<Result<Vec<_>, _>>();
         Ok(match &self.nodes[i] {
             Node::Leaf(v) => v.clone(),
             Node::List(v) => Value::List(all(v, budget)?),
@@ -776,6 +841,25 @@ mod tests {
         let err = load(&bomb).unwrap_err().to_string();
         assert!(err.contains("objects") || err.contains("nested"), "{err}");
         assert!(load(b"\x80\x02NN.").unwrap_err().to_string().contains("STOP"));
+    }
+
+    #[test]
+    fn copies_are_bounded_by_the_input() {
+        // Calling an opaque result over and over records one flat placeholder, not a name
+        // that grows with every call.
+        let mut calls = b"\x80\x02cos\nsystem\n".to_vec();
+        for _ in 0..100_000 {
+            calls.extend_from_slice(b")R");
+        }
+        calls.push(b'.');
+        match load(&calls).unwrap() {
+            Value::Opaque { global, .. } => assert_eq!(global, "os.system"),
+            other => panic!("{other:?}"),
+        }
+        // A global name far longer than any module path is refused.
+        let long = "m".repeat(5000);
+        let p = [b"\x80\x02c".as_slice(), long.as_bytes(), b"\nf\n."].concat();
+        assert!(load(&p).unwrap_err().to_string().contains("global name"));
     }
 
     #[test]

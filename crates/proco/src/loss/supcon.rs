@@ -108,9 +108,16 @@ impl SupConLoss {
         let exp = logits.f_exp()?.f_mul(&not_self)?;
         let log_denominator = exp.f_sum_dim_intlist(1, false, None::<Kind>)?.f_log()?;
         let n_pos = positive.f_sum_dim_intlist(1, false, None::<Kind>)?;
+        // An anchor without a positive is masked below; dividing it by 1 instead of 0 keeps
+        // NaN out of the gradient that flows through the mask.
+        let divisor = n_pos.f_clamp_min(1.0)?;
         let per_anchor = match self.positives {
-            Positives::MeanOfLogs => positive.f_mul(&logits)?.f_sum_dim_intlist(1, false, None::<Kind>)?.f_div(&n_pos)?.f_sub(&log_denominator)?.f_neg()?,
-            Positives::LogOfMean => exp.f_mul(&positive)?.f_sum_dim_intlist(1, false, None::<Kind>)?.f_div(&n_pos)?.f_log()?.f_sub(&log_denominator)?.f_neg()?,
+            Positives::MeanOfLogs => positive.f_mul(&logits)?.f_sum_dim_intlist(1, false, None::<Kind>)?.f_div(&divisor)?.f_sub(&log_denominator)?.f_neg()?,
+            Positives::LogOfMean => {
+                let mean_positive = exp.f_mul(&positive)?.f_sum_dim_intlist(1, false, None::<Kind>)?.f_div(&divisor)?;
+                // log(0) for the masked anchors only.
+                mean_positive.f_where_scalarother(&n_pos.f_gt(0.0)?, 1.0)?.f_log()?.f_sub(&log_denominator)?.f_neg()?
+            }
         };
         // No positive: 0/0 above; NaN marks the anchor as one the mean leaves out.
         Ok(per_anchor.f_where_self(&n_pos.f_gt(0.0)?, &Tensor::f_full([k], f64::NAN, opts)?)?)
@@ -165,6 +172,21 @@ mod tests {
         // With one positive per anchor both variants agree.
         let l_in = SupConLoss::new(0.5).unwrap().with_positives(Positives::LogOfMean).per_anchor(&z, &y, 2, None).unwrap();
         assert!((Vec::<f64>::try_from(&l_in).unwrap()[0] - want).abs() < 1e-14);
+    }
+
+    #[test]
+    fn an_anchor_without_a_positive_leaves_the_gradient_finite() {
+        // Class 2 has one sample: its anchor is left out, and its row must not put NaN into
+        // the gradient through the mask.
+        for positives in [Positives::MeanOfLogs, Positives::LogOfMean] {
+            let z = unit_rows(5, 3, 4).set_requires_grad(true);
+            let y = Tensor::from_slice(&[0i64, 1, 0, 1, 2]);
+            let loss = SupConLoss::new(0.2).unwrap().with_positives(positives).loss(&z, &y, 3, None).unwrap();
+            loss.backward();
+            let g = Vec::<f64>::try_from(&z.grad().flatten(0, -1)).unwrap();
+            assert!(g.iter().all(|v| v.is_finite()), "{positives:?}: {g:?}");
+            assert!(g.iter().any(|v| *v != 0.0));
+        }
     }
 
     #[test]

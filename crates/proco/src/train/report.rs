@@ -25,8 +25,14 @@ struct EvaluationFile<'a> {
     train_counts: &'a [usize],
     /// (true, predicted, count), the most frequent first.
     top_confusions: Vec<(usize, usize, u64)>,
-    confusion: &'a ConfusionMatrix,
+    /// The whole matrix, up to [`MAX_CONFUSION_CLASSES`] classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confusion: Option<&'a ConfusionMatrix>,
 }
+
+/// Above this many classes the confusion matrix is neither drawn nor written whole (C^2
+/// cells: 66 million for iNaturalist); the most frequent confusions still are.
+pub const MAX_CONFUSION_CLASSES: usize = 200;
 
 /// Class names of the data, or `class 0`, `class 1`, ... where it has none.
 pub fn class_names_or_indices(names: Option<&[String]>, num_classes: usize) -> Vec<String> {
@@ -36,8 +42,9 @@ pub fn class_names_or_indices(names: Option<&[String]>, num_classes: usize) -> V
     }
 }
 
-/// Writes `reliability.svg`, `per_class_accuracy.svg`, `confusion_matrix.svg` and
-/// `evaluation.json` of `evaluation` (of the split `split`) into `dir`, returning their paths.
+/// Writes `reliability.svg`, `per_class_accuracy.svg`, `confusion_matrix.svg` (up to
+/// [`MAX_CONFUSION_CLASSES`] classes) and `evaluation.json` of `evaluation` (of the split
+/// `split`) into `dir`, returning their paths.
 ///
 /// # Errors
 /// [`ProcoError::InvalidConfig`] when the names or counts disagree with the evaluation;
@@ -50,10 +57,16 @@ pub fn write_evaluation_report(dir: &Path, split: &str, evaluation: &Evaluation,
     std::fs::create_dir_all(dir).map_err(ProcoError::io_at(dir))?;
     let calibration = evaluation.calibration()?;
     let confusion = evaluation.confusion(c)?;
-    let paths = [dir.join("reliability.svg"), dir.join("per_class_accuracy.svg"), dir.join("confusion_matrix.svg"), dir.join("evaluation.json")];
+    let whole = c <= MAX_CONFUSION_CLASSES;
+    let json = dir.join("evaluation.json");
+    let mut paths = vec![dir.join("reliability.svg"), dir.join("per_class_accuracy.svg")];
     reliability_diagram(&paths[0], &format!("Reliability, {split}"), &calibration)?;
     class_accuracy_chart(&paths[1], &format!("Per-class {split} accuracy (top-1 {:.2}%)", evaluation.accuracy.top1), class_names, train_counts, &evaluation.accuracy.per_class)?;
-    confusion_matrix_chart(&paths[2], &format!("Confusion matrix, {split} (% of each true class)"), class_names, &confusion.counts)?;
+    if whole {
+        let path = dir.join("confusion_matrix.svg");
+        confusion_matrix_chart(&path, &format!("Confusion matrix, {split} (% of each true class)"), class_names, &confusion.counts)?;
+        paths.push(path);
+    }
     let file = EvaluationFile {
         split,
         images: evaluation.labels.len(),
@@ -64,9 +77,10 @@ pub fn write_evaluation_report(dir: &Path, split: &str, evaluation: &Evaluation,
         class_names,
         train_counts,
         top_confusions: confusion.top_confusions(20),
-        confusion: &confusion,
+        confusion: whole.then_some(&confusion),
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| ProcoError::InvalidConfig { reason: e.to_string() })?;
-    std::fs::write(&paths[3], text).map_err(ProcoError::io_at(&paths[3]))?;
-    Ok(paths.to_vec())
+    std::fs::write(&json, text).map_err(ProcoError::io_at(&json))?;
+    paths.push(json);
+    Ok(paths)
 }

@@ -841,7 +841,8 @@ impl<'a> Run<'a> {
                 let (ds, tf) = (split.dataset.clone(), self.data.test_transform.clone());
                 let e = evaluate_detailed(&self.net, ds, tf, &self.data.class_counts, self.options.eval_batch_size, recipe.loader_threads, recipe.reduced_decode, self.dist.as_mut())?;
                 if ece.is_none() {
-                    ece = Some(100.0 * e.calibration()?.ece);
+                    // Non-finite logits have no confidence: no ECE that epoch, as before.
+                    ece = e.calibration().ok().map(|c| 100.0 * c.ece);
                 }
                 results.push((e.accuracy, e.ce_loss));
             }
