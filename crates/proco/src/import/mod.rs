@@ -116,18 +116,24 @@ impl TorchArchive {
         if storage.kind() != kind || storage.numel() != t.storage_numel {
             return Err(bad(&self.path, format!("storage {} is described twice, differently", t.storage_key)));
         }
-        // The view holds at most the storage's elements (no stride-0 expansion into a huge
-        // tensor) and its furthest element lies inside the storage.
-        let numel = t.size.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
-        let reach = t.size.iter().zip(&t.stride).try_fold(t.offset, |a, (&n, &s)| n.saturating_sub(1).checked_mul(s).and_then(|r| a.checked_add(r)));
-        match (numel, reach) {
-            (Some(0), _) => return Ok(Tensor::f_zeros(t.size.iter().map(|&n| n as i64).collect::<Vec<_>>(), (kind, Device::Cpu))?),
-            (Some(n), Some(r)) if n <= t.storage_numel && r < t.storage_numel => {}
-            _ => return Err(bad(&self.path, format!("a tensor of shape {:?} and strides {:?} does not fit its storage of {} elements", t.size, t.stride, t.storage_numel))),
+        if fits_storage(t).map_err(|e| bad(&self.path, e))? == 0 {
+            return Ok(Tensor::f_zeros(t.size.iter().map(|&n| n as i64).collect::<Vec<_>>(), (kind, Device::Cpu))?);
         }
         let size: Vec<i64> = t.size.iter().map(|&n| n as i64).collect();
         let stride: Vec<i64> = t.stride.iter().map(|&n| n as i64).collect();
         Ok(storage.f_as_strided(&size, &stride, Some(t.offset as i64))?.f_contiguous()?)
+    }
+}
+
+/// The element count of the view `t`, if it holds at most its storage's elements (no stride-0
+/// expansion into a huge tensor) and its furthest element lies inside the storage.
+fn fits_storage(t: &TensorRef) -> std::result::Result<usize, String> {
+    let numel = t.size.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+    let reach = t.size.iter().zip(&t.stride).try_fold(t.offset, |a, (&n, &s)| n.saturating_sub(1).checked_mul(s).and_then(|r| a.checked_add(r)));
+    match (numel, reach) {
+        (Some(0), _) => Ok(0),
+        (Some(n), Some(r)) if n <= t.storage_numel && r < t.storage_numel => Ok(n),
+        _ => Err(format!("a tensor of shape {:?} and strides {:?} does not fit its storage of {} elements", t.size, t.stride, t.storage_numel)),
     }
 }
 
@@ -217,6 +223,7 @@ pub fn read_authors_checkpoint(path: &Path) -> Result<ImportedCheckpoint> {
         let (Value::Str(k), Value::Tensor(t)) = (k, v) else {
             return Err(bad(path, format!("state_dict entry {} is {}, not a tensor", k.describe(), found(v))));
         };
+        fits_storage(t).map_err(|e| bad(path, format!("state_dict entry {k}: {e}")))?;
         let short = k.strip_prefix("module.").unwrap_or(k);
         if refs.insert(short.to_string(), t.clone()).is_some() {
             return Err(bad(path, format!("state_dict holds {short} twice (with and without the module. prefix)")));
