@@ -170,7 +170,7 @@ fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
     let out = run(&train_args(&dir, &["--epochs", "2", "--nproc", "3"]));
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("batch size 32 (the global batch) does not divide by the 3 ranks"), "{t}");
+    assert!(t.contains("batch_size 32 (the global batch) does not divide by the 3 ranks"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
