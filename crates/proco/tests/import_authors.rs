@@ -10,11 +10,9 @@ use proco::import::read_authors_checkpoint;
 use proco::model::{Arch, ClassifierKind};
 use proco::tch::{Device, Tensor};
 
-/// The project's Python ($VIRTUAL_ENV, else .venv at the workspace root).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
-    venv.join("bin/python")
-}
+#[path = "common/python.rs"]
+mod python;
+use python::python;
 
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("proco-import-{name}-{}", std::process::id()));

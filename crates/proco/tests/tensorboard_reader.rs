@@ -2,18 +2,13 @@
 //! package, installed into .venv by scripts/test.sh): every record's CRCs, the file version,
 //! and each scalar's tag, step and value as TensorBoard shows them.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use proco::train::events::TensorBoardWriter;
 
-/// The project's Python ($VIRTUAL_ENV, else .venv at the workspace root).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("VIRTUAL_ENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
-    venv.join("bin/python")
-}
+#[path = "common/python.rs"]
+mod python;
+use python::python;
 
 /// Reads every event file in `dir` with TensorBoard's loader and accumulator, and prints one
 /// JSON object: the file-version strings and, per scalar tag, its (step, value) pairs.

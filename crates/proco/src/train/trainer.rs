@@ -373,18 +373,21 @@ impl Objective {
 /// Number of rows whose largest entry of `classifier + alpha * contrast` (both N x C
 /// row-major) sits at the row's label: ProCo's training prediction.
 fn training_hits(classifier: &[f64], contrast: &[f64], alpha: f64, labels: &[usize]) -> usize {
-    let c = if labels.is_empty() { 0 } else { classifier.len() / labels.len() };
+    let scores: Vec<f64> = classifier.iter().zip(contrast).map(|(l, s)| l + alpha * s).collect();
+    argmax_hits(&scores, labels)
+}
+
+/// Number of rows of `scores` (N x C row-major) whose first largest entry sits at the row's
+/// label.
+fn argmax_hits(scores: &[f64], labels: &[usize]) -> usize {
+    let c = if labels.is_empty() { 0 } else { scores.len() / labels.len() };
     if c == 0 {
         return 0;
     }
-    classifier
+    scores
         .chunks_exact(c)
-        .zip(contrast.chunks_exact(c))
         .zip(labels)
-        .filter(|((row, s), &label)| {
-            let best = row.iter().zip(s.iter()).map(|(l, s)| l + alpha * s).enumerate().fold((0, f64::NEG_INFINITY), |b, (j, v)| if v > b.1 { (j, v) } else { b });
-            best.0 == label
-        })
+        .filter(|(row, &label)| row.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (j, &v)| if v > b.1 { (j, v) } else { b }).0 == label)
         .count()
 }
 
@@ -487,10 +490,10 @@ pub fn train_step_sharded(
     let labels = validate::labels(y, n, net.num_classes())?;
     let correct = match (&contrast, stage) {
         // ProCo's prediction; its contrast logits alone while the classifier is not trained.
-        (Some(contrast), Stage::Representation) => Some(training_hits(&vec![0.0; classifier.len()], contrast, 1.0, &labels)),
+        (Some(contrast), Stage::Representation) => Some(argmax_hits(contrast, &labels)),
         (Some(contrast), _) => Some(training_hits(&classifier, contrast, objective.alpha, &labels)),
         (None, Stage::Representation) => None,
-        (None, _) => Some(training_hits(&classifier, &vec![0.0; classifier.len()], 0.0, &labels)),
+        (None, _) => Some(argmax_hits(&classifier, &labels)),
     };
     let ce_loss = match ce_loss {
         Some(ce) => ce.f_double_value(&[])?,
@@ -523,7 +526,7 @@ fn linear_step(net: &TwoBranchNet, sgd: &mut Sgd, objective: &Objective, x: &Ten
     sgd.step_where(&net.vs, lr, is_classifier)?;
     let classifier = Vec::<f64>::try_from(&logits.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
     let labels = validate::labels(y, n, net.num_classes())?;
-    Ok(StepOutcome { ce_loss: value, proco_loss: 0.0, correct: Some(training_hits(&classifier, &vec![0.0; classifier.len()], 0.0, &labels)) })
+    Ok(StepOutcome { ce_loss: value, proco_loss: 0.0, correct: Some(argmax_hits(&classifier, &labels)) })
 }
 
 /// The variables of `net` that are not trained (BatchNorm running statistics), by name.
