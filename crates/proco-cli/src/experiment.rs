@@ -45,6 +45,10 @@ pub struct BatchSizeArgs {
     /// Epochs of the linear stage (batch 256, cosine from lr 0.1).
     #[arg(long, default_value_t = 10)]
     linear_epochs: usize,
+    /// SupCon cells contrast every batch against a queue of this many earlier feature rows
+    /// (both views, detached; 0 = within the batch alone, as Khosla et al.).
+    #[arg(long, default_value_t = 0)]
+    supcon_queue: usize,
     /// Override a field of every cell's recipe, e.g. `--set temperature=0.07` (TOML values).
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<String>,
@@ -90,7 +94,7 @@ fn batch_size(args: BatchSizeArgs) -> Result<()> {
     base.limit = args.limit;
     let base = apply_sets(base, &args.set)?;
     let methods = args.methods.iter().map(|m| method(m)).collect::<Result<Vec<_>>>()?;
-    let grid = BatchSizeGrid::new(base.clone(), args.batch_sizes.clone(), methods)?;
+    let grid = BatchSizeGrid::new(base.clone(), args.batch_sizes.clone(), methods)?.with_supcon_queue(args.supcon_queue);
     let device = parse_device(&args.device)?;
     let out = args.out.unwrap_or_else(|| PathBuf::from(format!("runs/batch-size-{}-if{}", args.dataset, args.imbalance)));
     // The data as the smallest cell sees it (the base's batch of 256 only sets the lr scale).

@@ -260,15 +260,14 @@ fn train_step_throughput_of(recipe: &Recipe, counts: &[usize], device: Device, b
     let (recipe, batch_size, size) = (recipe.clone(), recipe.batch_size, i64::from(recipe.image_size));
     let net = TwoBranchNet::new(&recipe.model(), counts.len(), device)?;
     let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(recipe.seed);
-    let mut estimators = EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rng)?;
+    let mut loss = crate::train::LossState::new(&recipe, counts.len(), device)?;
     let objective = Objective::new(&recipe, counts)?;
     let n = batch_size as i64;
     let x = Tensor::f_randn([3 * n, 3, size, size], (Kind::Float, device))?;
     let y = Tensor::f_randint(counts.len() as i64, [n], (Kind::Int64, device))?;
     let mut step = 0;
     let (reps, secs) = timed(budget, device, || {
-        train_step(&net, &mut sgd, &mut estimators, &objective, &x, &y, StepPosition { epoch: 0, step, lr: recipe.lr_at(0) })?;
+        train_step(&net, &mut sgd, &mut loss, &objective, &x, &y, StepPosition { epoch: 0, step, lr: recipe.lr_at(0) })?;
         step += 1;
         Ok(())
     })?;

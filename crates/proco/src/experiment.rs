@@ -24,6 +24,8 @@ pub struct BatchSizeGrid {
     base: Recipe,
     batch_sizes: Vec<usize>,
     methods: Vec<ContrastiveLoss>,
+    /// SupCon cells' memory queue (rows; 0 for none).
+    supcon_queue: usize,
 }
 
 /// What the grid reports as it goes.
@@ -97,13 +99,20 @@ impl BatchSizeGrid {
         if sorted.len() != batch_sizes.len() || m.len() != methods.len() {
             return bad("a batch size or a method is listed twice".into());
         }
-        let grid = Self { base, batch_sizes: sorted, methods };
+        let grid = Self { base, batch_sizes: sorted, methods, supcon_queue: 0 };
         for &method in &grid.methods {
             for &b in &grid.batch_sizes {
                 grid.cell_recipe(method, b).validate()?;
             }
         }
         Ok(grid)
+    }
+
+    /// The grid with SupCon's cells contrasting against a memory queue of `rows` earlier
+    /// feature rows (recipe `supcon_queue`; the other methods have none). 0 turns it off.
+    pub fn with_supcon_queue(mut self, rows: usize) -> Self {
+        self.supcon_queue = rows;
+        self
     }
 
     /// The batch sizes, ascending.
@@ -121,7 +130,8 @@ impl BatchSizeGrid {
     /// usual rule for SGD); the linear stage is the same in every cell.
     pub fn cell_recipe(&self, method: ContrastiveLoss, batch_size: usize) -> Recipe {
         let lr = self.base.lr * batch_size as f64 / self.base.batch_size as f64;
-        Recipe { stages: Stages::Two, contrastive_loss: method, batch_size, lr, ..self.base.clone() }
+        let supcon_queue = if method == ContrastiveLoss::Supcon { self.supcon_queue } else { 0 };
+        Recipe { stages: Stages::Two, contrastive_loss: method, supcon_queue, batch_size, lr, ..self.base.clone() }
     }
 
     /// The run directory of a cell under `out`: `<method>-b<batch size>`.
@@ -243,4 +253,26 @@ fn write_results(out: &Path, results: &[CellResult], batch_sizes: &[usize], meth
     let categories: Vec<String> = batch_sizes.iter().map(|b| b.to_string()).collect();
     let series: Vec<Series> = methods.iter().map(|&m| Series { name: m.as_str().into(), values: batch_sizes.iter().map(|&b| cell(m, b).map(|r| r.last.top1)).collect() }).collect();
     category_line_chart(&out.join("accuracy_vs_batch_size.svg"), "Top-1 after the linear stage against stage-1 batch size", "stage-1 batch size", "test top-1 (%)", &categories, &series)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::recipe::DatasetKind;
+
+    #[test]
+    fn cells_scale_the_lr_and_give_the_queue_to_supcon_alone() {
+        let base = Recipe::cifar(DatasetKind::Cifar10, 100.0, 4);
+        let methods = vec![ContrastiveLoss::Proco, ContrastiveLoss::Supcon, ContrastiveLoss::Bcl];
+        let grid = BatchSizeGrid::new(base.clone(), vec![64, 32], methods.clone()).unwrap().with_supcon_queue(4096);
+        assert_eq!(grid.batch_sizes(), [32, 64]);
+        for &m in &methods {
+            let r = grid.cell_recipe(m, 32);
+            r.validate().unwrap();
+            assert_eq!((r.stages, r.contrastive_loss, r.batch_size), (Stages::Two, m, 32));
+            assert!((r.lr - base.lr * 32.0 / 256.0).abs() < 1e-15);
+            assert_eq!(r.supcon_queue, if m == ContrastiveLoss::Supcon { 4096 } else { 0 }, "{m:?}");
+        }
+        assert_eq!(BatchSizeGrid::new(base, vec![32], methods).unwrap().cell_recipe(ContrastiveLoss::Supcon, 32).supcon_queue, 0);
+    }
 }

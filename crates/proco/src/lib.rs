@@ -40,5 +40,5 @@ pub mod validate;
 
 pub use error::{ImageProblem, ProcoError, Result};
 pub use estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaDistribution, KappaFlag, VmfEstimator};
-pub use loss::{BclLoss, BesselRoute, ContrastLogits, ContrastSet, LogPrior, LogitAdjustedCe, Positives, ProCoLoss, SupConLoss};
+pub use loss::{BclLoss, BesselRoute, ContrastLogits, ContrastSet, FeatureQueue, LogPrior, LogitAdjustedCe, Positives, ProCoLoss, SupConLoss};
 pub use tch;

@@ -7,7 +7,7 @@ use proco::model::{Precision, TwoBranchNet};
 use proco::tch::{Device, Kind, Tensor};
 use proco::train::recipe::{Arch, DatasetKind};
 use proco::train::sgd::Sgd;
-use proco::train::{train_step, Objective, Recipe, StepPosition};
+use proco::train::{train_step, LossState, Objective, Recipe, StepPosition};
 use rand::SeedableRng;
 
 /// CE and ProCo losses of `steps` training steps on one fixed batch.
@@ -15,7 +15,7 @@ fn losses(recipe: &Recipe, steps: usize) -> Vec<(f64, f64)> {
     let counts = vec![8usize, 4, 2, 2];
     let net = TwoBranchNet::new(&recipe.model(), counts.len(), Device::Cpu).unwrap();
     let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
-    let mut estimators = EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
+    let mut state = LossState { estimators: EstimatorPair::new(counts.len(), recipe.feature_dim, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap(), queue: None };
     let objective = Objective::new(recipe, &counts).unwrap();
     proco::tch::manual_seed(7);
     let n = 8i64;
@@ -23,7 +23,7 @@ fn losses(recipe: &Recipe, steps: usize) -> Vec<(f64, f64)> {
     let y = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 0, 1, 0]);
     let out = (0..steps)
         .map(|step| {
-            let o = train_step(&net, &mut sgd, &mut estimators, &objective, &x, &y, StepPosition { epoch: 0, step, lr: recipe.lr }).unwrap();
+            let o = train_step(&net, &mut sgd, &mut state, &objective, &x, &y, StepPosition { epoch: 0, step, lr: recipe.lr }).unwrap();
             (o.ce_loss, o.proco_loss)
         })
         .collect();

@@ -7,7 +7,7 @@ use proco::model::TwoBranchNet;
 use proco::tch::{Device, Kind, Tensor};
 use proco::train::recipe::PRESETS;
 use proco::train::sgd::Sgd;
-use proco::train::{train_step, Objective, Recipe, StepPosition};
+use proco::train::{train_step, LossState, Objective, Recipe, StepPosition};
 use rand::SeedableRng;
 
 #[test]
@@ -20,14 +20,14 @@ fn every_preset_trains_a_step() {
         let recipe = if recipe.dataset.is_cifar() { recipe } else { recipe.merge_toml("image_size = 32").unwrap() };
         let net = TwoBranchNet::new(&recipe.model(), classes, Device::Cpu).unwrap();
         let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
-        let mut estimators = EstimatorPair::new(classes, recipe.feature_dim, &mut rand::rngs::StdRng::seed_from_u64(0)).unwrap();
+        let mut state = LossState { estimators: EstimatorPair::new(classes, recipe.feature_dim, &mut rand::rngs::StdRng::seed_from_u64(0)).unwrap(), queue: None };
         let objective = Objective::new(&recipe, &counts).unwrap();
         let n = 4i64;
         let size = i64::from(recipe.image_size);
         let x = Tensor::randn([3 * n, 3, size, size], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 5, 11, 19]);
         let before: Vec<Tensor> = net.vs.trainable_variables().iter().map(|t| t.detach().copy()).collect();
-        let out = train_step(&net, &mut sgd, &mut estimators, &objective, &x, &y, StepPosition { epoch: 0, step: 0, lr: recipe.lr_at(0).max(1e-3) }).unwrap();
+        let out = train_step(&net, &mut sgd, &mut state, &objective, &x, &y, StepPosition { epoch: 0, step: 0, lr: recipe.lr_at(0).max(1e-3) }).unwrap();
         assert!(out.ce_loss.is_finite() && out.proco_loss.is_finite(), "{name}: {out:?}");
         let moved = net.vs.trainable_variables().iter().zip(&before).filter(|(a, b)| !a.equal(b)).count();
         assert!(moved * 2 > before.len(), "{name}: only {moved} of {} parameters changed", before.len());

@@ -94,6 +94,9 @@ fn weights(dir: &PathBuf) -> Vec<(String, Tensor)> {
     let ckpt = checkpoint::latest(dir).unwrap().unwrap();
     let mut w = Tensor::read_safetensors(ckpt.join("model.safetensors")).unwrap();
     w.extend(Tensor::read_safetensors(ckpt.join("estimator.safetensors")).unwrap());
+    if ckpt.join("queue.safetensors").exists() {
+        w.extend(Tensor::read_safetensors(ckpt.join("queue.safetensors")).unwrap().into_iter().map(|(n, t)| (format!("queue.{n}"), t)));
+    }
     w.sort_by(|a, b| a.0.cmp(&b.0));
     w
 }
@@ -160,17 +163,24 @@ fn trains_and_resumes_exactly(r: &Recipe, name: &str) -> Vec<proco::train::Epoch
 #[test]
 fn every_loss_choice_trains_and_resumes() {
     proco::tch::set_num_threads(1);
+    // A queue of 80 rows: the 96 view rows of a step (batch 16, two views, 3 steps an epoch)
+    // overflow it, so the FIFO drops rows within the run and across the resume.
     let choices = [
-        ("ce-supcon", ClassifierLoss::Ce, ContrastiveLoss::Supcon, BesselRoute::Exact),
-        ("bsm-bcl", ClassifierLoss::BalancedSoftmax, ContrastiveLoss::Bcl, BesselRoute::Exact),
-        ("la-none", ClassifierLoss::LogitAdjusted, ContrastiveLoss::None, BesselRoute::Exact),
-        ("la-proco-authors", ClassifierLoss::LogitAdjusted, ContrastiveLoss::Proco, BesselRoute::AuthorsCompat),
+        ("ce-supcon", ClassifierLoss::Ce, ContrastiveLoss::Supcon, BesselRoute::Exact, 0),
+        ("ce-supcon-queue", ClassifierLoss::Ce, ContrastiveLoss::Supcon, BesselRoute::Exact, 80),
+        ("bsm-bcl", ClassifierLoss::BalancedSoftmax, ContrastiveLoss::Bcl, BesselRoute::Exact, 0),
+        ("la-none", ClassifierLoss::LogitAdjusted, ContrastiveLoss::None, BesselRoute::Exact, 0),
+        ("la-proco-authors", ClassifierLoss::LogitAdjusted, ContrastiveLoss::Proco, BesselRoute::AuthorsCompat, 0),
     ];
-    for (name, classifier, contrastive, bessel) in choices {
+    let mut supcon_losses = Vec::new();
+    for (name, classifier, contrastive, bessel, queue) in choices {
         let mut r = recipe();
         (r.epochs, r.milestones) = (2, vec![1]);
-        (r.classifier_loss, r.contrastive_loss, r.bessel) = (classifier, contrastive, bessel);
+        (r.classifier_loss, r.contrastive_loss, r.bessel, r.supcon_queue) = (classifier, contrastive, bessel, queue);
         let epochs = trains_and_resumes_exactly(&r, name);
+        if contrastive == ContrastiveLoss::Supcon {
+            supcon_losses.push(epochs[0].proco_loss_train);
+        }
         for e in &epochs {
             assert!(e.ce_loss_train.is_finite() && e.ce_loss_train > 0.0, "{name}: {e:?}");
             match contrastive {
@@ -184,6 +194,8 @@ fn every_loss_choice_trains_and_resumes() {
             }
         }
     }
+    // The queue's rows join every later step's contrast set: more negatives, a larger loss.
+    assert!(supcon_losses[1] > supcon_losses[0] + 1e-3, "SupCon without and with its queue: {supcon_losses:?}");
 }
 
 #[test]

@@ -7,11 +7,13 @@ mod bcl;
 mod branch;
 mod logit_adjusted;
 mod proco;
+mod queue;
 mod supcon;
 
 use serde::{Deserialize, Serialize};
 
 pub use bcl::BclLoss;
+pub use queue::FeatureQueue;
 pub use supcon::{ContrastSet, Positives, SupConLoss};
 
 pub use branch::{BranchOutput, BranchPhases, ProCoBranch, StatisticsReducer};

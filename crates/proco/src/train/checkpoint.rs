@@ -4,7 +4,8 @@
 //! older epoch directories removed.
 //!
 //! Contents: `model.safetensors` (parameters and BatchNorm statistics), `optimizer.safetensors`
-//! (momentum buffers), `estimator.safetensors` (the two vMF estimators, f64), `state.json`
+//! (momentum buffers), `estimator.safetensors` (the two vMF estimators, f64),
+//! `queue.safetensors` (SupCon's memory queue, where the recipe keeps one), `state.json`
 //! (next epoch, best epoch, class count). Random state needs no saving: every generator is
 //! derived from the recipe's seed and the epoch.
 
@@ -17,6 +18,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
 use crate::estimator::{EstimatorPair, VmfEstimator};
+use crate::train::loss_state::LossState;
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::ShotAccuracy;
 use crate::train::sgd::Sgd;
@@ -105,16 +107,20 @@ pub fn write_model(net: &TwoBranchNet, path: &Path) -> Result<()> {
 }
 
 /// Writes the checkpoint of a finished epoch and makes it the latest.
-pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, estimators: &EstimatorPair, state: &TrainState) -> Result<PathBuf> {
+pub fn save(run_dir: &Path, net: &TwoBranchNet, sgd: &Sgd, loss: &LossState, state: &TrainState) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
     let dir = root.join(format!("epoch-{:04}", state.next_epoch));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(ProcoError::io_at(&dir))?;
     write_model(net, &dir.join("model.safetensors"))?;
     write_tensors(sgd.buffers(), &dir.join("optimizer.safetensors"))?;
-    let mut est = estimator_tensors("previous", estimators.previous())?;
-    est.extend(estimator_tensors("current", estimators.current())?);
+    let mut est = estimator_tensors("previous", loss.estimators.previous())?;
+    est.extend(estimator_tensors("current", loss.estimators.current())?);
     Tensor::write_safetensors(&est, dir.join("estimator.safetensors"))?;
+    if let Some(queue) = &loss.queue {
+        let (features, labels) = queue.to_host()?;
+        Tensor::write_safetensors(&[("features", features), ("labels", labels)], dir.join(QUEUE_FILE))?;
+    }
     let state_path = dir.join("state.json");
     let text = serde_json::to_string_pretty(state).map_err(|e| corrupt(&state_path, e))?;
     fs::write(&state_path, text).map_err(ProcoError::io_at(&state_path))?;
@@ -178,8 +184,12 @@ pub fn load_model(dir: &Path, net: &mut TwoBranchNet) -> Result<TrainState> {
     Ok(state)
 }
 
-/// Loads everything needed to continue training.
-pub fn load_all(dir: &Path, net: &mut TwoBranchNet, sgd: &mut Sgd) -> Result<(TrainState, EstimatorPair)> {
+/// The file of SupCon's memory queue in a checkpoint.
+const QUEUE_FILE: &str = "queue.safetensors";
+
+/// Loads everything needed to continue training: the weights into `net`, the momentum into
+/// `sgd`, the estimators (and the queue, where `loss` keeps one) into `loss`.
+pub fn load_all(dir: &Path, net: &mut TwoBranchNet, sgd: &mut Sgd, loss: &mut LossState) -> Result<TrainState> {
     let state = load_model(dir, net)?;
     let device = net.vs.device();
     let opt_path = dir.join("optimizer.safetensors");
@@ -188,6 +198,14 @@ pub fn load_all(dir: &Path, net: &mut TwoBranchNet, sgd: &mut Sgd) -> Result<(Tr
     sgd.set_buffers(buffers);
     let est_path = dir.join("estimator.safetensors");
     let est: BTreeMap<String, Tensor> = Tensor::read_safetensors(&est_path).map_err(|e| corrupt(&est_path, e))?.into_iter().collect();
-    let pair = EstimatorPair::from_parts(estimator_from(&est, "previous", &est_path)?, estimator_from(&est, "current", &est_path)?);
-    Ok((state, pair))
+    loss.estimators = EstimatorPair::from_parts(estimator_from(&est, "previous", &est_path)?, estimator_from(&est, "current", &est_path)?);
+    if let Some(queue) = loss.queue.as_mut() {
+        let path = dir.join(QUEUE_FILE);
+        let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&path).map_err(|e| corrupt(&path, e))?.into_iter().collect();
+        let (Some(features), Some(labels)) = (saved.get("features"), saved.get("labels")) else {
+            return Err(corrupt(&path, "the queue's features or labels are missing"));
+        };
+        queue.restore(features, labels).map_err(|e| corrupt(&path, e))?;
+    }
+    Ok(state)
 }

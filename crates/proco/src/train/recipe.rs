@@ -95,6 +95,12 @@ pub struct Recipe {
     /// and BCL use `temperature` too.
     #[serde(default)]
     pub contrastive_loss: ContrastiveLoss,
+    /// SupCon only: rows of earlier steps' contrastive features (both views, detached) kept
+    /// in a first-in first-out queue as extra contrast samples of every anchor; 0 (the
+    /// default) contrasts within the batch alone, as Khosla et al. train. Saved with each
+    /// checkpoint. A few thousand rows cost a few MB and one K x (2N + queue) product a step.
+    #[serde(default)]
+    pub supcon_queue: usize,
     /// Bessel numerics of the ProCo loss: `exact`, or `authors` (their recurrence, which
     /// drifts past kappa ~ nu^2 / 8), to measure what exact maths changes.
     #[serde(default)]
@@ -198,6 +204,7 @@ impl Recipe {
             alpha: 1.0,
             classifier_loss: ClassifierLoss::LogitAdjusted,
             contrastive_loss: ContrastiveLoss::Proco,
+            supcon_queue: 0,
             bessel: BesselRoute::Exact,
             stages: Stages::One,
             linear_epochs: linear_epochs_default(),
@@ -236,6 +243,7 @@ impl Recipe {
             alpha: 1.0,
             classifier_loss: ClassifierLoss::LogitAdjusted,
             contrastive_loss: ContrastiveLoss::Proco,
+            supcon_queue: 0,
             bessel: BesselRoute::Exact,
             stages: Stages::One,
             linear_epochs: linear_epochs_default(),
@@ -376,6 +384,9 @@ impl Recipe {
                 return bad("two-stage training learns the representation with the contrastive loss: choose proco, supcon or bcl, or stages = \"one\"".into());
             }
         }
+        if self.supcon_queue > 0 && self.contrastive_loss != ContrastiveLoss::Supcon {
+            return bad(format!("supcon_queue {} is SupCon's memory queue, but the contrastive loss is {}: set contrastive_loss = \"supcon\" or supcon_queue = 0", self.supcon_queue, self.contrastive_loss.as_str()));
+        }
         if self.dataset != DatasetKind::Cifar10 && self.dataset != DatasetKind::Cifar100 && self.imbalance_ratio != 1.0 {
             return bad(format!("imbalance_ratio {} applies to CIFAR only: list files and folders are trained as they are", self.imbalance_ratio));
         }
@@ -508,6 +519,11 @@ mod tests {
         assert!(r.merge_toml("limit = 0").is_err());
         assert!(r.merge_toml("milestones = [500]").is_err());
         assert!(r.merge_toml("lr = -1.0").is_err());
+        // SupCon's queue belongs to SupCon; a recipe saved before the field had none.
+        assert_eq!(r.merge_toml("contrastive_loss = \"supcon\"\nsupcon_queue = 4096").unwrap().supcon_queue, 4096);
+        assert!(r.merge_toml("supcon_queue = 4096").unwrap_err().to_string().contains("set contrastive_loss = \"supcon\" or supcon_queue = 0"));
+        let old = r.to_toml().unwrap().lines().filter(|l| !l.starts_with("supcon_queue")).collect::<Vec<_>>().join("\n");
+        assert_eq!(Recipe::from_toml(&old).unwrap(), r);
         for field in ["lr", "temperature", "alpha", "weight_decay", "imbalance_ratio"] {
             assert!(r.merge_toml(&format!("{field} = inf")).is_err(), "{field} = inf");
             assert!(r.merge_toml(&format!("{field} = nan")).is_err(), "{field} = nan");

@@ -13,8 +13,9 @@ use crate::data::Dataset;
 use crate::distributed::{Backend, Distributed, ReduceOp, WorldSpec};
 use crate::error::{ProcoError, Result};
 use crate::estimator::EstimatorPair;
+use crate::train::loss_state::LossState;
 use crate::loader::{Loader, LoaderConfig, SampleTransform, Shard};
-use crate::loss::{BclLoss, ClassifierLoss, ContrastiveLoss, LogPrior, LogitAdjustedCe, ProCoBranch, SupConLoss};
+use crate::loss::{BclLoss, ClassifierLoss, ContrastiveLoss, FeatureQueue, LogPrior, LogitAdjustedCe, ProCoBranch, SupConLoss};
 use crate::model::TwoBranchNet;
 use crate::train::accuracy::{shot_accuracy, ShotAccuracy};
 use crate::calibration::{Calibration, ConfusionMatrix};
@@ -349,10 +350,11 @@ impl Objective {
 
     /// The contrastive loss of a step's features `z` (3N x p, view-major) with labels `y`:
     /// the loss, and ProCo's mean contrast logits (N x C) for the training prediction.
-    fn contrastive_loss(&self, net: &TwoBranchNet, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair, dist: Option<&mut Distributed>) -> Result<(Tensor, Option<Vec<f64>>)> {
+    fn contrastive_loss(&self, net: &TwoBranchNet, z: &Tensor, y: &Tensor, state: &mut LossState, dist: Option<&mut Distributed>) -> Result<(Tensor, Option<Vec<f64>>)> {
         let n = y.size().first().copied().unwrap_or(0);
         match &self.contrastive {
             Contrastive::ProCo(branch) => {
+                let estimators = &mut state.estimators;
                 let out = match dist {
                     Some(d) => branch.forward_reduced(z, y, estimators, &mut Default::default(), &mut |stats| d.all_reduce_statistics(stats))?,
                     None => branch.forward(z, y, estimators)?,
@@ -362,7 +364,12 @@ impl Objective {
             Contrastive::SupCon(loss) => {
                 let views = z.f_narrow(0, n, 2 * n)?;
                 let labels = Tensor::f_cat(&[y, y], 0)?;
-                Ok((loss.loss(&views, &labels, self.num_classes, None)?, None))
+                let value = loss.loss(&views, &labels, self.num_classes, state.queue.as_ref().and_then(FeatureQueue::contrast_set))?;
+                // This step's views join the queue after its loss: the next steps meet them.
+                if let Some(queue) = state.queue.as_mut() {
+                    queue.push(&views, &labels)?;
+                }
+                Ok((value, None))
             }
             Contrastive::Bcl(loss) => Ok((loss.loss(&z.f_narrow(0, n, 2 * n)?, y, &net.prototypes(true)?)?, None)),
             Contrastive::None => Ok((Tensor::f_zeros([], (z.kind(), z.device()))?, None)),
@@ -423,13 +430,13 @@ pub struct StepOutcome {
 pub fn train_step(
     net: &TwoBranchNet,
     sgd: &mut Sgd,
-    estimators: &mut EstimatorPair,
+    state: &mut LossState,
     objective: &Objective,
     x: &Tensor,
     y: &Tensor,
     at: StepPosition,
 ) -> Result<StepOutcome> {
-    train_step_sharded(net, sgd, estimators, objective, x, y, at, None)
+    train_step_sharded(net, sgd, state, objective, x, y, at, None)
 }
 
 /// Gradient buckets of data-parallel training: 25 MB, DDP's default.
@@ -443,7 +450,7 @@ const GRADIENT_BUCKET_BYTES: usize = 25 << 20;
 pub fn train_step_sharded(
     net: &TwoBranchNet,
     sgd: &mut Sgd,
-    estimators: &mut EstimatorPair,
+    state: &mut LossState,
     objective: &Objective,
     x: &Tensor,
     y: &Tensor,
@@ -465,7 +472,7 @@ pub fn train_step_sharded(
         return Err(ProcoError::Diverged { epoch, step, what: "the network output".into() });
     }
     let logits1 = logits.f_narrow(0, 0, n)?;
-    let (proco_loss, contrast) = objective.contrastive_loss(net, &z, y, estimators, dist.as_deref_mut())?;
+    let (proco_loss, contrast) = objective.contrastive_loss(net, &z, y, state, dist.as_deref_mut())?;
     // The representation stage trains the contrastive loss alone.
     let (ce_loss, loss) = match stage {
         Stage::Representation => (None, proco_loss.shallow_clone()),
@@ -647,14 +654,15 @@ fn check_run_data(recipe: &Recipe, data: &RunData) -> Result<()> {
     Ok(())
 }
 
-/// A run in progress: its network, optimiser, estimators, bookkeeping and sinks.
+/// A run in progress: its network, optimiser, loss state, bookkeeping and sinks.
 struct Run<'a> {
     recipe: &'a Recipe,
     data: &'a RunData,
     options: &'a RunOptions,
     net: TwoBranchNet,
     sgd: Sgd,
-    estimators: EstimatorPair,
+    /// ProCo's estimators, SupCon's queue.
+    loss: LossState,
     state: TrainState,
     objective: Objective,
     loader: Loader,
@@ -692,8 +700,7 @@ impl<'a> Run<'a> {
         let num_classes = data.class_counts.len();
         let mut net = TwoBranchNet::new(&recipe.model(), num_classes, options.device)?;
         let mut sgd = Sgd::new(recipe.momentum, recipe.weight_decay);
-        let mut rng = StdRng::seed_from_u64(recipe.seed);
-        let mut estimators = EstimatorPair::new(num_classes, recipe.feature_dim, &mut rng)?;
+        let mut loss = LossState::new(recipe, num_classes, options.device)?;
         let mut state = TrainState { next_epoch: 0, num_classes, best: None };
         let (mut log, mut tb) = (None, None);
         if leader {
@@ -713,9 +720,7 @@ impl<'a> Run<'a> {
             let jsonl = JsonlLog::new(dir.join("metrics.jsonl"));
             if options.resume {
                 let ckpt = existing.ok_or_else(|| ProcoError::InvalidConfig { reason: format!("nothing to resume: {} has no checkpoint yet", dir.display()) })?;
-                let (s, e) = checkpoint::load_all(&ckpt, &mut net, &mut sgd)?;
-                state = s;
-                estimators = e;
+                state = checkpoint::load_all(&ckpt, &mut net, &mut sgd, &mut loss)?;
                 jsonl.truncate_from_epoch(state.next_epoch as u64)?;
             } else {
                 // A fresh run (or one that crashed before its first checkpoint) starts a fresh log.
@@ -726,7 +731,7 @@ impl<'a> Run<'a> {
         }
         let objective = Objective::new(recipe, &data.class_counts)?;
         let loader = Loader::new(data.train.clone(), data.train_transform.clone(), Self::loader_config(recipe, shard))?;
-        Ok(Self { recipe, data, options, net, sgd, estimators, state, objective, loader, log, tb, dist: None })
+        Ok(Self { recipe, data, options, net, sgd, loss, state, objective, loader, log, tb, dist: None })
     }
 
     fn loader_config(recipe: &Recipe, shard: Shard) -> LoaderConfig {
@@ -759,14 +764,16 @@ impl<'a> Run<'a> {
             d.broadcast_from_leader(&mut buffers)?;
             self.sgd.set_buffers(names.into_iter().zip(buffers).collect());
         }
-        let (c, p) = (self.estimators.previous().num_classes(), self.estimators.previous().dim());
+        // SupCon (and its queue) is refused on more than one rank: only the estimators travel.
+        let estimators = &self.loss.estimators;
+        let (c, p) = (estimators.previous().num_classes(), estimators.previous().dim());
         let leaders = |e: &crate::estimator::VmfEstimator, d: &mut Distributed| -> Result<crate::estimator::VmfEstimator> {
             let (mut means, mut counts) = (e.means().to_vec(), e.counts().to_vec());
             d.broadcast_values(&mut means)?;
             d.broadcast_values(&mut counts)?;
             crate::estimator::VmfEstimator::from_state(c, p, means, counts)
         };
-        self.estimators = EstimatorPair::from_parts(leaders(self.estimators.previous(), d)?, leaders(self.estimators.current(), d)?);
+        self.loss.estimators = EstimatorPair::from_parts(leaders(estimators.previous(), d)?, leaders(estimators.current(), d)?);
         Ok(())
     }
 
@@ -798,7 +805,7 @@ impl<'a> Run<'a> {
         let lr = recipe.lr_at(epoch);
         let stage = recipe.stage_of(epoch);
         self.enter_stage(epoch)?;
-        self.estimators.start_epoch(&mut estimator_rng(recipe.seed, epoch))?;
+        self.loss.estimators.start_epoch(&mut estimator_rng(recipe.seed, epoch))?;
         let batches = self.loader.batches_per_epoch();
         progress(Progress::EpochStart { epoch, lr, batches });
         let (mut ce_sum, mut proco_sum, mut correct, mut seen) = (0.0, 0.0, 0usize, 0usize);
@@ -810,7 +817,7 @@ impl<'a> Run<'a> {
             let size = batch.views.size();
             let x = batch.views.f_view([3 * n, size[2], size[3], size[4]])?.f_to_device(device)?;
             let y = batch.labels.f_to_device(device)?;
-            let out = train_step_sharded(&self.net, &mut self.sgd, &mut self.estimators, &self.objective, &x, &y, StepPosition { epoch, step, lr }, self.dist.as_mut())?;
+            let out = train_step_sharded(&self.net, &mut self.sgd, &mut self.loss, &self.objective, &x, &y, StepPosition { epoch, step, lr }, self.dist.as_mut())?;
             ce_sum += out.ce_loss * n as f64;
             proco_sum += out.proco_loss * n as f64;
             match out.correct {
@@ -876,7 +883,7 @@ impl<'a> Run<'a> {
             steps: self.dist.as_ref().map(|_| batches),
             collective_seconds: comm.map(|c| c.all.as_secs_f64()),
             gradient_allreduce_seconds: comm.map(|c| c.gradients.as_secs_f64()),
-            kappa: (self.objective.uses_estimators() && stage != Stage::Linear).then(|| crate::estimator::KappaDistribution::of(self.estimators.previous())),
+            kappa: (self.objective.uses_estimators() && stage != Stage::Linear).then(|| crate::estimator::KappaDistribution::of(self.loss.estimators.previous())),
         })
     }
 
@@ -916,7 +923,7 @@ impl<'a> Run<'a> {
         if self.state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
             save_best(dir, &self.net, &self.state)?;
         }
-        checkpoint::save(dir, &self.net, &self.sgd, &self.estimators, &self.state)?;
+        checkpoint::save(dir, &self.net, &self.sgd, &self.loss, &self.state)?;
         Ok(())
     }
 }
