@@ -33,6 +33,7 @@ pub mod loss;
 pub mod model;
 pub mod openmp;
 pub mod parallel;
+pub mod pickle;
 pub mod pipeline;
 pub mod plot;
 pub mod train;

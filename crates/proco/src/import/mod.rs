@@ -1,9 +1,8 @@
 //! The authors' released checkpoints (`.pth.tar`: a torch zip archive whose pickle holds
 //! `state_dict` with DataParallel's `module.` prefixes, `best_acc1`, the optimizer, and
 //! pickled objects such as their `criterion_scl`) loaded into our networks, without running
-//! any of the pickle's code ([`pickle`]).
+//! any of the pickle's code ([`crate::pickle`]).
 
-pub mod pickle;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
 use crate::model::{Arch, ClassifierKind, ModelConfig, Precision, TwoBranchNet};
-use pickle::{StorageKind, TensorRef, Value};
+use crate::pickle::{self, StorageKind, TensorRef, Value};
 
 /// What an imported checkpoint held besides the weights.
 #[derive(Debug)]

@@ -1,9 +1,12 @@
-//! A pickle reader that never runs code: the opcodes build plain values, and a GLOBAL names
-//! a callable without importing it. Only the rebuild functions of torch's tensors and plain
-//! containers are applied; any other GLOBAL, called (REDUCE) or instantiated (NEWOBJ), becomes
-//! an [`Value::Opaque`] placeholder that records what the file asked for and is never
-//! called. Written here because no Rust crate reads torch's pickles with that guarantee
-//! (`serde-pickle` refuses GLOBAL outright, which rejects every torch checkpoint).
+//! The one pickle reader of the crate, and it never runs code: the opcodes build plain
+//! values, and a GLOBAL names a callable without importing it. Only the rebuild functions of
+//! torch's tensors and plain containers are applied; any other GLOBAL, called (REDUCE) or
+//! instantiated (NEWOBJ), becomes an [`Value::Opaque`] placeholder that records what the file
+//! asked for and is never called. Its users interpret the tree they expect: the authors'
+//! checkpoints ([`crate::import`]) and CIFAR's python batches, whose numpy arrays are opaque
+//! `_reconstruct` calls here ([`crate::data::pickle`]). Written here because no Rust crate
+//! reads such pickles with that guarantee (`serde-pickle` refuses GLOBAL outright, which
+//! rejects every torch checkpoint and every numpy array).
 
 use std::collections::HashMap;
 
@@ -128,10 +131,11 @@ pub enum Value {
 }
 
 impl Value {
-    /// The value of `key` in a dict with string keys.
+    /// The value of `key` in a dict with string keys; of a repeated key, the last, as Python
+    /// keeps it.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Dict(items) => items.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v),
+            Value::Dict(items) => items.iter().rev().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -195,6 +199,16 @@ pub enum PickleError {
     /// The stream ended inside an opcode or before STOP.
     #[error("the pickle ends early (at byte {0}); the file is truncated")]
     Truncated(usize),
+    /// A string or bytes opcode announces more bytes than the file has left.
+    #[error("a length of {len} bytes at byte {at} exceeds the {left} bytes left; the file is truncated or damaged")]
+    LengthExceeds {
+        /// Position of the opcode.
+        at: usize,
+        /// The announced length.
+        len: u64,
+        /// Bytes after the length field.
+        left: usize,
+    },
     /// An opcode this reader does not know.
     #[error("unsupported pickle opcode 0x{op:02x} at byte {at}")]
     Unsupported {
@@ -308,6 +322,15 @@ impl<'a> Machine<'a> {
         Ok(s)
     }
 
+    /// `n` bytes announced by the length field of the opcode at `at`.
+    fn take_len(&mut self, at: usize, n: u64) -> Result<&'a [u8], PickleError> {
+        let left = self.data.len() - self.pos;
+        match usize::try_from(n) {
+            Ok(n) if n <= left => self.take(n),
+            _ => Err(PickleError::LengthExceeds { at, len: n, left }),
+        }
+    }
+
     fn u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.take(1)?[0])
     }
@@ -371,8 +394,8 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn unicode(&mut self, n: usize) -> Result<(), PickleError> {
-        let b = self.take(n)?;
+    fn unicode(&mut self, at: usize, n: u64) -> Result<(), PickleError> {
+        let b = self.take_len(at, n)?;
         let s = String::from_utf8(b.to_vec()).map_err(|_| PickleError::Malformed { at: self.pos, reason: "a string is not UTF-8".into() })?;
         self.leaf(Value::Str(s));
         Ok(())
@@ -396,7 +419,10 @@ impl<'a> Machine<'a> {
             let op = self.u8()?;
             match op {
                 0x80 => {
-                    self.u8()?; // PROTO
+                    let v = self.u8()?;
+                    if v > 5 {
+                        return Err(PickleError::Malformed { at, reason: format!("unknown pickle protocol {v} (Python writes 0 to 5)") });
+                    }
                 }
                 0x95 => {
                     self.le_u64()?; // FRAME
@@ -429,8 +455,8 @@ impl<'a> Machine<'a> {
                     self.leaf(Value::Int(i64::from(u16::from_le_bytes([b[0], b[1]]))));
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a { usize::from(self.u8()?) } else { self.le_u32()? as usize };
-                    let b = self.take(n)?.to_vec();
+                    let n = if op == 0x8a { u64::from(self.u8()?) } else { u64::from(self.le_u32()?) };
+                    let b = self.take_len(at, n)?.to_vec();
                     let v = if b.is_empty() {
                         Value::Int(0)
                     } else if b.len() <= 8 {
@@ -465,27 +491,33 @@ impl<'a> Machine<'a> {
                     self.leaf(Value::Float(v));
                 }
                 b'X' => {
-                    let n = self.le_u32()? as usize;
-                    self.unicode(n)?;
+                    let n = self.le_u32()?;
+                    self.unicode(at, u64::from(n))?;
                 }
                 0x8c => {
-                    let n = usize::from(self.u8()?);
-                    self.unicode(n)?;
+                    let n = self.u8()?;
+                    self.unicode(at, u64::from(n))?;
                 }
                 0x8d => {
-                    let n = usize::try_from(self.le_u64()?).map_err(|_| PickleError::Truncated(at))?;
-                    self.unicode(n)?;
+                    let n = self.le_u64()?;
+                    self.unicode(at, n)?;
                 }
                 b'T' | b'U' | b'B' | b'C' | 0x8e => {
                     let n = match op {
-                        b'T' | b'B' => self.le_u32()? as usize,
-                        b'U' | b'C' => usize::from(self.u8()?),
-                        _ => usize::try_from(self.le_u64()?).map_err(|_| PickleError::Truncated(at))?,
+                        // BINSTRING's length is signed, as Python's pickle reads it.
+                        b'T' => {
+                            let n = self.le_u32()? as i32;
+                            u64::try_from(n).map_err(|_| PickleError::Malformed { at, reason: format!("negative string length {n}") })?
+                        }
+                        b'B' => u64::from(self.le_u32()?),
+                        b'U' | b'C' => u64::from(self.u8()?),
+                        _ => self.le_u64()?,
                     };
-                    let b = self.take(n)?.to_vec();
-                    // Python 2 strings (T, U) were text to torch; bytes (B, C) stay bytes.
-                    let v = match (op, String::from_utf8(b.clone())) {
-                        (b'T' | b'U', Ok(s)) => Value::Str(s),
+                    let b = self.take_len(at, n)?.to_vec();
+                    // Python 2 strings (T, U) were text to torch (and hold a numpy array's
+                    // bytes in a Python 2 CIFAR batch); bytes (B, C) stay bytes.
+                    let v = match op {
+                        b'T' | b'U' => String::from_utf8(b).map_or_else(|e| Value::Bytes(e.into_bytes()), Value::Str),
                         _ => Value::Bytes(b),
                     };
                     self.leaf(v);
