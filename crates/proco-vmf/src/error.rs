@@ -33,6 +33,25 @@ pub enum VmfError {
         /// What was wrong with it.
         reason: String,
     },
+    /// Features handed to an estimator do not match its shape.
+    #[error("invalid features: {reason}")]
+    InvalidFeatures {
+        /// What was wrong with them.
+        reason: String,
+    },
+    /// A label names a class that does not exist.
+    #[error("invalid labels: {reason}")]
+    InvalidLabels {
+        /// What was wrong with them.
+        reason: String,
+    },
+    /// An estimator state or batch statistics are inconsistent (lengths, non-finite values,
+    /// a mean of norm > 1, statistics of another shape).
+    #[error("invalid estimator state: {reason}")]
+    InvalidEstimator {
+        /// What was wrong with it.
+        reason: String,
+    },
     /// A [`crate::parallel::Parallel`] runner returned without completing every job it was
     /// given (a job skipped, or a panic swallowed); the outputs are incomplete.
     #[error("the parallel runner completed {completed} of {jobs} jobs of the ProCo pass; it must run every job exactly once and let panics reach the caller")]

@@ -16,6 +16,7 @@ pub mod bessel;
 pub mod chebyshev;
 pub mod compat;
 pub mod contrast;
+pub mod estimator;
 mod error;
 mod kernels;
 pub mod parallel;

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
-use crate::estimator::{EstimatorPair, VmfEstimator};
+use crate::estimator::{EstimatorPair, TensorUpdate, VmfEstimator};
 use crate::loss::{BesselRoute, LogPrior, ProCoLoss};
 use crate::model::TwoBranchNet;
 use crate::train::recipe::Recipe;

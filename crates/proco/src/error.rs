@@ -84,9 +84,11 @@ pub enum ProcoError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A vMF computation rejected its input.
+    /// A vMF computation rejected its input (features, labels and estimator states that
+    /// `proco-vmf` refuses arrive as [`ProcoError::InvalidFeatures`],
+    /// [`ProcoError::InvalidLabels`] and [`ProcoError::InvalidConfig`]).
     #[error(transparent)]
-    Vmf(#[from] VmfError),
+    Vmf(VmfError),
     /// LibTorch reported an error (device, dtype or shape problem).
     #[error("LibTorch error: {0}")]
     Torch(#[from] tch::TchError),
@@ -147,4 +149,15 @@ pub enum ImageProblem {
         /// The root.
         root: String,
     },
+}
+
+impl From<VmfError> for ProcoError {
+    fn from(e: VmfError) -> Self {
+        match e {
+            VmfError::InvalidFeatures { reason } => ProcoError::InvalidFeatures { reason },
+            VmfError::InvalidLabels { reason } => ProcoError::InvalidLabels { reason },
+            VmfError::InvalidEstimator { reason } => ProcoError::InvalidConfig { reason },
+            other => ProcoError::Vmf(other),
+        }
+    }
 }

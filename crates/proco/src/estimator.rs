@@ -1,315 +1,54 @@
-//! Online estimation of one vMF distribution per class from first moments.
+//! The vMF estimators of ProCo, on LibTorch tensors.
 //!
-//! Each class j keeps a count-weighted running mean m_j of its unit features and a count n_j.
-//! From them: R_j = |m_j|, mu_j = m_j / R_j, kappa_j = p R_j / (1 - R_j^2) (ProCo's closed
-//! form), clamped as the reference does, and logc_j = log I_nu(kappa_j) - nu log kappa_j.
-//!
-//! A batch enters only through its per-class feature sums and counts ([`BatchStatistics`]),
-//! so several devices combine their batches by summing those (an all-reduce of C x p + C
-//! numbers) instead of gathering every feature. The state is kept on the host in f64: C x p
-//! numbers, updated once per view, far too small to be worth a device.
+//! The estimators themselves live on the host in `proco-vmf` ([`proco_vmf::estimator`]: the
+//! running means, kappa with the reference's clamps, the epoch swap); this module sums a
+//! batch of feature tensors into their statistics on the features' device
+//! ([`batch_statistics`]), feeds a batch straight into an estimator ([`TensorUpdate`]), and
+//! summarises the concentrations for the metrics ([`KappaDistribution`]).
 
-use proco_vmf::{bessel_order, log_bessel_i_minus_nu_log_x, random_unit_vector};
-use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{ProcoError, Result};
+pub use proco_vmf::estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaFlag, OwnedClassTerms, VmfEstimator, INITIAL_MEAN_NORM, KAPPA_MAX, MAX_MEAN_NORM};
+
+use crate::error::Result;
 use crate::validate;
-use crate::validate::FeatureRows;
 
-/// Upper clamp of the concentration (the reference's value; also used when the formula fails).
-pub const KAPPA_MAX: f64 = 1e5;
-
-/// Largest running-mean norm accepted by [`VmfEstimator::from_state`] (1 plus rounding slack).
-pub const MAX_MEAN_NORM: f64 = 1.0 + 1e-6;
-
-/// Norm of the initial mean of every class (the reference's 0.9, so kappa starts at p*90/19).
-pub const INITIAL_MEAN_NORM: f64 = 0.9;
-
-/// How a class's concentration was obtained, mirroring the reference's clamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KappaFlag {
-    /// kappa = p R / (1 - R^2) was finite and at most [`KAPPA_MAX`].
-    Ok,
-    /// The formula exceeded [`KAPPA_MAX`] and was clamped to it.
-    ClampHigh,
-    /// R > 1 (possible only through rounding) made the formula negative; set to [`KAPPA_MAX`].
-    NegativeSetToMax,
-    /// 1 - R^2 was exactly 0; set to [`KAPPA_MAX`].
-    InfSetToMax,
+/// Sums the features of each class on the features' device (in f64) and brings the C x p
+/// sums and C counts to the host. Validates shapes, finiteness, unit norms and labels.
+pub fn batch_statistics(features: &Tensor, labels: &Tensor, num_classes: usize, p: usize) -> Result<BatchStatistics> {
+    let n = validate::unit_features(features, p)?;
+    validate::labels(labels, n, num_classes)?;
+    let device = features.device();
+    let feats = features.detach().f_to_kind(Kind::Double)?;
+    let sums = Tensor::f_zeros([num_classes as i64, p as i64], (Kind::Double, device))?.f_index_add(0, labels, &feats)?;
+    let ones = Tensor::f_ones([n], (Kind::Double, device))?;
+    let counts = Tensor::f_zeros([num_classes as i64], (Kind::Double, device))?.f_index_add(0, labels, &ones)?;
+    let sums = Vec::<f64>::try_from(&sums.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
+    let counts = Vec::<f64>::try_from(&counts.f_to_device(Device::Cpu)?)?;
+    Ok(BatchStatistics::from_sums(num_classes, p, sums, counts)?)
 }
 
-impl KappaFlag {
-    /// The name used in the golden files (`ok`, `clamp_high`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KappaFlag::Ok => "ok",
-            KappaFlag::ClampHigh => "clamp_high",
-            KappaFlag::NegativeSetToMax => "negative_set_to_max",
-            KappaFlag::InfSetToMax => "inf_set_to_max",
-        }
-    }
+/// Folding a batch of feature tensors into an estimator.
+pub trait TensorUpdate {
+    /// Computes the batch's statistics ([`batch_statistics`]) and folds them in; returns them
+    /// for reuse (for example to update a second estimator with the same batch).
+    fn update(&mut self, features: &Tensor, labels: &Tensor) -> Result<BatchStatistics>;
 }
 
-/// The vMF parameters of one class derived from its running mean.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ClassConcentration {
-    /// Mean resultant length |m_j|.
-    pub r: f64,
-    /// Concentration after clamping.
-    pub kappa: f64,
-    /// How kappa was obtained.
-    pub flag: KappaFlag,
-    /// log I_nu(kappa) - nu log kappa, the class's log-normaliser term in the ProCo logit.
-    pub logc: f64,
-}
-
-/// kappa from |m|^2 with the reference's clamps. `r2` is the squared norm (1 - r2 is formed
-/// from it directly, which is more accurate than squaring R again).
-fn clamped_kappa(p: usize, r2: f64) -> (f64, KappaFlag) {
-    let denom = 1.0 - r2;
-    if denom == 0.0 {
-        return (KAPPA_MAX, KappaFlag::InfSetToMax);
-    }
-    let kappa = p as f64 * r2.sqrt() / denom;
-    if kappa < 0.0 {
-        (KAPPA_MAX, KappaFlag::NegativeSetToMax)
-    } else if kappa > KAPPA_MAX {
-        (KAPPA_MAX, KappaFlag::ClampHigh)
-    } else {
-        (kappa, KappaFlag::Ok)
-    }
-}
-
-/// |m|^2 with Neumaier's compensated summation: kappa amplifies the error of |m|^2 by
-/// 2 R^2 / (1 - R^2), and a plain sum of p = 1024 squares already loses several ulps.
-fn sum_of_squares(m: &[f64]) -> f64 {
-    let (mut sum, mut comp) = (0.0_f64, 0.0_f64);
-    for v in m {
-        let sq = v * v;
-        let t = sum + sq;
-        comp += if sum.abs() >= sq { (sum - t) + sq } else { (sq - t) + sum };
-        sum = t;
-    }
-    sum + comp
-}
-
-/// Per-class feature sums and counts of one batch (or of several, merged): everything an
-/// estimator update needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchStatistics {
-    num_classes: usize,
-    p: usize,
-    sums: Vec<f64>,
-    counts: Vec<f64>,
-}
-
-impl BatchStatistics {
-    /// Sums the features of each class on the features' device (in f64) and brings the
-    /// C x p sums and C counts to the host. Validates shapes, finiteness, unit norms and labels.
-    pub fn from_batch(features: &Tensor, labels: &Tensor, num_classes: usize, p: usize) -> Result<Self> {
-        let n = validate::unit_features(features, p)?;
-        validate::labels(labels, n, num_classes)?;
-        let device = features.device();
-        let feats = features.detach().f_to_kind(Kind::Double)?;
-        let sums = Tensor::f_zeros([num_classes as i64, p as i64], (Kind::Double, device))?.f_index_add(0, labels, &feats)?;
-        let ones = Tensor::f_ones([n], (Kind::Double, device))?;
-        let counts = Tensor::f_zeros([num_classes as i64], (Kind::Double, device))?.f_index_add(0, labels, &ones)?;
-        Ok(Self {
-            num_classes,
-            p,
-            sums: Vec::<f64>::try_from(&sums.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?,
-            counts: Vec::<f64>::try_from(&counts.f_to_device(Device::Cpu)?)?,
-        })
-    }
-
-    /// The same statistics from features already on the host: `features` N x p row-major
-    /// (validated unit rows, see [`validate::unit_features_to_host`]), `labels` N indices.
-    /// Sums in row order (as the device path does on a CPU).
-    pub fn from_host(features: &[f64], labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
-        Self::from_rows(FeatureRows::F64(features), labels, num_classes, p)
-    }
-
-    /// [`Self::from_host`] for f32 or f64 rows (f32 ones give the statistics of their exact
-    /// f64 widening, without making it).
-    pub fn from_rows(features: FeatureRows<'_>, labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
-        match features {
-            FeatureRows::F32(v) => Self::sum_rows(v, labels, num_classes, p),
-            FeatureRows::F64(v) => Self::sum_rows(v, labels, num_classes, p),
-        }
-    }
-
-    fn sum_rows<T: Copy + Into<f64>>(features: &[T], labels: &[usize], num_classes: usize, p: usize) -> Result<Self> {
-        if p == 0 || features.len() != labels.len() * p {
-            return Err(ProcoError::InvalidFeatures { reason: format!("{} values for {} samples of dimension {p}", features.len(), labels.len()) });
-        }
-        let mut sums = vec![0.0; num_classes * p];
-        let mut counts = vec![0.0; num_classes];
-        for (row, &l) in features.chunks_exact(p).zip(labels) {
-            if l >= num_classes {
-                return Err(ProcoError::InvalidLabels { reason: format!("label {l} is outside 0..{num_classes}") });
-            }
-            sums[l * p..(l + 1) * p].iter_mut().zip(row).for_each(|(s, &v)| *s += v.into());
-            counts[l] += 1.0;
-        }
-        Ok(Self { num_classes, p, sums, counts })
-    }
-
-    /// Adds another device's statistics for the same step (the all-reduce of data parallelism).
-    pub fn merge(&mut self, other: &BatchStatistics) -> Result<()> {
-        if (self.num_classes, self.p) != (other.num_classes, other.p) {
-            return Err(ProcoError::InvalidConfig {
-                reason: format!(
-                    "cannot merge statistics of {} classes x {} dims with {} x {}",
-                    self.num_classes, self.p, other.num_classes, other.p
-                ),
-            });
-        }
-        self.sums.iter_mut().zip(&other.sums).for_each(|(a, b)| *a += b);
-        self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
-        Ok(())
-    }
-
-    /// Replaces the sums (C x p) and counts (C) with reduced ones of the same sizes, e.g. the
-    /// all-reduce over the ranks of data-parallel training.
-    pub fn set(&mut self, sums: &[f64], counts: &[f64]) -> Result<()> {
-        if sums.len() != self.sums.len() || counts.len() != self.counts.len() {
-            return Err(ProcoError::InvalidConfig { reason: format!("reduced statistics of {} sums and {} counts for {} classes x {} dims", sums.len(), counts.len(), self.num_classes, self.p) });
-        }
-        self.sums.copy_from_slice(sums);
-        self.counts.copy_from_slice(counts);
-        Ok(())
-    }
-
-    /// Number of samples of each class in the batch.
-    pub fn counts(&self) -> &[f64] {
-        &self.counts
-    }
-
-    /// Per-class feature sums, C x p row-major.
-    pub fn sums(&self) -> &[f64] {
-        &self.sums
-    }
-}
-
-/// Running vMF estimates for every class (see the module notes).
-#[derive(Debug, Clone, PartialEq)]
-pub struct VmfEstimator {
-    num_classes: usize,
-    p: usize,
-    means: Vec<f64>,
-    counts: Vec<f64>,
-}
-
-impl VmfEstimator {
-    /// The reference's initial state: every mean is 0.9 times a random unit vector, every count 0.
-    pub fn new<R: Rng + ?Sized>(num_classes: usize, p: usize, rng: &mut R) -> Result<Self> {
-        bessel_order(p)?;
-        if num_classes == 0 {
-            return Err(ProcoError::InvalidConfig { reason: "the number of classes must be at least 1".into() });
-        }
-        let means = (0..num_classes).flat_map(|_| random_unit_vector(p, rng)).map(|v| INITIAL_MEAN_NORM * v).collect();
-        Ok(Self { num_classes, p, means, counts: vec![0.0; num_classes] })
-    }
-
-    /// An estimator with the given state: `means` is C x p row-major, `counts` has C entries.
-    pub fn from_state(num_classes: usize, p: usize, means: Vec<f64>, counts: Vec<f64>) -> Result<Self> {
-        bessel_order(p)?;
-        let bad = |reason: String| Err(ProcoError::InvalidConfig { reason });
-        if means.len() != num_classes * p || counts.len() != num_classes {
-            return bad(format!(
-                "estimator state has {} mean entries and {} counts; expected {} x {} and {}",
-                means.len(),
-                counts.len(),
-                num_classes,
-                p,
-                num_classes
-            ));
-        }
-        if means.iter().any(|m| !m.is_finite()) || counts.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
-            return bad("estimator state holds non-finite means or negative counts".into());
-        }
-        // Means of unit vectors have norm <= 1 up to rounding; anything larger is corrupt state.
-        if let Some(j) = means.chunks_exact(p).position(|m| sum_of_squares(m) > MAX_MEAN_NORM * MAX_MEAN_NORM) {
-            return bad(format!("class {j} has a running mean of norm > {MAX_MEAN_NORM}; a mean of unit vectors cannot exceed 1"));
-        }
-        Ok(Self { num_classes, p, means, counts })
-    }
-
-    /// Number of classes C.
-    pub fn num_classes(&self) -> usize {
-        self.num_classes
-    }
-
-    /// Feature dimension p.
-    pub fn dim(&self) -> usize {
-        self.p
-    }
-
-    /// Running means, C x p row-major.
-    pub fn means(&self) -> &[f64] {
-        &self.means
-    }
-
-    /// Number of features seen per class.
-    pub fn counts(&self) -> &[f64] {
-        &self.counts
-    }
-
-    /// The weight each class's batch mean gets: n_batch / (n_batch + n), 0 for absent classes.
-    pub fn update_weights(&self, stats: &BatchStatistics) -> Vec<f64> {
-        stats
-            .counts
-            .iter()
-            .zip(&self.counts)
-            .map(|(&nb, &n)| if nb > 0.0 { nb / (nb + n) } else { 0.0 })
-            .collect()
-    }
-
-    /// Folds a batch's statistics in: m_j <- m_j (1 - w_j) + mean_j w_j, n_j <- n_j + n_batch_j.
-    pub fn apply(&mut self, stats: &BatchStatistics) -> Result<()> {
-        if (stats.num_classes, stats.p) != (self.num_classes, self.p) {
-            return Err(ProcoError::InvalidConfig {
-                reason: format!(
-                    "batch statistics are {} classes x {} dims but the estimator is {} x {}",
-                    stats.num_classes, stats.p, self.num_classes, self.p
-                ),
-            });
-        }
-        let weights = self.update_weights(stats);
-        for (j, &w) in weights.iter().enumerate() {
-            if w == 0.0 {
-                continue;
-            }
-            let nb = stats.counts[j];
-            let row = j * self.p..(j + 1) * self.p;
-            for (m, s) in self.means[row.clone()].iter_mut().zip(&stats.sums[row]) {
-                *m = *m * (1.0 - w) + (s / nb) * w;
-            }
-            self.counts[j] += nb;
-        }
-        Ok(())
-    }
-
-    /// Computes a batch's statistics and folds them in; returns them for reuse (for example
-    /// to update a second estimator with the same batch).
-    pub fn update(&mut self, features: &Tensor, labels: &Tensor) -> Result<BatchStatistics> {
-        let stats = BatchStatistics::from_batch(features, labels, self.num_classes, self.p)?;
+impl TensorUpdate for VmfEstimator {
+    fn update(&mut self, features: &Tensor, labels: &Tensor) -> Result<BatchStatistics> {
+        let stats = batch_statistics(features, labels, self.num_classes(), self.dim())?;
         self.apply(&stats)?;
         Ok(stats)
     }
+}
 
-    /// R, kappa, flag and logc of every class, computed from the current means.
-    pub fn concentrations(&self) -> Vec<ClassConcentration> {
-        let nu = self.p as f64 / 2.0 - 1.0;
-        self.means
-            .chunks_exact(self.p)
-            .map(|m| {
-                let r2 = sum_of_squares(m);
-                let (kappa, flag) = clamped_kappa(self.p, r2);
-                ClassConcentration { r: r2.sqrt(), kappa, flag, logc: log_bessel_i_minus_nu_log_x(nu, kappa) }
-            })
-            .collect()
+impl TensorUpdate for EstimatorPair {
+    /// Updates both estimators with one batch (statistics computed once).
+    fn update(&mut self, features: &Tensor, labels: &Tensor) -> Result<BatchStatistics> {
+        let stats = batch_statistics(features, labels, self.current().num_classes(), self.current().dim())?;
+        self.apply(&stats)?;
+        Ok(stats)
     }
 }
 
@@ -357,56 +96,6 @@ impl KappaDistribution {
     }
 }
 
-/// The two estimators ProCo keeps: `previous` (last epoch's statistics plus the current
-/// epoch's, used for the loss) and `current` (this epoch only, swapped in at the next epoch).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EstimatorPair {
-    previous: VmfEstimator,
-    current: VmfEstimator,
-}
-
-impl EstimatorPair {
-    /// Both estimators in the initial state (independent random directions).
-    pub fn new<R: Rng + ?Sized>(num_classes: usize, p: usize, rng: &mut R) -> Result<Self> {
-        Ok(Self { previous: VmfEstimator::new(num_classes, p, rng)?, current: VmfEstimator::new(num_classes, p, rng)? })
-    }
-
-    /// Rebuilds a pair from saved estimators (for resuming a run).
-    pub fn from_parts(previous: VmfEstimator, current: VmfEstimator) -> Self {
-        Self { previous, current }
-    }
-
-    /// Updates both estimators with one batch (statistics computed once).
-    pub fn update(&mut self, features: &Tensor, labels: &Tensor) -> Result<()> {
-        let stats = self.current.update(features, labels)?;
-        self.previous.apply(&stats)
-    }
-
-    /// Updates both estimators with already-reduced statistics (data-parallel training).
-    pub fn apply(&mut self, stats: &BatchStatistics) -> Result<()> {
-        self.current.apply(stats)?;
-        self.previous.apply(stats)
-    }
-
-    /// Start of an epoch: the finished epoch's estimator becomes `previous`, and a fresh one
-    /// starts accumulating.
-    pub fn start_epoch<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Result<()> {
-        let fresh = VmfEstimator::new(self.current.num_classes, self.current.p, rng)?;
-        self.previous = std::mem::replace(&mut self.current, fresh);
-        Ok(())
-    }
-
-    /// The estimator the loss uses.
-    pub fn previous(&self) -> &VmfEstimator {
-        &self.previous
-    }
-
-    /// The estimator accumulating the current epoch.
-    pub fn current(&self) -> &VmfEstimator {
-        &self.current
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,16 +118,5 @@ mod tests {
         assert!(close(d.authors_drift_from, 1.125));
         assert_eq!(d.classes_past_drift, 10);
         assert!(close(p as f64 * d.median_r / (1.0 - d.median_r * d.median_r), 6.0));
-    }
-
-    #[test]
-    fn f32_rows_give_the_statistics_of_their_widening() {
-        let rows: Vec<f32> = (0..24).map(|k| ((k as f32) * 0.37).sin()).collect();
-        let wide: Vec<f64> = rows.iter().map(|&v| f64::from(v)).collect();
-        let labels = [0, 2, 2, 1, 0, 2];
-        let narrow = BatchStatistics::from_rows(FeatureRows::F32(&rows), &labels, 3, 4).unwrap();
-        assert_eq!(narrow, BatchStatistics::from_host(&wide, &labels, 3, 4).unwrap());
-        assert!(BatchStatistics::from_rows(FeatureRows::F32(&rows[..20]), &labels, 3, 4).is_err());
-        assert!(BatchStatistics::from_rows(FeatureRows::F32(&rows), &[0, 2, 2, 1, 0, 3], 3, 4).is_err());
     }
 }

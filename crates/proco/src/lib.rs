@@ -40,6 +40,6 @@ pub mod train;
 pub mod validate;
 
 pub use error::{ImageProblem, ProcoError, Result};
-pub use estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaDistribution, KappaFlag, VmfEstimator};
+pub use estimator::{BatchStatistics, ClassConcentration, EstimatorPair, KappaDistribution, KappaFlag, TensorUpdate, VmfEstimator};
 pub use loss::{BclLoss, BesselRoute, ContrastLogits, ContrastSet, FeatureQueue, LogPrior, LogitAdjustedCe, Positives, ProCoLoss, SupConLoss};
 pub use tch;

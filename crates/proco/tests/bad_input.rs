@@ -1,6 +1,7 @@
 //! Bad input to the loss and the estimator gives a typed error that names the problem.
 
 use proco::tch::{Kind, Tensor};
+use proco::estimator::TensorUpdate;
 use proco::{LogPrior, ProcoError, ProCoLoss, VmfEstimator};
 use rand::SeedableRng;
 

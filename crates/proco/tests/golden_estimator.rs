@@ -5,7 +5,8 @@
 mod support;
 
 use proco::tch::Tensor;
-use proco::{BatchStatistics, EstimatorPair, VmfEstimator};
+use proco::estimator::{batch_statistics, TensorUpdate};
+use proco::{EstimatorPair, VmfEstimator};
 use rand::SeedableRng;
 use support::{load, zip_exact, At};
 
@@ -55,7 +56,7 @@ fn every_step_of_every_sequence() {
             let feats = step.get("batch_features").matrix(labels.len(), p);
             let z = Tensor::from_slice(&feats).view([labels.len() as i64, p as i64]);
             let y = Tensor::from_slice(&labels);
-            let stats = BatchStatistics::from_batch(&z, &y, c, p).unwrap();
+            let stats = batch_statistics(&z, &y, c, p).unwrap();
             let want = step.get("expected");
             assert_eq!(stats.counts(), want.get("batch_class_counts").vec(c).as_slice(), "{what}: batch counts");
             let weights = est.update_weights(&stats);
@@ -91,8 +92,8 @@ fn statistics_merge_like_one_big_batch() {
     let mut whole = VmfEstimator::new(c, p, &mut rng).unwrap();
     let mut split = whole.clone();
     whole.update(&z, &y).unwrap();
-    let mut a = BatchStatistics::from_batch(&z.narrow(0, 0, 17), &y.narrow(0, 0, 17), c, p).unwrap();
-    let b = BatchStatistics::from_batch(&z.narrow(0, 17, n - 17), &y.narrow(0, 17, n - 17), c, p).unwrap();
+    let mut a = batch_statistics(&z.narrow(0, 0, 17), &y.narrow(0, 0, 17), c, p).unwrap();
+    let b = batch_statistics(&z.narrow(0, 17, n - 17), &y.narrow(0, 17, n - 17), c, p).unwrap();
     a.merge(&b).unwrap();
     split.apply(&a).unwrap();
     assert_eq!(whole.counts(), split.counts());

@@ -112,7 +112,7 @@ impl ProCoBranch {
         let kind = views.kind();
         let statistics = |rows: FeatureRows<'_>| -> Result<BatchStatistics> {
             validate::unit_rows(rows, p, kind)?;
-            BatchStatistics::from_rows(rows, &labels, num_classes, p)
+            Ok(BatchStatistics::from_rows(rows, &labels, num_classes, p)?)
         };
         let (first_stats, second_stats) = crate::openmp::join(|| statistics(first), || statistics(second));
         let (mut first_stats, mut second_stats) = (first_stats?, second_stats?);
@@ -151,7 +151,7 @@ impl ProCoBranch {
     fn forward_on_device(&self, z: &Tensor, y: &Tensor, estimators: &mut EstimatorPair, reduce: &mut StatisticsReducer<'_>) -> Result<BranchOutput> {
         let n = y.size().first().copied().unwrap_or(0);
         let (p, num_classes) = (self.loss.dim(), estimators.previous().num_classes());
-        let stats = |v: i64| BatchStatistics::from_batch(&z.f_narrow(0, v * n, n)?.detach(), y, num_classes, p);
+        let stats = |v: i64| crate::estimator::batch_statistics(&z.f_narrow(0, v * n, n)?.detach(), y, num_classes, p);
         let (mut second, mut third) = (stats(1)?, stats(2)?);
         reduce(&mut [&mut second, &mut third])?;
         let mut view = |v: i64, stats: &BatchStatistics| -> Result<(Tensor, Tensor)> {

@@ -23,12 +23,12 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use proco_vmf::parallel::run_parts;
-use proco_vmf::contrast::{contrast_loss, ClassTerms, ContrastBatch, ContrastLoss, GradientMemory, GradientOut, InterpolantCache, PairEvaluation, MIN_PAIRS_PER_THREAD};
+use proco_vmf::contrast::{contrast_loss, ContrastBatch, ContrastLoss, GradientMemory, GradientOut, InterpolantCache, PairEvaluation, MIN_PAIRS_PER_THREAD};
 use proco_vmf::{bessel_order, compat, FixedOrderBessel};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ProcoError, Result};
-use crate::estimator::VmfEstimator;
+use crate::estimator::{OwnedClassTerms, VmfEstimator};
 use crate::host_autograd::scalar_with_gradient;
 use crate::host_tensor::cpu_slice_mut;
 use crate::loss::logit_adjusted::{LogPrior, LogitAdjustedCe};
@@ -188,17 +188,11 @@ impl ProCoLoss {
     /// kappa_j mu_j, kappa_j and logc_j of every class of `estimator`, with logc from this
     /// loss's Bessel route.
     fn class_terms(&self, estimator: &VmfEstimator) -> OwnedClassTerms {
-        let conc = estimator.concentrations();
-        let mut kappa_mu = Vec::with_capacity(conc.len() * self.p);
-        for (m, cj) in estimator.means().chunks_exact(self.p).zip(&conc) {
-            let scale = if cj.r > 0.0 { cj.kappa / cj.r } else { 0.0 };
-            kappa_mu.extend(m.iter().map(|v| v * scale));
+        let mut terms = estimator.class_terms();
+        if self.route == BesselRoute::AuthorsCompat {
+            terms.logc.iter_mut().zip(&terms.kappa).for_each(|(l, &k)| *l = compat::log_bessel_i_minus_nu_log_x(self.nu, k));
         }
-        let logc = match self.route {
-            BesselRoute::Exact => conc.iter().map(|cj| cj.logc).collect(),
-            BesselRoute::AuthorsCompat => conc.iter().map(|cj| compat::log_bessel_i_minus_nu_log_x(self.nu, cj.kappa)).collect(),
-        };
-        OwnedClassTerms { kappa_mu, kappa: conc.iter().map(|cj| cj.kappa).collect(), logc }
+        terms
     }
 
     /// The loss of a batch already on the host, with its gradient: `features` is N x p
@@ -240,7 +234,7 @@ impl ProCoLoss {
         let HostBatch { features, labels, estimator } = batch;
         self.check_estimator(estimator, log_prior)?;
         let terms = self.class_terms(estimator);
-        let classes = ClassTerms { kappa_mu: &terms.kappa_mu, kappa: &terms.kappa, logc: &terms.logc, log_prior: log_prior.values() };
+        let classes = terms.with_prior(log_prior.values());
         let exact = |x: f64| self.f_and_ratio(x);
         let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads, parallel: &crate::openmp::OpenMpWorkers };
         // The authors' numerics are reproduced pair by pair, not smoothed.
@@ -361,13 +355,6 @@ impl ProCoLoss {
         let out = self.host_loss(&host, &labels, estimator, log_prior)?;
         attach_gradient(features, &out.grad, out.loss)
     }
-}
-
-/// Host-side class terms of one estimator.
-struct OwnedClassTerms {
-    kappa_mu: Vec<f64>,
-    kappa: Vec<f64>,
-    logc: Vec<f64>,
 }
 
 /// A scalar tensor whose value is `value` and whose gradient in `features` is `grad` (same

@@ -68,7 +68,7 @@ fn estimator_from(tensors: &BTreeMap<String, Tensor>, prefix: &str, path: &Path)
     }
     let m = Vec::<f64>::try_from(&means.f_to_kind(Kind::Double)?.f_flatten(0, -1)?)?;
     let n = Vec::<f64>::try_from(&get("counts")?.f_to_kind(Kind::Double)?)?;
-    VmfEstimator::from_state(size[0] as usize, size[1] as usize, m, n)
+    Ok(VmfEstimator::from_state(size[0] as usize, size[1] as usize, m, n)?)
 }
 
 /// Flushes a file or directory to disk.

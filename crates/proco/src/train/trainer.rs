@@ -771,7 +771,7 @@ impl<'a> Run<'a> {
             let (mut means, mut counts) = (e.means().to_vec(), e.counts().to_vec());
             d.broadcast_values(&mut means)?;
             d.broadcast_values(&mut counts)?;
-            crate::estimator::VmfEstimator::from_state(c, p, means, counts)
+            Ok(crate::estimator::VmfEstimator::from_state(c, p, means, counts)?)
         };
         self.loss.estimators = EstimatorPair::from_parts(leaders(estimators.previous(), d)?, leaders(estimators.current(), d)?);
         Ok(())
