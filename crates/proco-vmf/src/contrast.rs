@@ -286,6 +286,8 @@ struct Batch<'a, B> {
     /// 1 / (N tau): the gradient's common factor.
     grad_scale: f64,
     exact: &'a B,
+    /// Only kt, the logits and A ([`contrast_logits`]): no loss, no gradient.
+    logits_only: bool,
 }
 
 /// Output slices of a run of rows (row-major).
@@ -324,6 +326,111 @@ pub fn contrast_loss<B>(
 where
     B: Fn(f64) -> (f64, f64) + Sync,
 {
+    contrast_pass(input, classes, tau, evaluation, interpolants, Some(gradient))
+}
+
+/// The contrast logits of a batch alone: s_ij = F(kt_ij) - logc_j (without the prior), kt_ij
+/// and A(kt_ij), N x C row-major each, by the same pass as [`contrast_loss`] (the same values
+/// to the last bit) without the loss and its gradient. `features` is N x p row-major (unit
+/// rows; not re-checked here); `classes.log_prior` only gives C (its values are not used).
+/// Their gradient for any upstream gradient is [`contrast_logits_backward`]. Fails with
+/// [`VmfError::InvalidBatch`] on inconsistent lengths, an empty batch or a non-positive
+/// temperature.
+pub fn contrast_logits<B>(
+    features: FeatureRows<'_>,
+    p: usize,
+    classes: ClassTerms<'_>,
+    tau: f64,
+    evaluation: &PairEvaluation<'_, B>,
+    interpolants: Option<&mut InterpolantCache>,
+) -> Result<ContrastLogits, VmfError>
+where
+    B: Fn(f64) -> (f64, f64) + Sync,
+{
+    let n = if p == 0 { 0 } else { features.len() / p };
+    let labels = vec![0; n];
+    let out = contrast_pass(ContrastBatch { features, labels: &labels, p }, classes, tau, evaluation, interpolants, None)?;
+    Ok(ContrastLogits { logits: out.logits, kt: out.kt, ratio: out.ratio })
+}
+
+/// What [`contrast_logits`] produces, N x C row-major each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContrastLogits {
+    /// s = F(kt) - logc, without the prior.
+    pub logits: Vec<f64>,
+    /// kt = |kappa_j mu_j + z_i / tau|.
+    pub kt: Vec<f64>,
+    /// A(kt) = d s / d kt.
+    pub ratio: Vec<f64>,
+}
+
+/// d L / d z_i = sum_j g_ij A_ij / (tau kt_ij) (kappa_j mu_j + z_i / tau) for the upstream
+/// gradient g = d L / d s (N x C row-major) of the logits [`contrast_logits`] returned with
+/// `kt` and `ratio` for these `features` (N x p) and class vectors `kappa_mu` (C x p); the
+/// class terms are constants (the estimator is not differentiated, as in ProCo). A pair with
+/// kt = 0 contributes nothing (A(0) = 0). Rows are split over up to `max_threads` jobs run by
+/// `parallel`; each row's result depends on that row alone. Fails with
+/// [`VmfError::InvalidBatch`] on inconsistent lengths or a non-positive temperature.
+#[allow(clippy::too_many_arguments)]
+pub fn contrast_logits_backward(
+    features: FeatureRows<'_>,
+    p: usize,
+    kappa_mu: &[f64],
+    tau: f64,
+    kt: &[f64],
+    ratio: &[f64],
+    grad_logits: &[f64],
+    max_threads: usize,
+    parallel: &dyn Parallel,
+) -> Result<Vec<f64>, VmfError> {
+    if p == 0 || features.len() % p != 0 || kappa_mu.len() % p != 0 {
+        return Err(invalid(format!("{} feature values and {} class values are not whole rows of p = {p}", features.len(), kappa_mu.len())));
+    }
+    let (n, c) = (features.len() / p, kappa_mu.len() / p);
+    if n == 0 || c == 0 {
+        return Err(invalid(format!("the batch needs at least one sample and class (N = {n}, C = {c})")));
+    }
+    if kt.len() != n * c || ratio.len() != n * c || grad_logits.len() != n * c {
+        return Err(invalid(format!("kt, A and the upstream gradient hold {}, {} and {} values for N x C = {n} x {c}", kt.len(), ratio.len(), grad_logits.len())));
+    }
+    if !(tau.is_finite() && tau > 0.0) {
+        return Err(invalid(format!("temperature tau = {tau} must be finite and > 0")));
+    }
+    let inv_tau = 1.0 / tau;
+    let mut grad = vec![0.0; n * p];
+    let threads = max_threads.min(n * c / MIN_PAIRS_PER_THREAD).clamp(1, n);
+    let rows = n.div_ceil(threads);
+    let parts: Vec<_> = grad.chunks_mut(rows * p).enumerate().map(|(k, g)| (k * rows, g)).collect();
+    run_parts(parallel, parts, |(first, g)| {
+        let (mut coef, mut row_f64) = (vec![0.0; c], Vec::with_capacity(p));
+        for (r, out) in g.chunks_exact_mut(p).enumerate() {
+            let i = first + r;
+            let at = i * c..(i + 1) * c;
+            let mut z_weight = 0.0;
+            for (((w, &g), &a), &x) in coef.iter_mut().zip(&grad_logits[at.clone()]).zip(&ratio[at.clone()]).zip(&kt[at.clone()]) {
+                *w = if x > 0.0 { g * a / x * inv_tau } else { 0.0 };
+                z_weight += *w;
+            }
+            let z = features.f64_range(i * p..(i + 1) * p, &mut row_f64);
+            weighted_sum(z, kappa_mu, &coef, z_weight * inv_tau, out);
+        }
+    })?;
+    Ok(grad)
+}
+
+/// The one pass behind [`contrast_loss`] and (`gradient` = `None`) [`contrast_logits`].
+fn contrast_pass<B>(
+    input: ContrastBatch<'_>,
+    classes: ClassTerms<'_>,
+    tau: f64,
+    evaluation: &PairEvaluation<'_, B>,
+    interpolants: Option<&mut InterpolantCache>,
+    gradient: Option<GradientOut<'_>>,
+) -> Result<ContrastLoss, VmfError>
+where
+    B: Fn(f64) -> (f64, f64) + Sync,
+{
+    let logits_only = gradient.is_none();
     let ContrastBatch { features, labels, p } = input;
     let (n, c) = (labels.len(), classes.log_prior.len());
     if n == 0 || c == 0 || p == 0 {
@@ -346,7 +453,7 @@ where
     if !(tau.is_finite() && tau > 0.0) {
         return Err(invalid(format!("temperature tau = {tau} must be finite and > 0")));
     }
-    if let GradientOut::Into { memory, .. } = &gradient {
+    if let Some(GradientOut::Into { memory, .. }) = &gradient {
         let len = memory.len();
         if len != n * p {
             return Err(invalid(format!("gradient memory of {len} elements for N = {n} samples of dimension p = {p}")));
@@ -361,13 +468,14 @@ where
         ratio: vec![0.0; n * c],
         grad: Vec::new(),
     };
-    let owned = matches!(gradient, GradientOut::Owned);
+    let owned = matches!(gradient, Some(GradientOut::Owned));
     if owned {
         out.grad.reserve_exact(n * p);
     }
     let (grad_memory, grad_out_scale) = match gradient {
-        GradientOut::Owned => (GradientMemory::F64(&mut out.grad.spare_capacity_mut()[..n * p]), 1.0),
-        GradientOut::Into { memory, scale } => (memory, scale),
+        Some(GradientOut::Owned) => (GradientMemory::F64(&mut out.grad.spare_capacity_mut()[..n * p]), 1.0),
+        Some(GradientOut::Into { memory, scale }) => (memory, scale),
+        None => (GradientMemory::F64(&mut []), 1.0),
     };
     let batch = Batch {
         features,
@@ -377,6 +485,7 @@ where
         inv_tau: 1.0 / tau,
         grad_scale: 1.0 / (n as f64 * tau),
         exact: evaluation.exact,
+        logits_only,
     };
     let threads = evaluation.max_threads.min(n * c / MIN_PAIRS_PER_THREAD).clamp(1, n);
     let rows = n.div_ceil(threads);
@@ -427,7 +536,7 @@ where
     let mut parts = Vec::with_capacity(chunks.len());
     let outputs = out.per_sample.chunks_mut(rows).zip(out.logits.chunks_mut(rows * c)).zip(out.kt.chunks_mut(rows * c)).zip(out.ratio.chunks_mut(rows * c));
     for ((((per_sample, logits), kt), ratio), (&(first, _), kt_columns)) in outputs.zip(chunks.iter().zip(columns.chunks(rows * c))) {
-        let (grad, rest) = grad_rest.split_at(per_sample.len() * p);
+        let (grad, rest) = grad_rest.split_at(if logits_only { 0 } else { per_sample.len() * p });
         grad_rest = rest;
         parts.push((first, kt_columns, RowsOut { per_sample, logits, kt, ratio, grad, grad_out_scale }));
     }
@@ -533,10 +642,8 @@ fn fill_kt<B>(batch: &Batch<'_, B>, first: usize, kt: &mut [f64]) {
 /// Everything after kt for the rows `first..first + out.per_sample.len()`, from their kt
 /// class by class (`kt_columns`, as [`fill_kt`] writes it).
 fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[Option<(&PairInterpolant, f64)>], first: usize, kt_columns: &[f64], out: RowsOut<'_>) {
-    let (p, c) = (batch.p, batch.classes.log_prior.len());
+    let c = batch.classes.log_prior.len();
     let count = out.per_sample.len();
-    let log_prior = batch.classes.log_prior;
-    let labels = &batch.labels[first..first + count];
     let column = |j: usize| j * count..(j + 1) * count;
 
     // s and A class by class: a column of kt shares its interpolant.
@@ -558,6 +665,29 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
             }
         }
     }
+
+    if !batch.logits_only {
+        loss_and_gradient(batch, first, kt_columns, &s, &a, out.per_sample, out.grad, out.grad_out_scale);
+    }
+
+    // The row-major outputs.
+    for (i, ((kt_row, s_row), a_row)) in out.kt.chunks_exact_mut(c).zip(out.logits.chunks_exact_mut(c)).zip(out.ratio.chunks_exact_mut(c)).enumerate() {
+        for j in 0..c {
+            let at = j * count + i;
+            (kt_row[j], s_row[j], a_row[j]) = (kt_columns[at], s[at], a[at]);
+        }
+    }
+}
+
+/// The per-sample losses and the gradient of the rows `first..first + per_sample.len()` from
+/// their kt, s and A class by class.
+#[allow(clippy::too_many_arguments)]
+fn loss_and_gradient<B>(batch: &Batch<'_, B>, first: usize, kt_columns: &[f64], s: &[f64], a: &[f64], per_sample: &mut [f64], grad: GradientMemory<'_>, grad_out_scale: f64) {
+    let (p, c) = (batch.p, batch.classes.log_prior.len());
+    let count = per_sample.len();
+    let log_prior = batch.classes.log_prior;
+    let labels = &batch.labels[first..first + count];
+    let column = |j: usize| j * count..(j + 1) * count;
 
     // Softmax with one exponential per pair, the per-sample loss, and the gradient
     // coefficients c_ij = (softmax_ij - [j = y_i]) A_ij / (N tau kt_ij), each step over all
@@ -583,7 +713,7 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     }
     for (i, &label) in labels.iter().enumerate() {
         let lse = max[i] + sum_exp[i].ln();
-        out.per_sample[i] = lse - s[label * count + i] - log_prior[label];
+        per_sample[i] = lse - s[label * count + i] - log_prior[label];
     }
     let inv_sum: Vec<f64> = sum_exp.iter().map(|t| 1.0 / t).collect();
     for w_j in coef.chunks_exact_mut(count) {
@@ -592,7 +722,7 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     for (i, &label) in labels.iter().enumerate() {
         coef[label * count + i] -= 1.0;
     }
-    for ((w, &kt), &a) in coef.iter_mut().zip(kt_columns).zip(&a) {
+    for ((w, &kt), &a) in coef.iter_mut().zip(kt_columns).zip(a) {
         // A(0) = 0: a pair with kt = 0 (z = -kappa mu tau exactly) contributes nothing.
         *w = if kt > 0.0 { *w * a / kt * batch.grad_scale } else { 0.0 };
     }
@@ -605,7 +735,7 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
     // grad_i = (sum_j c_ij) z_i / tau + sum_j c_ij kappa_j mu_j, two rows per pass over the
     // class vectors, into a buffer that stays in L1, then to the gradient memory.
     let km = batch.classes.kappa_mu;
-    let mut grad = out.grad;
+    let mut grad = grad;
     let mut rows_f64 = Vec::with_capacity(2 * p);
     let mut two_rows = vec![0.0; 2 * p];
     let mut row_coef = vec![0.0; 2 * c];
@@ -616,7 +746,7 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
         }
         let z = batch.features.f64_range((first + i) * p..(first + i + 2) * p, &mut rows_f64);
         weighted_sums2(z, km, &row_coef, [z_weight[i], z_weight[i + 1]], &mut two_rows);
-        grad.write_scaled(i * p, &two_rows, out.grad_out_scale);
+        grad.write_scaled(i * p, &two_rows, grad_out_scale);
     }
     if pairs < count {
         let i = pairs;
@@ -625,15 +755,7 @@ fn finish_rows<B: Fn(f64) -> (f64, f64)>(batch: &Batch<'_, B>, interpolants: &[O
         }
         let z = batch.features.f64_range((first + i) * p..(first + i + 1) * p, &mut rows_f64);
         weighted_sum(z, km, &row_coef[..c], z_weight[i], &mut two_rows[..p]);
-        grad.write_scaled(i * p, &two_rows[..p], out.grad_out_scale);
-    }
-
-    // The row-major outputs.
-    for (i, ((kt_row, s_row), a_row)) in out.kt.chunks_exact_mut(c).zip(out.logits.chunks_exact_mut(c)).zip(out.ratio.chunks_exact_mut(c)).enumerate() {
-        for j in 0..c {
-            let at = j * count + i;
-            (kt_row[j], s_row[j], a_row[j]) = (kt_columns[at], s[at], a[at]);
-        }
+        grad.write_scaled(i * p, &two_rows[..p], grad_out_scale);
     }
 }
 
@@ -678,6 +800,38 @@ mod tests {
 
     fn run(s: &Setup, features: &[f64], threads: usize) -> ContrastLoss {
         run_with(s, features, threads, false)
+    }
+
+    #[test]
+    fn logits_alone_match_the_loss_pass_and_their_backward_its_gradient() {
+        let su = setup(70, 9, 16, 11);
+        let nu = su.p as f64 / 2.0 - 1.0;
+        let bessel = |x: f64| log_bessel_i_minus_nu_log_x_and_ratio(nu, x);
+        let classes = ClassTerms { kappa_mu: &su.kappa_mu, kappa: &su.kappa, logc: &su.logc, log_prior: &su.prior };
+        let (n, c) = (su.labels.len(), su.prior.len());
+        for (threads, interpolate) in [(1, false), (3, false), (1, true), (3, true)] {
+            let full = run_with(&su, &su.features, threads, interpolate);
+            let evaluation = PairEvaluation { exact: &bessel, nu, max_threads: threads, parallel: &crate::parallel::ScopedThreads };
+            let mut cache = InterpolantCache::new();
+            let only = contrast_logits(FeatureRows::F64(&su.features), su.p, classes, 0.1, &evaluation, interpolate.then_some(&mut cache)).unwrap();
+            assert_eq!((&only.logits, &only.kt, &only.ratio), (&full.logits, &full.kt, &full.ratio), "threads {threads}, interpolated {interpolate}");
+            // The loss's upstream gradient: (softmax(s + log prior) - onehot) / N.
+            let mut g = vec![0.0; n * c];
+            for i in 0..n {
+                let row: Vec<f64> = (0..c).map(|j| only.logits[i * c + j] + su.prior[j]).collect();
+                let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
+                for j in 0..c {
+                    g[i * c + j] = ((row[j] - m).exp() / z - f64::from(u8::from(j == su.labels[i]))) / n as f64;
+                }
+            }
+            let grad = contrast_logits_backward(FeatureRows::F64(&su.features), su.p, &su.kappa_mu, 0.1, &only.kt, &only.ratio, &g, threads, &crate::parallel::ScopedThreads).unwrap();
+            let scale = full.grad.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+            let worst = grad.iter().zip(&full.grad).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst <= 1e-13 * scale, "threads {threads}: backward differs from the loss gradient by {worst:e} (scale {scale:e})");
+        }
+        let bad = contrast_logits_backward(FeatureRows::F64(&su.features), su.p, &su.kappa_mu, 0.1, &[0.0; 3], &[0.0; 3], &[0.0; 3], 1, &crate::parallel::ScopedThreads);
+        assert!(matches!(bad, Err(VmfError::InvalidBatch { .. })));
     }
 
     #[test]
