@@ -18,6 +18,22 @@ pub enum FeatureRows<'a> {
 }
 
 impl<'a> FeatureRows<'a> {
+    /// The largest | |z_i| - 1 | over the rows of dimension `p`, each norm computed in f64 as
+    /// of the row's widened copy; NaN if any entry is NaN or infinite (a NaN or infinite
+    /// entry makes its row's sum of squares NaN or infinite, and the fold keeps a NaN once
+    /// seen, so one pass checks finiteness and norms together). `None` if the values do not
+    /// make whole rows of a positive `p`.
+    pub fn worst_norm_deviation(&self, p: usize) -> Option<f64> {
+        if p == 0 || self.len() % p != 0 {
+            return None;
+        }
+        let deviation = |sq: f64| (sq.sqrt() - 1.0).abs();
+        Some(match self {
+            FeatureRows::F32(v) => v.chunks_exact(p).map(|row| deviation(squared_norm(row))).fold(0.0, worse),
+            FeatureRows::F64(v) => v.chunks_exact(p).map(|row| deviation(squared_norm(row))).fold(0.0, worse),
+        })
+    }
+
     /// Number of values (N x p).
     pub fn len(&self) -> usize {
         match self {
@@ -67,6 +83,30 @@ impl<'a> FeatureRows<'a> {
             }
         }
     }
+}
+
+/// The larger deviation, NaN winning (so one NaN entry anywhere fails the check).
+fn worse(worst: f64, d: f64) -> f64 {
+    if d > worst || d.is_nan() {
+        d
+    } else {
+        worst
+    }
+}
+
+/// Sum of squares in f64 with eight partial sums, so that it vectorises (the check runs on
+/// every training step); f32 values are widened first.
+fn squared_norm<T: Copy + Into<f64>>(row: &[T]) -> f64 {
+    let mut acc = [0.0; 8];
+    let chunks = row.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&v| v.into() * v.into()).sum();
+    for c in chunks {
+        for k in 0..8 {
+            let v: f64 = c[k].into();
+            acc[k] += v * v;
+        }
+    }
+    acc.iter().sum::<f64>() + rest
 }
 
 #[cfg(test)]

@@ -158,41 +158,10 @@ pub unsafe fn features_on_host(features: &Tensor, p: usize) -> Result<HostFeatur
 /// tolerance) are finite unit vectors, each norm computed in f64 exactly as of the row's
 /// widened copy.
 pub fn unit_rows(rows: FeatureRows<'_>, p: usize, kind: Kind) -> Result<()> {
-    if p == 0 || rows.len() % p != 0 {
-        return Err(ProcoError::InvalidFeatures { reason: format!("{} values do not make rows of dimension p = {p}", rows.len()) });
-    }
-    // A NaN or infinite entry makes its row's sum of squares NaN or infinite, and the fold
-    // keeps a NaN once seen, so one pass checks finiteness and norms together.
-    let deviation = |sq: f64| (sq.sqrt() - 1.0).abs();
-    let worst = match rows {
-        FeatureRows::F32(v) => v.chunks_exact(p).map(|row| deviation(squared_norm(row))).fold(0.0, worse),
-        FeatureRows::F64(v) => v.chunks_exact(p).map(|row| deviation(squared_norm(row))).fold(0.0, worse),
-    };
+    let worst = rows
+        .worst_norm_deviation(p)
+        .ok_or_else(|| ProcoError::InvalidFeatures { reason: format!("{} values do not make rows of dimension p = {p}", rows.len()) })?;
     check_worst(worst, kind)
-}
-
-/// The larger deviation, NaN winning (so one NaN entry anywhere fails the check).
-fn worse(worst: f64, d: f64) -> f64 {
-    if d > worst || d.is_nan() {
-        d
-    } else {
-        worst
-    }
-}
-
-/// Sum of squares in f64 with eight partial sums, so that it vectorises (the check runs on
-/// every training step); f32 values are widened first.
-fn squared_norm<T: Copy + Into<f64>>(row: &[T]) -> f64 {
-    let mut acc = [0.0; 8];
-    let chunks = row.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().map(|&v| v.into() * v.into()).sum();
-    for c in chunks {
-        for k in 0..8 {
-            let v: f64 = c[k].into();
-            acc[k] += v * v;
-        }
-    }
-    acc.iter().sum::<f64>() + rest
 }
 
 /// Checks that `labels` is an int64 vector of length `n` with values in 0..num_classes, and
