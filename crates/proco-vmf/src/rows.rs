@@ -8,6 +8,11 @@
 
 use std::borrow::Cow;
 
+/// Largest accepted deviation of a feature row's norm from 1 for f64, f32 and f16 features:
+/// generous enough for normalised features rounded to f16, tight enough to catch
+/// un-normalised ones.
+pub const NORM_TOLERANCE: f64 = 1e-3;
+
 /// N x p row-major feature values, f32 or f64.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FeatureRows<'a> {

@@ -6,10 +6,7 @@ use tch::{Kind, Tensor};
 use crate::error::{ProcoError, Result};
 use crate::host_tensor::cpu_slice;
 
-/// Largest accepted deviation of a feature row's norm from 1 for f64, f32 and f16 features:
-/// generous enough for normalised features rounded to f16, tight enough to catch
-/// un-normalised ones.
-pub const NORM_TOLERANCE: f64 = 1e-3;
+pub use proco_vmf::rows::NORM_TOLERANCE;
 
 /// The same for bfloat16, whose 8-bit mantissa alone rounds a unit row's norm by up to 2^-8.
 pub const NORM_TOLERANCE_BF16: f64 = 1.0 / 128.0;
