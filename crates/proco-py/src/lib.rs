@@ -51,8 +51,8 @@ impl<'py> Features<'py> {
     fn rows(&self, what: &str) -> PyResult<(FeatureRows<'_>, usize, usize)> {
         let not_contiguous = || value_error(format!("{what} must be C-contiguous (call .contiguous() on the tensor)"));
         let (rows, shape) = match self {
-            Self::F32(a) => (FeatureRows::F32(a.as_slice().map_err(|_| not_contiguous())?), a.shape()),
-            Self::F64(a) => (FeatureRows::F64(a.as_slice().map_err(|_| not_contiguous())?), a.shape()),
+            Self::F32(a) => (FeatureRows::F32(c_order(a).ok_or_else(not_contiguous)?), a.shape()),
+            Self::F64(a) => (FeatureRows::F64(c_order(a).ok_or_else(not_contiguous)?), a.shape()),
         };
         Ok((rows, shape[0], shape[1]))
     }
@@ -84,9 +84,19 @@ fn check_unit_rows(rows: FeatureRows<'_>, n: usize, p: usize, dim: usize) -> PyR
     }
 }
 
+/// The values of a C-contiguous array in order; `None` for any other layout (numpy's
+/// `as_slice` also lends Fortran-ordered memory, which would be read transposed).
+fn c_order<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(a: &'a numpy::PyReadonlyArray<'_, T, D>) -> Option<&'a [T]> {
+    if a.is_c_contiguous() {
+        a.as_slice().ok()
+    } else {
+        None
+    }
+}
+
 /// A C-contiguous float64 array's values.
 fn f64_values<'a, D: numpy::ndarray::Dimension>(a: &'a numpy::PyReadonlyArray<'_, f64, D>, what: &str) -> PyResult<&'a [f64]> {
-    a.as_slice().map_err(|_| value_error(format!("{what} must be C-contiguous")))
+    c_order(a).ok_or_else(|| value_error(format!("{what} must be C-contiguous")))
 }
 
 /// The estimator held in `means` (C x p) and `counts` (C), checked.
@@ -100,7 +110,7 @@ fn class_indices(labels: &Bound<'_, PyAny>, n: usize, num_classes: usize) -> PyR
     let labels = labels
         .extract::<PyReadonlyArray1<'_, i64>>()
         .map_err(|_| value_error(format!("labels must be a 1-D int64 array, got {}", describe_array(labels))))?;
-    let values = labels.as_slice().map_err(|_| value_error("labels must be C-contiguous"))?;
+    let values = c_order(&labels).ok_or_else(|| value_error("labels must be C-contiguous"))?;
     if values.len() != n {
         return Err(value_error(format!("{} labels for {n} feature rows", values.len())));
     }
@@ -139,6 +149,7 @@ fn apply_statistics(means: &Bound<'_, PyArray2<f64>>, counts: &Bound<'_, PyArray
     let stats = BatchStatistics::from_sums(est.num_classes(), est.dim(), f64_values(&sums, "sums")?.to_vec(), f64_values(&batch_counts, "batch counts")?.to_vec())
         .map_err(value_error)?;
     est.apply(&stats).map_err(value_error)?;
+    // `estimator` above read both through `f64_values`, so they are C-contiguous.
     let mut m = means.readwrite();
     m.as_slice_mut().map_err(|_| value_error("estimator means must be C-contiguous"))?.copy_from_slice(est.means());
     let mut c = counts.readwrite();

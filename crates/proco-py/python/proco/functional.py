@@ -11,7 +11,7 @@ def _elementwise(fn, nu, x):
     if isinstance(x, torch.Tensor):
         host = x.detach().to("cpu", torch.float64).contiguous().numpy()
         return torch.from_numpy(fn(nu, host)).to(x.device)
-    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+    arr = np.asarray(x, dtype=np.float64, order="C")
     out = fn(nu, arr)
     return out if arr.ndim else float(out)
 

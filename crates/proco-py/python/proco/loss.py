@@ -10,7 +10,7 @@ _SEED_STRIDE = 0x9E3779B97F4A7C15
 _U64 = (1 << 64) - 1
 
 
-def _host_features(features, what="features"):
+def _host_features(features, dim, what="features"):
     """`features` (N x p, floating point, contiguous) as a float32 / float64 host array.
 
     CPU float32 / float64 tensors are shared, not copied; CUDA tensors are copied to the host;
@@ -21,6 +21,8 @@ def _host_features(features, what="features"):
         raise TypeError(f"{what} must be a torch.Tensor of shape (N, p), got {type(features).__name__}")
     if features.dim() != 2:
         raise ValueError(f"{what} must be 2-D of shape (N, p), got shape {tuple(features.shape)}")
+    if features.shape[1] != dim:
+        raise ValueError(f"{what} have dimension {features.shape[1]}, but this loss was built for contrast_dim = {dim}")
     if not features.is_floating_point():
         raise TypeError(f"{what} must be floating point (float32 or float64), got {features.dtype}")
     if not features.is_contiguous():
@@ -54,7 +56,7 @@ class _ContrastLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, core, means, counts):
-        host = _host_features(features)
+        host = _host_features(features, core.dim)
         logits, kt, ratio = core.logits(host, means, counts)
         ctx.core = core
         ctx.saved = (host, means, counts, kt, ratio)
@@ -145,7 +147,7 @@ class ProCoLoss(nn.Module):
     def update(self, features, labels):
         """Folds a batch (unit ``features`` N x p, ``labels`` N) into both estimators (after an
         all-reduce over torch.distributed's ranks, when it is running)."""
-        host = _host_features(features)
+        host = _host_features(features, self.feature_num)
         sums, counts = _native.batch_statistics(host, _host_labels(labels), self.num_classes)
         sums, counts = _all_reduce(sums, counts, features.device)
         _native.apply_statistics(self.current_means, self.current_counts, sums, counts)

@@ -1,0 +1,74 @@
+"""The autograd Function: gradcheck in float64, and gradients of several views per step."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import proco
+
+
+def trained(p, c, tau, seed=0, batches=3, n=16):
+    """A loss whose estimators have taken a few random batches."""
+    g = torch.Generator().manual_seed(seed)
+    crit = proco.ProCoLoss(p, tau, c, seed=seed)
+    for _ in range(batches):
+        z = F.normalize(torch.randn(n, p, generator=g, dtype=torch.float64), dim=1)
+        crit.update(z, torch.randint(0, c, (n,), generator=g))
+    return crit
+
+
+@pytest.mark.parametrize("p,c,tau", [(2, 3, 0.5), (3, 4, 0.1), (8, 5, 0.5), (32, 6, 0.1)])
+def test_gradcheck_of_the_logits_in_float64(p, c, tau):
+    crit = trained(p, c, tau)
+    g = torch.Generator().manual_seed(1)
+    z = F.normalize(torch.randn(5, p, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    assert torch.autograd.gradcheck(crit.logits, (z,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_gradcheck_of_the_logit_adjusted_loss_in_eval_mode():
+    crit = trained(16, 7, 0.07).eval()
+    g = torch.Generator().manual_seed(2)
+    z = F.normalize(torch.randn(9, 16, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    y = torch.randint(0, 7, (9,), generator=g)
+    log_prior = torch.log(torch.linspace(1.0, 0.05, 7, dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda t: F.cross_entropy(crit(t, y) + log_prior, y), (z,), eps=1e-6, atol=1e-7)
+
+
+def test_each_view_keeps_the_estimator_it_was_scored_against():
+    """Two views through forward before one backward (the estimator changes in between): each
+    view's gradient is that of its own logits, computed here from a snapshot."""
+    p, c = 16, 5
+    crit = trained(p, c, 0.1)
+    snapshot = trained(p, c, 0.1)
+    g = torch.Generator().manual_seed(3)
+    v1 = F.normalize(torch.randn(8, p, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    v2 = F.normalize(torch.randn(8, p, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    y = torch.randint(0, c, (8,), generator=g)
+    (F.cross_entropy(crit(v1, y), y) + F.cross_entropy(crit(v2, y), y)).backward()
+
+    snapshot.update(v1.detach(), y)
+    w1 = v1.detach().clone().requires_grad_()
+    F.cross_entropy(snapshot.logits(w1), y).backward()
+    snapshot.update(v2.detach(), y)
+    w2 = v2.detach().clone().requires_grad_()
+    F.cross_entropy(snapshot.logits(w2), y).backward()
+    torch.testing.assert_close(v1.grad, w1.grad, rtol=0, atol=0)
+    torch.testing.assert_close(v2.grad, w2.grad, rtol=0, atol=0)
+
+
+def test_float32_features_give_float32_logits_and_gradients_close_to_float64():
+    crit = trained(32, 6, 0.1).eval()
+    g = torch.Generator().manual_seed(4)
+    z64 = F.normalize(torch.randn(12, 32, generator=g, dtype=torch.float64), dim=1)
+    y = torch.randint(0, 6, (12,), generator=g)
+    out = []
+    for dtype in (torch.float32, torch.float64):
+        z = z64.to(dtype).requires_grad_()
+        s = crit(z, y)
+        assert s.dtype == dtype
+        F.cross_entropy(s, y).backward()
+        assert z.grad.dtype == dtype
+        out.append((s.detach().double(), z.grad.double()))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
