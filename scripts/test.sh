@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: sets up what is missing, runs every test of the workspace in
-# release mode, and fails if any test fails or if no test ran at all.
+# release mode, builds the Python package and runs its tests (pytest), and fails if any test
+# fails or if no test ran at all.
 #
 #   ./scripts/test.sh           the whole suite (golden tests on the repository's golden/)
 #   ./scripts/test.sh --golden  only the golden-vector tests (with PROCO_GOLDEN_DIR, another set)
@@ -55,4 +56,28 @@ if [ "$passed" -eq 0 ]; then
     echo "test.sh: no test ran" >&2
     exit 1
 fi
-echo "test.sh: $passed tests passed"
+# The Python package (crates/proco-py): built into .venv, then its pytest suite (in --golden
+# mode, its golden tests alone).
+"$PROCO_ROOT/scripts/build-python.sh"
+pytests=(crates/proco-py/tests)
+if [ "$mode" = golden ]; then
+    pytests=(crates/proco-py/tests/test_golden.py)
+fi
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "${pytests[@]}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+    echo "test.sh: the Python package's tests failed (pytest exit status $status)" >&2
+    exit "$status"
+fi
+if grep -Eq '[0-9]+ (skipped|xfailed)' "$log"; then
+    echo "test.sh: some Python tests were skipped" >&2
+    exit 1
+fi
+py_passed=$( (grep -Eo '[0-9]+ passed' "$log" || true) | tail -1 | awk '{print $1 + 0}')
+if [ "${py_passed:-0}" -eq 0 ]; then
+    echo "test.sh: no Python test ran" >&2
+    exit 1
+fi
+echo "test.sh: $passed tests passed, and $py_passed Python tests"

@@ -401,21 +401,69 @@ pub fn contrast_logits_backward(
     let threads = max_threads.min(n * c / MIN_PAIRS_PER_THREAD).clamp(1, n);
     let rows = n.div_ceil(threads);
     let parts: Vec<_> = grad.chunks_mut(rows * p).enumerate().map(|(k, g)| (k * rows, g)).collect();
+    // c_ij = g_ij A_ij / (tau kt_ij) of row i into `coef`; returns sum_j c_ij / tau, the
+    // weight of z_i.
+    let coefficients = |i: usize, coef: &mut [f64]| {
+        let at = i * c..(i + 1) * c;
+        let mut z_weight = 0.0;
+        for (((w, &g), &a), &x) in coef.iter_mut().zip(&grad_logits[at.clone()]).zip(&ratio[at.clone()]).zip(&kt[at]) {
+            *w = if x > 0.0 { g * a / x * inv_tau } else { 0.0 };
+            z_weight += *w;
+        }
+        z_weight * inv_tau
+    };
     run_parts(parallel, parts, |(first, g)| {
-        let (mut coef, mut row_f64) = (vec![0.0; c], Vec::with_capacity(p));
-        for (r, out) in g.chunks_exact_mut(p).enumerate() {
+        // Two rows per pass over the class vectors, as the loss pass's gradient.
+        let (mut coef, mut rows_f64) = (vec![0.0; 2 * c], Vec::with_capacity(2 * p));
+        let count = g.len() / p;
+        let pairs = count / 2 * 2;
+        for r in (0..pairs).step_by(2) {
             let i = first + r;
-            let at = i * c..(i + 1) * c;
-            let mut z_weight = 0.0;
-            for (((w, &g), &a), &x) in coef.iter_mut().zip(&grad_logits[at.clone()]).zip(&ratio[at.clone()]).zip(&kt[at.clone()]) {
-                *w = if x > 0.0 { g * a / x * inv_tau } else { 0.0 };
-                z_weight += *w;
-            }
-            let z = features.f64_range(i * p..(i + 1) * p, &mut row_f64);
-            weighted_sum(z, kappa_mu, &coef, z_weight * inv_tau, out);
+            let (c0, c1) = coef.split_at_mut(c);
+            let w = [coefficients(i, c0), coefficients(i + 1, c1)];
+            let z = features.f64_range(i * p..(i + 2) * p, &mut rows_f64);
+            weighted_sums2(z, kappa_mu, &coef, w, &mut g[r * p..(r + 2) * p]);
+        }
+        if pairs < count {
+            let i = first + pairs;
+            let w = coefficients(i, &mut coef[..c]);
+            let z = features.f64_range(i * p..(i + 1) * p, &mut rows_f64);
+            weighted_sum(z, kappa_mu, &coef[..c], w, &mut g[pairs * p..]);
         }
     })?;
     Ok(grad)
+}
+
+/// The contrast logits from q_ij = kt_ij^2 - kappa_j^2 = (2 / tau) z_i . (kappa_j mu_j) +
+/// |z_i|^2 / tau^2 (N x C row-major, formed by a matrix product elsewhere, e.g. on a GPU):
+/// kt = sqrt(max(kappa^2 + q, 0)), s = F(kt) - logc_j and A(kt), evaluated exactly pair by
+/// pair with `evaluation.exact`, split over up to `evaluation.max_threads` jobs. This is the
+/// only per-pair scalar work of the matrix-product route, for problems (ImageNet-LT: C =
+/// 1000, p = 1024) where the dot products belong to a BLAS or a device. Fails with
+/// [`VmfError::InvalidBatch`] when `q` is not a whole number of rows of C = `kappa.len()`
+/// values or `logc` is not C long.
+pub fn contrast_logits_from_q<B>(q: &[f64], kappa: &[f64], logc: &[f64], evaluation: &PairEvaluation<'_, B>) -> Result<ContrastLogits, VmfError>
+where
+    B: Fn(f64) -> (f64, f64) + Sync,
+{
+    let c = kappa.len();
+    if c == 0 || logc.len() != c || q.len() % c != 0 {
+        return Err(invalid(format!("{} values of q for {c} classes ({} logc values)", q.len(), logc.len())));
+    }
+    let kappa_sq: Vec<f64> = kappa.iter().map(|k| k * k).collect();
+    let (mut kt, mut logits, mut ratio) = (vec![0.0; q.len()], vec![0.0; q.len()], vec![0.0; q.len()]);
+    let threads = evaluation.max_threads.min(q.len() / MIN_PAIRS_PER_THREAD).max(1);
+    let chunk = q.len().div_ceil(threads).max(1);
+    let parts: Vec<_> = q.chunks(chunk).zip(kt.chunks_mut(chunk)).zip(logits.chunks_mut(chunk)).zip(ratio.chunks_mut(chunk)).enumerate().collect();
+    run_parts(evaluation.parallel, parts, |(part, (((q, kt), s), ratio))| {
+        for (k, &qij) in q.iter().enumerate() {
+            let j = (part * chunk + k) % c;
+            let x = (kappa_sq[j] + qij).max(0.0).sqrt();
+            let (f, a) = (evaluation.exact)(x);
+            (kt[k], s[k], ratio[k]) = (x, f - logc[j], a);
+        }
+    })?;
+    Ok(ContrastLogits { logits, kt, ratio })
 }
 
 /// The one pass behind [`contrast_loss`] and (`gradient` = `None`) [`contrast_logits`].

@@ -22,8 +22,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use proco_vmf::parallel::run_parts;
-use proco_vmf::contrast::{contrast_loss, ContrastBatch, ContrastLoss, GradientMemory, GradientOut, InterpolantCache, PairEvaluation, MIN_PAIRS_PER_THREAD};
+use proco_vmf::contrast::{contrast_logits_from_q, contrast_loss, ContrastBatch, ContrastLoss, GradientMemory, GradientOut, InterpolantCache, PairEvaluation};
 use proco_vmf::{bessel_order, compat, FixedOrderBessel};
 use tch::{Device, Kind, Tensor};
 
@@ -262,29 +261,6 @@ impl ProCoLoss {
         Ok(())
     }
 
-    /// kt = sqrt(kappa_j^2 + q_ij), s0 = F(kt) - logc_j and A(kt) for every pair (row-major
-    /// N x C), split over LibTorch's OpenMP workers: this is the only per-pair scalar work of
-    /// the loss.
-    fn host_bessel_pass(&self, q: &[f64], kappa_sq: &[f64], logc: &[f64], kt: &mut [f64], s0: &mut [f64], ratio: &mut [f64]) -> Result<()> {
-        let c = kappa_sq.len();
-        let work = |start: usize, q: &[f64], kt: &mut [f64], s0: &mut [f64], ratio: &mut [f64]| {
-            for (k, &qij) in q.iter().enumerate() {
-                let j = (start + k) % c;
-                let x = (kappa_sq[j] + qij).max(0.0).sqrt();
-                let (f, a) = self.f_and_ratio(x);
-                kt[k] = x;
-                s0[k] = f - logc[j];
-                ratio[k] = a;
-            }
-        };
-        // The same threshold as the host pass; the parts run on LibTorch's OpenMP workers.
-        let threads = self.threads.min(q.len() / MIN_PAIRS_PER_THREAD).max(1);
-        let chunk = q.len().div_ceil(threads).max(1);
-        let parts: Vec<_> = q.chunks(chunk).zip(kt.chunks_mut(chunk)).zip(s0.chunks_mut(chunk)).zip(ratio.chunks_mut(chunk)).enumerate().collect();
-        run_parts(&crate::openmp::OpenMpWorkers, parts, |(i, (((q, kt), s0), ratio))| work(i * chunk, q, kt, s0, ratio))?;
-        Ok(())
-    }
-
     /// The contrast logits s (N x C) of unit features against the estimator's classes.
     pub fn contrast_logits(&self, features: &Tensor, estimator: &VmfEstimator) -> Result<ContrastLogits> {
         if estimator.dim() != self.p {
@@ -304,10 +280,10 @@ impl ProCoLoss {
         let features = &features.f_to_kind(kind)?;
 
         let terms = self.class_terms(estimator);
-        let (km, logc) = (terms.kappa_mu, terms.logc);
+        let (km, logc) = (&terms.kappa_mu, &terms.logc);
         let kappa_sq: Vec<f64> = terms.kappa.iter().map(|k| k * k).collect();
 
-        let km_t = Tensor::f_from_slice(&km)?.f_view([c as i64, self.p as i64])?.f_to_kind(kind)?.f_to_device(device)?;
+        let km_t = Tensor::f_from_slice(km)?.f_view([c as i64, self.p as i64])?.f_to_kind(kind)?.f_to_device(device)?;
         let z_sq = features.f_square()?.f_sum_dim_intlist(1, true, None::<Kind>)?;
         let q = features
             .f_matmul(&km_t.f_tr()?)?
@@ -319,10 +295,10 @@ impl ProCoLoss {
         let kt_t = q.f_add(&kappa_sq_t)?.f_clamp_min(KT_SQ_FLOOR)?.f_sqrt()?;
 
         let q_host = Vec::<f64>::try_from(&q.detach().f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
-        let mut kt = vec![0.0; n * c];
-        let mut s0 = vec![0.0; n * c];
-        let mut ratio = vec![0.0; n * c];
-        self.host_bessel_pass(&q_host, &kappa_sq, &logc, &mut kt, &mut s0, &mut ratio)?;
+        // The per-pair scalar work, on LibTorch's OpenMP workers.
+        let exact = |x: f64| self.f_and_ratio(x);
+        let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.threads, parallel: &crate::openmp::OpenMpWorkers };
+        let proco_vmf::contrast::ContrastLogits { logits: s0, kt, ratio } = contrast_logits_from_q(&q_host, &terms.kappa, &logc, &evaluation)?;
         let to_dev = |v: &[f64]| -> Result<Tensor> {
             Ok(Tensor::f_from_slice(v)?.f_view([n as i64, c as i64])?.f_to_kind(kind)?.f_to_device(device)?)
         };
