@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 
 use numpy::ndarray::ArrayD;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use proco_vmf::contrast::{contrast_logits, contrast_logits_backward, InterpolantCache, PairEvaluation};
+use proco_vmf::contrast::{contrast_logits, contrast_logits_backward, contrast_logits_from_q, InterpolantCache, PairEvaluation};
 use proco_vmf::estimator::{BatchStatistics, VmfEstimator};
 use proco_vmf::parallel::ScopedThreads;
 use proco_vmf::rows::NORM_TOLERANCE;
@@ -75,13 +75,24 @@ fn check_unit_rows(rows: FeatureRows<'_>, n: usize, p: usize, dim: usize) -> PyR
         return Err(value_error("the batch is empty: pass at least one feature row"));
     }
     match rows.worst_norm_deviation(p) {
-        Some(w) if w.is_nan() || w.is_infinite() => Err(value_error("features hold NaN or infinite values")),
-        Some(w) if w > NORM_TOLERANCE => Err(value_error(format!(
-            "a feature row has norm off from 1 by {w:.3e} (tolerance {NORM_TOLERANCE:e}): pass L2-normalised features, e.g. torch.nn.functional.normalize(z, dim=1)"
-        ))),
-        Some(_) => Ok(()),
+        Some(w) => check_norm_deviation(w),
         None => Err(value_error(format!("{} values do not make rows of dimension {p}", rows.len()))),
     }
+}
+
+/// Refuses features whose largest | |z_i| - 1 | is `worst` (NaN for non-finite entries) when
+/// it exceeds the tolerance; for features whose norms were taken elsewhere (on a GPU).
+#[pyfunction]
+fn check_norm_deviation(worst: f64) -> PyResult<()> {
+    if worst.is_nan() || worst.is_infinite() {
+        return Err(value_error("features hold NaN or infinite values"));
+    }
+    if worst > NORM_TOLERANCE {
+        return Err(value_error(format!(
+            "a feature row has norm off from 1 by {worst:.3e} (tolerance {NORM_TOLERANCE:e}): pass L2-normalised features, e.g. torch.nn.functional.normalize(z, dim=1)"
+        )));
+    }
+    Ok(())
 }
 
 /// The values of a C-contiguous array in order; `None` for any other layout (numpy's
@@ -230,7 +241,7 @@ impl ProCoCore {
         let features = Features::extract(features, "features")?;
         let (rows, n, p) = features.rows("features")?;
         check_unit_rows(rows, n, p, self.dim)?;
-        let terms = self.class_terms(&means, &counts)?;
+        let terms = self.estimator_terms(&means, &counts)?;
         let c = terms.kappa.len();
         let zeros = vec![0.0; c];
         let exact = |x: f64| self.bessel.log_i_minus_nu_log_x_and_ratio(x);
@@ -239,6 +250,50 @@ impl ProCoCore {
                 let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.threads, parallel: &ScopedThreads };
                 let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
                 contrast_logits(rows, p, terms.with_prior(&zeros), self.tau, &evaluation, Some(&mut cache))
+            })
+            .map_err(value_error)?;
+        let matrix = |v: Vec<f64>| PyArray1::from_vec(py, v).reshape([n, c]);
+        Ok((matrix(out.logits)?, matrix(out.kt)?, matrix(out.ratio)?))
+    }
+
+    /// (kappa_j mu_j (C x p), kappa_j (C), logc_j (C)) of the estimator in `means` (C x p) and
+    /// `counts` (C): the class terms of the matrix-product route.
+    #[allow(clippy::type_complexity)]
+    fn class_terms<'py>(
+        &self,
+        py: Python<'py>,
+        means: PyReadonlyArray2<'py, f64>,
+        counts: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+        let terms = self.estimator_terms(&means, &counts)?;
+        let c = terms.kappa.len();
+        Ok((PyArray1::from_vec(py, terms.kappa_mu).reshape([c, self.dim])?, PyArray1::from_vec(py, terms.kappa), PyArray1::from_vec(py, terms.logc)))
+    }
+
+    /// (logits s, kt, A), each N x C float64, from q = kt^2 - kappa^2 (N x C float64, the
+    /// matrix product (2 / tau) z (kappa mu)^T + |z|^2 / tau^2 made by torch) and the class
+    /// terms `kappa`, `logc` that [`ProCoCore::class_terms`] returned.
+    #[allow(clippy::type_complexity)]
+    fn logits_from_q<'py>(
+        &self,
+        py: Python<'py>,
+        q: PyReadonlyArray2<'py, f64>,
+        kappa: PyReadonlyArray1<'py, f64>,
+        logc: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>)> {
+        let (n, c) = (q.shape()[0], q.shape()[1]);
+        let (qv, kappa, logc) = (f64_values(&q, "q")?, f64_values(&kappa, "kappa")?, f64_values(&logc, "logc")?);
+        if kappa.len() != c {
+            return Err(value_error(format!("q has {c} columns but there are {} classes", kappa.len())));
+        }
+        if qv.iter().any(|v| !v.is_finite()) {
+            return Err(value_error("q holds NaN or infinite values"));
+        }
+        let exact = |x: f64| self.bessel.log_i_minus_nu_log_x_and_ratio(x);
+        let out = py
+            .detach(|| {
+                let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.threads, parallel: &ScopedThreads };
+                contrast_logits_from_q(qv, kappa, logc, &evaluation)
             })
             .map_err(value_error)?;
         let matrix = |v: Vec<f64>| PyArray1::from_vec(py, v).reshape([n, c]);
@@ -264,7 +319,7 @@ impl ProCoCore {
         if p != self.dim {
             return Err(value_error(format!("features have dimension {p}, but this loss was built for contrast_dim = {}", self.dim)));
         }
-        let terms = self.class_terms(&means, &counts)?;
+        let terms = self.estimator_terms(&means, &counts)?;
         let (kt, ratio, grad_logits) = (f64_values(&kt, "kt")?, f64_values(&ratio, "ratio")?, f64_values(&grad_logits, "the upstream gradient")?);
         if grad_logits.iter().any(|g| !g.is_finite()) {
             return Err(value_error("the upstream gradient of the contrast logits holds NaN or infinite values"));
@@ -277,7 +332,7 @@ impl ProCoCore {
 }
 
 impl ProCoCore {
-    fn class_terms(&self, means: &PyReadonlyArray2<'_, f64>, counts: &PyReadonlyArray1<'_, f64>) -> PyResult<proco_vmf::estimator::OwnedClassTerms> {
+    fn estimator_terms(&self, means: &PyReadonlyArray2<'_, f64>, counts: &PyReadonlyArray1<'_, f64>) -> PyResult<proco_vmf::estimator::OwnedClassTerms> {
         let est = estimator(means, counts)?;
         if est.dim() != self.dim {
             return Err(value_error(format!("the estimator holds {}-dimensional means, but this loss was built for contrast_dim = {}", est.dim(), self.dim)));
@@ -290,11 +345,13 @@ impl ProCoCore {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ProCoCore>()?;
     m.add_function(wrap_pyfunction!(initial_means, m)?)?;
+    m.add_function(wrap_pyfunction!(check_norm_deviation, m)?)?;
     m.add_function(wrap_pyfunction!(batch_statistics, m)?)?;
     m.add_function(wrap_pyfunction!(apply_statistics, m)?)?;
     m.add_function(wrap_pyfunction!(concentrations, m)?)?;
     m.add_function(wrap_pyfunction!(log_bessel_i, m)?)?;
     m.add_function(wrap_pyfunction!(bessel_ratio, m)?)?;
     m.add("NORM_TOLERANCE", NORM_TOLERANCE)?;
+    m.add("HOST_PASS_MAX_WORK", proco_vmf::contrast::HOST_PASS_MAX_WORK)?;
     Ok(())
 }

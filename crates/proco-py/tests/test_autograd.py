@@ -8,19 +8,20 @@ import torch.nn.functional as F
 import proco
 
 
-def trained(p, c, tau, seed=0, batches=3, n=16):
+def trained(p, c, tau, seed=0, batches=3, n=16, host_pass_max_work=None):
     """A loss whose estimators have taken a few random batches."""
     g = torch.Generator().manual_seed(seed)
-    crit = proco.ProCoLoss(p, tau, c, seed=seed)
+    crit = proco.ProCoLoss(p, tau, c, seed=seed, host_pass_max_work=host_pass_max_work)
     for _ in range(batches):
         z = F.normalize(torch.randn(n, p, generator=g, dtype=torch.float64), dim=1)
         crit.update(z, torch.randint(0, c, (n,), generator=g))
     return crit
 
 
+@pytest.mark.parametrize("route", [None, 0], ids=["host-pass", "matrix-product"])
 @pytest.mark.parametrize("p,c,tau", [(2, 3, 0.5), (3, 4, 0.1), (8, 5, 0.5), (32, 6, 0.1)])
-def test_gradcheck_of_the_logits_in_float64(p, c, tau):
-    crit = trained(p, c, tau)
+def test_gradcheck_of_the_logits_in_float64(p, c, tau, route):
+    crit = trained(p, c, tau, host_pass_max_work=route)
     g = torch.Generator().manual_seed(1)
     z = F.normalize(torch.randn(5, p, generator=g, dtype=torch.float64), dim=1).requires_grad_()
     assert torch.autograd.gradcheck(crit.logits, (z,), eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -72,3 +73,19 @@ def test_float32_features_give_float32_logits_and_gradients_close_to_float64():
         out.append((s.detach().double(), z.grad.double()))
     torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_both_routes_give_the_same_logits_and_gradient():
+    """N x C x p = 64 x 50 x 64 through the host pass and through the matrix products."""
+    g = torch.Generator().manual_seed(5)
+    z0 = F.normalize(torch.randn(64, 64, generator=g, dtype=torch.float64), dim=1)
+    y = torch.randint(0, 50, (64,), generator=g)
+    out = []
+    for route in (None, 0):
+        crit = trained(64, 50, 0.07, host_pass_max_work=route)
+        z = z0.clone().requires_grad_()
+        s = crit(z, y)
+        F.cross_entropy(s, y).backward()
+        out.append((s.detach(), z.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)

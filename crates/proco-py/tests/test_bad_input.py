@@ -9,9 +9,9 @@ import proco
 from proco import _native
 
 
-@pytest.fixture
-def crit():
-    return proco.ProCoLoss(8, 0.1, 4)
+@pytest.fixture(params=[None, 0], ids=["host-pass", "matrix-product"])
+def crit(request):
+    return proco.ProCoLoss(8, 0.1, 4, host_pass_max_work=request.param)
 
 
 def unit(n, p=8, dtype=torch.float32):

@@ -14,9 +14,13 @@ from proco import _native
 EPS = np.finfo(np.float64).eps
 
 
-def loss_for(case):
+# The two routes: one host pass (the default at these sizes), and the matrix-product route.
+ROUTES = {"host-pass": None, "matrix-product": 0}
+
+
+def loss_for(case, route="host-pass"):
     """A ProCoLoss holding the case's estimator state as its `previous` estimator."""
-    crit = proco.ProCoLoss(case["p"], case["tau"], case["num_classes"])
+    crit = proco.ProCoLoss(case["p"], case["tau"], case["num_classes"], host_pass_max_work=ROUTES[route])
     state = case["estimator_state"]
     crit.previous_means = np.array(state["means"], dtype=np.float64)
     crit.previous_counts = np.array(state["counts"], dtype=np.float64)
@@ -31,12 +35,13 @@ def kappa_err(case):
     return np.where(ok, 1e-15 + 4e-16 * 2.0 / np.abs(1.0 - r * r), 0.0) * k
 
 
-def test_every_loss_case_logits_loss_and_gradient(golden):
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_every_loss_case_logits_loss_and_gradient(golden, route):
     cases = golden("proco_loss_cases.json")["cases"]
     assert cases, "no golden loss cases"
     for case in cases:
         e = case["expected"]
-        crit = loss_for(case)
+        crit = loss_for(case, route)
         z = torch.tensor(case["features"], dtype=torch.float64, requires_grad=True)
         y = torch.tensor(case["labels"])
         s = crit.logits(z)

@@ -41,6 +41,13 @@ use crate::parallel::{run_parts, Parallel};
 use crate::rows::FeatureRows;
 use crate::kernels::{dot, dots4x2, dots4x4, exp_nonpositive_in_place, norm_of_sum, squared_norms4, weighted_sum, weighted_sums2};
 
+/// Largest N x C x p for which the whole loss is best computed in one host pass
+/// ([`contrast_loss`]) rather than by the matrix-product route ([`contrast_logits_from_q`]):
+/// CIFAR-100 at batch 256 and p = 128 is 3.3 M. Beyond it (ImageNet-LT: C = 1000, p = 1024)
+/// the per-pair norms and the gradient's class sums are matrix products that a BLAS or a GPU
+/// does faster, and only the N x C scalars need the host (measured on CPU; on GPUs not yet).
+pub const HOST_PASS_MAX_WORK: usize = 1 << 24;
+
 /// Rows processed together, so each class vector is read once per block from cache rather than
 /// once per row from memory (C x p reaches 8 MiB at C = 1000, p = 1024).
 const ROW_BLOCK: usize = 16;

@@ -10,13 +10,9 @@ _SEED_STRIDE = 0x9E3779B97F4A7C15
 _U64 = (1 << 64) - 1
 
 
-def _host_features(features, dim, what="features"):
-    """`features` (N x p, floating point, contiguous) as a float32 / float64 host array.
-
-    CPU float32 / float64 tensors are shared, not copied; CUDA tensors are copied to the host;
-    float16 / bfloat16 are widened to float32 (exactly). Bad input raises TypeError or
-    ValueError saying what to pass.
-    """
+def _check_tensor(features, dim, what="features"):
+    """Refuses anything but a contiguous floating-point tensor of shape (N, dim), with a
+    TypeError or ValueError saying what to pass."""
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor of shape (N, p), got {type(features).__name__}")
     if features.dim() != 2:
@@ -27,12 +23,23 @@ def _host_features(features, dim, what="features"):
         raise TypeError(f"{what} must be floating point (float32 or float64), got {features.dtype}")
     if not features.is_contiguous():
         raise ValueError(f"{what} must be contiguous: call .contiguous() on the tensor")
-    t = features.detach()
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
-    elif t.dtype not in (torch.float32, torch.float64):
+    if features.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"{what} must be float16, bfloat16, float32 or float64, got {features.dtype}")
-    return t.cpu().numpy()
+
+
+def _compute_dtype(features):
+    """float32 for half-precision features (kappa^2 reaches 1e10, past float16's range)."""
+    return features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _host_features(features, dim, what="features"):
+    """`features` (N x p, floating point, contiguous) as a float32 / float64 host array.
+
+    CPU float32 / float64 tensors are shared, not copied; CUDA tensors are copied to the host;
+    float16 / bfloat16 are widened to float32 (exactly).
+    """
+    _check_tensor(features, dim, what)
+    return features.detach().to(_compute_dtype(features)).cpu().numpy()
 
 
 def _host_labels(labels):
@@ -46,13 +53,10 @@ def _host_labels(labels):
     return labels.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
-def _output_dtype(features):
-    return features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
-
-
-class _ContrastLogits(torch.autograd.Function):
+class _HostPassLogits(torch.autograd.Function):
     """s = F(|kappa mu + z / tau|) - logc with the exact gradient in z (the estimator is a
-    constant, as in ProCo)."""
+    constant, as in ProCo), both in one host pass over the N x C pairs each (small problems:
+    N x C x p up to HOST_PASS_MAX_WORK)."""
 
     @staticmethod
     def forward(ctx, features, core, means, counts):
@@ -61,7 +65,7 @@ class _ContrastLogits(torch.autograd.Function):
         ctx.core = core
         ctx.saved = (host, means, counts, kt, ratio)
         ctx.feature_device, ctx.feature_dtype = features.device, features.dtype
-        return torch.from_numpy(logits).to(device=features.device, dtype=_output_dtype(features))
+        return torch.from_numpy(logits).to(device=features.device, dtype=_compute_dtype(features))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -70,6 +74,39 @@ class _ContrastLogits(torch.autograd.Function):
         upstream = grad_logits.detach().to("cpu", torch.float64).contiguous().numpy()
         grad = ctx.core.backward(host, means, counts, kt, ratio, upstream)
         return torch.from_numpy(grad).to(device=ctx.feature_device, dtype=ctx.feature_dtype), None, None, None
+
+
+class _MatrixProductLogits(torch.autograd.Function):
+    """The same logits and gradient for large problems (ImageNet-LT: C = 1000, p = 1024): the
+    dot products are matrix products on the features' device, q = (2 / tau) z (kappa mu)^T +
+    |z|^2 / tau^2, and only the N x C scalars visit the host, where kt = sqrt(kappa^2 + q), F
+    and A are evaluated exactly. Backward: d L / d z = C (kappa mu) + rowsum(C) z / tau with
+    C_ij = g_ij A_ij / (tau kt_ij), two more products on the device."""
+
+    @staticmethod
+    def forward(ctx, features, core, tau, kappa_mu, kappa, logc):
+        kind, device = _compute_dtype(features), features.device
+        z = features.detach().to(kind)
+        deviation = (z.double().square().sum(dim=1).sqrt() - 1.0).abs().max().item()
+        _native.check_norm_deviation(deviation)
+        km = torch.from_numpy(kappa_mu).to(device=device, dtype=kind)
+        q = (z @ km.t()) * (2.0 / tau) + z.square().sum(dim=1, keepdim=True) / (tau * tau)
+        logits, kt, ratio = core.logits_from_q(q.to("cpu", torch.float64).numpy(), kappa, logc)
+        on = lambda a: torch.from_numpy(a).to(device=device, dtype=kind)
+        ctx.save_for_backward(z, km, on(kt), on(ratio))
+        ctx.tau, ctx.feature_dtype = tau, features.dtype
+        return on(logits)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_logits):
+        z, km, kt, ratio = ctx.saved_tensors
+        if not torch.isfinite(grad_logits).all():
+            raise ValueError("the upstream gradient of the contrast logits holds NaN or infinite values")
+        # A(0) = 0: a pair with kt = 0 contributes nothing.
+        coef = torch.where(kt > 0, grad_logits.to(z.dtype) * ratio / (kt * ctx.tau), torch.zeros_like(kt))
+        grad = coef @ km + coef.sum(dim=1, keepdim=True) * z / ctx.tau
+        return grad.to(ctx.feature_dtype), None, None, None, None, None
 
 
 def _all_reduce(sums, counts, device):
@@ -93,7 +130,11 @@ class ProCoLoss(nn.Module):
 
     Same constructor and forward as the authors' ``ProCoLoss``: ``contrast_dim`` p >= 2 (the
     projection head's output size), ``temperature`` tau (ProCo uses 0.1), ``num_classes`` C.
-    ``seed`` fixes the estimators' random initial directions.
+    ``seed`` fixes the estimators' random initial directions. Batches with N x C x p up to
+    ``host_pass_max_work`` (default ``HOST_PASS_MAX_WORK``, 2^24: CIFAR-100 at batch 256 and
+    p = 128) are computed in one host pass; larger ones (ImageNet-LT) take their dot products
+    as matrix products on the features' device. Both give the same logits and gradient to
+    rounding.
 
     The module keeps two vMF estimators on the host in float64 (running per-class means and
     counts): ``previous`` scores the logits; both take every training batch; at the start of
@@ -104,7 +145,7 @@ class ProCoLoss(nn.Module):
     estimator of the union batch.
     """
 
-    def __init__(self, contrast_dim, temperature=1.0, num_classes=1000, *, seed=0):
+    def __init__(self, contrast_dim, temperature=1.0, num_classes=1000, *, seed=0, host_pass_max_work=None):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
@@ -114,6 +155,7 @@ class ProCoLoss(nn.Module):
         self.temperature = float(temperature)
         self.num_classes = num_classes
         self.feature_num = contrast_dim
+        self.host_pass_max_work = _native.HOST_PASS_MAX_WORK if host_pass_max_work is None else int(host_pass_max_work)
         self.seed = int(seed) & _U64
         self._draws = 0
         self.register_buffer("weight", None, persistent=False)
@@ -142,7 +184,14 @@ class ProCoLoss(nn.Module):
         """The contrast logits of ``features`` from the current ``previous`` estimator, without
         updating anything: a pure function of ``features`` (for gradcheck, or for callers who
         schedule their own estimator updates)."""
-        return _ContrastLogits.apply(features, self.core, self.previous_means.copy(), self.previous_counts.copy())
+        _check_tensor(features, self.feature_num)
+        means, counts = self.previous_means.copy(), self.previous_counts.copy()
+        if features.shape[0] * self.num_classes * self.feature_num <= self.host_pass_max_work:
+            return _HostPassLogits.apply(features, self.core, means, counts)
+        if features.shape[0] == 0:
+            raise ValueError("the batch is empty: pass at least one feature row")
+        kappa_mu, kappa, logc = self.core.class_terms(means, counts)
+        return _MatrixProductLogits.apply(features, self.core, self.temperature, kappa_mu, kappa, logc)
 
     def update(self, features, labels):
         """Folds a batch (unit ``features`` N x p, ``labels`` N) into both estimators (after an

@@ -35,13 +35,10 @@ use crate::validate;
 use crate::validate::FeatureRows;
 
 /// Largest N x C x p for which [`ProCoLoss::loss`] runs entirely on the host by default
-/// ([`ProCoLoss::host_loss`]): CIFAR-100 at batch 256 and p = 128 is 3.3 M. Beyond it (ImageNet-LT:
-/// C = 1000, p = 1024) the per-pair norms and the gradient's class sums are matrix products
-/// that LibTorch's BLAS or the GPU does faster, and only the N x C scalars visit the host.
-/// The bound applies on every device: below it, one transfer of the features and one of the
-/// gradient cost less than the device route's own transfers and small kernels (CPU measured;
-/// on GPUs not yet measured).
-pub const HOST_PASS_MAX_WORK: usize = 1 << 24;
+/// ([`ProCoLoss::host_loss`]); beyond it the device route. The bound applies on every device:
+/// below it, one transfer of the features and one of the gradient cost less than the device
+/// route's own transfers and small kernels.
+pub use proco_vmf::contrast::HOST_PASS_MAX_WORK;
 
 /// Smallest accepted temperature: |z|^2 / tau^2 must stay far from f32 overflow.
 pub const MIN_TEMPERATURE: f64 = 1e-6;
