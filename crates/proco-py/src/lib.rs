@@ -8,6 +8,7 @@
 //! long computations release the GIL.
 
 use std::fmt::Display;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use numpy::ndarray::ArrayD;
@@ -207,7 +208,25 @@ struct ProCoCore {
     bessel: FixedOrderBessel,
     /// Certified interpolants kept between batches (never changes a result).
     cache: Mutex<InterpolantCache>,
-    threads: usize,
+    /// Most threads a pass uses (the Python module sets it to torch's intra-op thread count
+    /// before each pass, so `torch.set_num_threads` governs both). Results do not depend on it.
+    threads: AtomicUsize,
+}
+
+/// Fewest (sample, class) pairs per thread of a pass started from Python. The library's
+/// [`proco_vmf::contrast::MIN_PAIRS_PER_THREAD`] (8,192) suits jobs run on LibTorch's own
+/// OpenMP workers; here the pass spawns its threads while torch's workers still spin after the
+/// last tensor operation, so a second thread must carry more work to pay. Measured on 2 cores
+/// (whole step, torch at 2 threads): 25,600 pairs 2.3 ms on 1 thread against 3.9 ms on 2;
+/// 102,400 pairs 9.2 against 9.6; 256,000 pairs 109 against 99.
+const SPAWNED_THREAD_MIN_PAIRS: usize = 1 << 16;
+
+impl ProCoCore {
+    /// Threads for a pass over `pairs` (sample, class) pairs: at most [`Self::threads`], one
+    /// per [`SPAWNED_THREAD_MIN_PAIRS`], at least one.
+    fn pass_threads(&self, pairs: usize) -> usize {
+        self.threads().min(pairs / SPAWNED_THREAD_MIN_PAIRS).max(1)
+    }
 }
 
 #[pymethods]
@@ -219,13 +238,29 @@ impl ProCoCore {
             return Err(value_error(format!("temperature = {temperature} must be finite and >= {MIN_TEMPERATURE:e} (ProCo uses 0.1)")));
         }
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-        Ok(Self { dim, nu, tau: temperature, bessel: FixedOrderBessel::new(nu), cache: Mutex::new(InterpolantCache::new()), threads })
+        Ok(Self { dim, nu, tau: temperature, bessel: FixedOrderBessel::new(nu), cache: Mutex::new(InterpolantCache::new()), threads: AtomicUsize::new(threads) })
     }
 
     /// The feature dimension p.
     #[getter]
     fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Most threads a pass uses (>= 1; default: the machine's available parallelism).
+    #[getter]
+    fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+
+    /// Sets the most threads a pass uses; 0 is refused.
+    #[setter]
+    fn set_threads(&self, threads: usize) -> PyResult<()> {
+        if threads == 0 {
+            return Err(value_error("threads must be at least 1"));
+        }
+        self.threads.store(threads, Ordering::Relaxed);
+        Ok(())
     }
 
     /// (logits s, kt, A), each N x C float64, of unit `features` (N x p) against the estimator
@@ -247,7 +282,7 @@ impl ProCoCore {
         let exact = |x: f64| self.bessel.log_i_minus_nu_log_x_and_ratio(x);
         let out = py
             .detach(|| {
-                let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.threads, parallel: &ScopedThreads };
+                let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.pass_threads(n.saturating_mul(c)), parallel: &ScopedThreads };
                 let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
                 contrast_logits(rows, p, terms.with_prior(&zeros), self.tau, &evaluation, Some(&mut cache))
             })
@@ -292,7 +327,7 @@ impl ProCoCore {
         let exact = |x: f64| self.bessel.log_i_minus_nu_log_x_and_ratio(x);
         let out = py
             .detach(|| {
-                let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.threads, parallel: &ScopedThreads };
+                let evaluation = PairEvaluation { exact: &exact, nu: self.nu, max_threads: self.pass_threads(n.saturating_mul(c)), parallel: &ScopedThreads };
                 contrast_logits_from_q(qv, kappa, logc, &evaluation)
             })
             .map_err(value_error)?;
@@ -325,7 +360,7 @@ impl ProCoCore {
             return Err(value_error("the upstream gradient of the contrast logits holds NaN or infinite values"));
         }
         let grad = py
-            .detach(|| contrast_logits_backward(rows, p, &terms.kappa_mu, self.tau, kt, ratio, grad_logits, self.threads, &ScopedThreads))
+            .detach(|| contrast_logits_backward(rows, p, &terms.kappa_mu, self.tau, kt, ratio, grad_logits, self.pass_threads(n.saturating_mul(terms.kappa.len())), &ScopedThreads))
             .map_err(value_error)?;
         PyArray1::from_vec(py, grad).reshape([n, p])
     }

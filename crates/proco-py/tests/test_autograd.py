@@ -89,3 +89,29 @@ def test_both_routes_give_the_same_logits_and_gradient():
         out.append((s.detach(), z.grad))
     torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("host_pass_max_work", [None, 0], ids=["host-pass", "matrix-product"])
+def test_the_pass_follows_torchs_thread_count_and_its_results_do_not(host_pass_max_work):
+    """N x C = 512 x 300 pairs are enough work for two threads (65,536 pairs per thread); 1
+    and 3 torch threads (so 1 and 2 pass threads) give the same logits and gradient to the
+    last bit, on both routes."""
+    g = torch.Generator().manual_seed(6)
+    z0 = F.normalize(torch.randn(512, 16, generator=g, dtype=torch.float64), dim=1)
+    y = torch.randint(0, 300, (512,), generator=g)
+    crit = trained(16, 300, 0.1, host_pass_max_work=host_pass_max_work)
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            z = z0.clone().requires_grad_()
+            s = crit.logits(z)
+            assert crit.core.threads == threads
+            F.cross_entropy(s, y).backward()
+            out.append((s.detach(), z.grad))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    with pytest.raises(ValueError, match="at least 1"):
+        crit.core.threads = 0

@@ -53,6 +53,12 @@ def _host_labels(labels):
     return labels.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
+def _follow_torch_threads(core):
+    """The host pass uses as many threads as torch's intra-op pool (``torch.set_num_threads``),
+    so that a process limited to k threads stays at k."""
+    core.threads = max(1, torch.get_num_threads())
+
+
 class _HostPassLogits(torch.autograd.Function):
     """s = F(|kappa mu + z / tau|) - logc with the exact gradient in z (the estimator is a
     constant, as in ProCo), both in one host pass over the N x C pairs each (small problems:
@@ -61,6 +67,7 @@ class _HostPassLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, core, means, counts):
         host = _host_features(features, core.dim)
+        _follow_torch_threads(core)
         logits, kt, ratio = core.logits(host, means, counts)
         ctx.core = core
         ctx.saved = (host, means, counts, kt, ratio)
@@ -72,6 +79,7 @@ class _HostPassLogits(torch.autograd.Function):
     def backward(ctx, grad_logits):
         host, means, counts, kt, ratio = ctx.saved
         upstream = grad_logits.detach().to("cpu", torch.float64).contiguous().numpy()
+        _follow_torch_threads(ctx.core)
         grad = ctx.core.backward(host, means, counts, kt, ratio, upstream)
         return torch.from_numpy(grad).to(device=ctx.feature_device, dtype=ctx.feature_dtype), None, None, None
 
@@ -91,6 +99,7 @@ class _MatrixProductLogits(torch.autograd.Function):
         _native.check_norm_deviation(deviation)
         km = torch.from_numpy(kappa_mu).to(device=device, dtype=kind)
         q = (z @ km.t()) * (2.0 / tau) + z.square().sum(dim=1, keepdim=True) / (tau * tau)
+        _follow_torch_threads(core)
         logits, kt, ratio = core.logits_from_q(q.to("cpu", torch.float64).numpy(), kappa, logc)
         on = lambda a: torch.from_numpy(a).to(device=device, dtype=kind)
         ctx.save_for_backward(z, km, on(kt), on(ratio))
