@@ -14,7 +14,7 @@ drifts once kt passes about nu^2 / 8 and is NaN for p = 2 or 3; ours does not.
     criterion_scl._hook_before_epoch(epoch)            # at the start of each epoch
 
 The mathematics runs on the host: CUDA features are copied to the host for the logits and
-their gradient is copied back (see the README for the measured cost).
+their gradient is copied back (see the README; BENCHMARKS.md lists what moves per step).
 """
 
 from ._native import NORM_TOLERANCE
