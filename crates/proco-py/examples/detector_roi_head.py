@@ -47,9 +47,13 @@ def roi_losses(heads, criterion_scl, log_prior, roi_features, roi_labels, alpha=
     cls_logits, z = heads(roi_features)
     loss_cls = F.cross_entropy(cls_logits, roi_labels)
     foreground = roi_labels < heads.num_classes
-    if not foreground.any():
-        return loss_cls, loss_cls.new_zeros(())
     z_fg, y_fg = z[foreground], roi_labels[foreground]
+    if not foreground.any():
+        # No foreground on this rank: the (empty) batch still joins the estimators' all-reduce
+        # under torch.distributed, so the other ranks do not wait for it.
+        if criterion_scl.training:
+            criterion_scl.update(z_fg, y_fg)
+        return loss_cls, loss_cls.new_zeros(())
     contrast = criterion_scl(z_fg, y_fg)  # (R_fg, C): updates the estimators in training mode
     loss_scl = F.cross_entropy(contrast + log_prior, y_fg)
     return loss_cls, alpha * loss_scl

@@ -106,6 +106,17 @@ fn c_order<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(a: &'a numpy::Py
     }
 }
 
+/// Most elements of an array this module allocates (2^32: 32 GiB of float64). Larger requests
+/// are refused with a ValueError instead of aborting the interpreter on a failed allocation.
+const MAX_ARRAY_ELEMENTS: usize = 1 << 32;
+
+/// `rows` x `columns`, refused when it overflows or passes [`MAX_ARRAY_ELEMENTS`].
+fn array_elements(rows: usize, columns: usize, what: &str) -> PyResult<usize> {
+    rows.checked_mul(columns)
+        .filter(|&e| e <= MAX_ARRAY_ELEMENTS)
+        .ok_or_else(|| value_error(format!("{what} would hold {rows} x {columns} values, more than {MAX_ARRAY_ELEMENTS}: use a smaller batch, class count or dimension")))
+}
+
 /// A C-contiguous float64 array's values.
 fn f64_values<'a, D: numpy::ndarray::Dimension>(a: &'a numpy::PyReadonlyArray<'_, f64, D>, what: &str) -> PyResult<&'a [f64]> {
     c_order(a).ok_or_else(|| value_error(format!("{what} must be C-contiguous")))
@@ -136,6 +147,7 @@ fn class_indices(labels: &Bound<'_, PyAny>, n: usize, num_classes: usize) -> PyR
 /// independent random unit vectors, from the seeded generator `seed`.
 #[pyfunction]
 fn initial_means<'py>(py: Python<'py>, num_classes: usize, dim: usize, seed: u64) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    array_elements(num_classes, dim, "the estimator means")?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let est = VmfEstimator::new(num_classes, dim, &mut rng).map_err(value_error)?;
     PyArray1::from_slice(py, est.means()).reshape([num_classes, dim])
@@ -148,6 +160,7 @@ fn batch_statistics<'py>(py: Python<'py>, features: &Bound<'py, PyAny>, labels: 
     let features = Features::extract(features, "features")?;
     let (rows, n, p) = features.rows("features")?;
     check_unit_rows(rows, n, p, p)?;
+    array_elements(num_classes, p, "the per-class sums")?;
     let labels = class_indices(labels, n, num_classes)?;
     let stats = BatchStatistics::from_rows(rows, &labels, num_classes, p).map_err(value_error)?;
     Ok((PyArray1::from_slice(py, stats.sums()).reshape([num_classes, p])?, PyArray1::from_slice(py, stats.counts())))
@@ -161,10 +174,13 @@ fn apply_statistics(means: &Bound<'_, PyArray2<f64>>, counts: &Bound<'_, PyArray
     let stats = BatchStatistics::from_sums(est.num_classes(), est.dim(), f64_values(&sums, "sums")?.to_vec(), f64_values(&batch_counts, "batch counts")?.to_vec())
         .map_err(value_error)?;
     est.apply(&stats).map_err(value_error)?;
-    // `estimator` above read both through `f64_values`, so they are C-contiguous.
-    let mut m = means.readwrite();
+    // `estimator` above read both through `f64_values`, so they are C-contiguous. A read-only
+    // array, or one also passed as `sums` / `batch_counts`, cannot be borrowed for writing.
+    let writable = |what: &'static str| move |_| value_error(format!("{what} must be a writeable array not also passed as another argument"));
+    let mut m = means.try_readwrite().map_err(writable("estimator means"))?;
     m.as_slice_mut().map_err(|_| value_error("estimator means must be C-contiguous"))?.copy_from_slice(est.means());
-    let mut c = counts.readwrite();
+    drop(m);
+    let mut c = counts.try_readwrite().map_err(writable("estimator counts"))?;
     c.as_slice_mut().map_err(|_| value_error("estimator counts must be C-contiguous"))?.copy_from_slice(est.counts());
     Ok(())
 }
@@ -184,8 +200,8 @@ fn elementwise<'py>(py: Python<'py>, x: PyReadonlyArrayDyn<'py, f64>, f: impl Fn
     py.detach(|| x.mapv(f)).into_pyarray(py)
 }
 
-/// log I_nu(x) elementwise, exact in double precision; NaN where nu < 0 or x < 0 or either
-/// is not finite (I_nu(0) = 0 for nu > 0 gives -inf).
+/// log I_nu(x) elementwise, exact in double precision; NaN where nu < 0, x < 0, nu is not
+/// finite or x is NaN; -inf at x = 0 for nu > 0 (I_nu(0) = 0); +inf at x = +inf.
 #[pyfunction]
 fn log_bessel_i<'py>(py: Python<'py>, nu: f64, x: PyReadonlyArrayDyn<'py, f64>) -> Bound<'py, PyArrayDyn<f64>> {
     elementwise(py, x, move |v| proco_vmf::log_bessel_i(nu, v))
@@ -247,6 +263,13 @@ impl ProCoCore {
         self.dim
     }
 
+    /// Pickling (`torch.save` of a whole ProCoLoss, `copy.deepcopy`): rebuilt from (dim,
+    /// temperature); the interpolant cache starts empty (it never changes a result).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, pyo3::types::PyType>, (usize, f64))> {
+        let core = slf.get();
+        Ok((slf.get_type(), (core.dim, core.tau)))
+    }
+
     /// Most threads a pass uses (>= 1; default: the machine's available parallelism).
     #[getter]
     fn threads(&self) -> usize {
@@ -278,6 +301,7 @@ impl ProCoCore {
         check_unit_rows(rows, n, p, self.dim)?;
         let terms = self.estimator_terms(&means, &counts)?;
         let c = terms.kappa.len();
+        array_elements(n, c, "the contrast logits")?;
         let zeros = vec![0.0; c];
         let exact = |x: f64| self.bessel.log_i_minus_nu_log_x_and_ratio(x);
         let out = py

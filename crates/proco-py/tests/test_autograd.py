@@ -115,3 +115,22 @@ def test_the_pass_follows_torchs_thread_count_and_its_results_do_not(host_pass_m
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
     with pytest.raises(ValueError, match="at least 1"):
         crit.core.threads = 0
+
+
+def test_float32_logits_on_the_matrix_product_route_are_the_rounded_float64_logits():
+    """Concentrated classes (p = 1024, kappa at its 1e5 clamp, tau 0.07: q = kt^2 - kappa^2 ~ 3e6): the
+    dot products are taken in float64, so float32 features give the float64 logits of the same
+    values rounded once, not float32 rounding of q magnified into kt."""
+    g = torch.Generator().manual_seed(8)
+    p, c = 1024, 20
+    direction = F.normalize(torch.randn(c, p, generator=g, dtype=torch.float64), dim=1)
+    crit = {route: proco.ProCoLoss(p, 0.07, c, host_pass_max_work=route) for route in (None, 0)}
+    for loss in crit.values():
+        loss.previous_means = direction.numpy().copy()  # R = 1: kappa = 1e5
+        loss.previous_counts = np.full(c, 100.0)
+    z = F.normalize(torch.randn(64, p, generator=g), dim=1)
+    want = crit[None].logits(z.double())  # host pass, float64 features of the same values
+    got = crit[0].logits(z)
+    assert got.dtype == torch.float32
+    err = (got.double() - want).abs().max().item()
+    assert err <= 2 * np.finfo(np.float32).eps * want.abs().max().item(), err

@@ -39,6 +39,10 @@ def unit(n, p=8, dtype=torch.float32):
 def test_bad_batches_raise(crit, features, labels, error, message):
     with pytest.raises(error, match=message):
         crit(features, torch.as_tensor(labels))
+    if "label" not in message and "1-D" not in message and "integer" not in message:
+        # The features alone, through the route's own logits (no estimator update first).
+        with pytest.raises(error, match=message):
+            crit.logits(features)
 
 
 def test_bad_features_raise_in_logits_and_in_eval_mode_too(crit):
@@ -100,3 +104,17 @@ def test_the_native_functions_check_their_arrays():
     means, counts = _native.initial_means(3, 8, 0), np.zeros(3)
     with pytest.raises(ValueError, match="batch statistics"):
         _native.apply_statistics(means, counts, np.zeros((3, 8)), np.array([1.0, 0.5, 0.0]))
+    sums, batch_counts = np.zeros((3, 8)), np.zeros(3)
+    frozen = means.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        _native.apply_statistics(frozen, counts, sums, batch_counts)
+    with pytest.raises(ValueError, match="writeable"):  # the same array as means and sums
+        _native.apply_statistics(sums, counts, sums, batch_counts)
+    # Sizes past 2^32 elements are refused before anything is allocated.
+    with pytest.raises(ValueError, match="more than"):
+        _native.initial_means(1 << 20, 1 << 13, 0)
+    with pytest.raises(ValueError, match="more than"):
+        _native.batch_statistics(np.eye(2, 8), np.zeros(2, dtype=np.int64), 1 << 30)
+    with pytest.raises(ValueError, match="more than"):
+        _native.initial_means(1 << 40, 1 << 40, 0)

@@ -20,8 +20,11 @@ use crate::{bessel_order, log_bessel_i_minus_nu_log_x, random_unit_vector};
 /// Upper clamp of the concentration (the reference's value; also used when the formula fails).
 pub const KAPPA_MAX: f64 = 1e5;
 
-/// Largest running-mean norm accepted by [`VmfEstimator::from_state`] (1 plus rounding slack).
-pub const MAX_MEAN_NORM: f64 = 1.0 + 1e-6;
+/// Largest running-mean norm accepted by [`VmfEstimator::from_state`]: a mean of feature rows
+/// accepted as unit vectors (within [`crate::rows::NORM_TOLERANCE`], as half-precision rows
+/// normalised in half precision are) can reach 1 + that tolerance; 1e-6 more is rounding slack.
+/// A mean of norm R >= 1 gives kappa = [`KAPPA_MAX`] (flag `NegativeSetToMax`), as in ProCo.
+pub const MAX_MEAN_NORM: f64 = 1.0 + crate::rows::NORM_TOLERANCE + 1e-6;
 
 /// Norm of the initial mean of every class (the reference's 0.9, so kappa starts at p*90/19).
 pub const INITIAL_MEAN_NORM: f64 = 0.9;
@@ -224,9 +227,9 @@ impl VmfEstimator {
         if means.iter().any(|m| !m.is_finite()) || counts.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
             return bad("estimator state holds non-finite means or negative counts".into());
         }
-        // Means of unit vectors have norm <= 1 up to rounding; anything larger is corrupt state.
+        // Means of (nearly) unit vectors have norm <= MAX_MEAN_NORM; anything larger is corrupt.
         if let Some(j) = means.chunks_exact(p).position(|m| sum_of_squares(m) > MAX_MEAN_NORM * MAX_MEAN_NORM) {
-            return bad(format!("class {j} has a running mean of norm > {MAX_MEAN_NORM}; a mean of unit vectors cannot exceed 1"));
+            return bad(format!("class {j} has a running mean of norm > {MAX_MEAN_NORM}; a mean of unit feature rows cannot exceed 1 + their norm tolerance"));
         }
         Ok(Self { num_classes, p, means, counts })
     }
@@ -390,5 +393,22 @@ mod tests {
         assert_eq!(narrow, BatchStatistics::from_host(&wide, &labels, 3, 4).unwrap());
         assert!(BatchStatistics::from_rows(FeatureRows::F32(&rows[..20]), &labels, 3, 4).is_err());
         assert!(BatchStatistics::from_rows(FeatureRows::F32(&rows), &[0, 2, 2, 1, 0, 3], 3, 4).is_err());
+    }
+
+    /// A class seen once holds that row as its mean: a half-precision row within the norm
+    /// tolerance (here 1 + 5e-4) must survive a save and reload (kappa clamped to its maximum),
+    /// while a mean past 1 + the tolerance is corrupt state.
+    #[test]
+    fn a_mean_of_rows_within_the_norm_tolerance_reloads() {
+        let p = 4;
+        let row = [0.0, 0.0, 0.0, 1.0 + 5e-4];
+        let mut est = VmfEstimator::from_state(2, p, vec![0.0; 2 * p], vec![0.0; 2]).unwrap();
+        est.apply(&BatchStatistics::from_host(&row, &[1], 2, p).unwrap()).unwrap();
+        let (means, counts) = (est.means().to_vec(), est.counts().to_vec());
+        let reloaded = VmfEstimator::from_state(2, p, means, counts).unwrap();
+        let c = &reloaded.concentrations()[1];
+        assert_eq!((c.kappa, c.flag), (KAPPA_MAX, KappaFlag::NegativeSetToMax));
+        let too_long = vec![0.0, 0.0, 0.0, 1.0 + 2e-3, 0.0, 0.0, 0.0, 1.0];
+        assert!(VmfEstimator::from_state(2, p, too_long, vec![1.0; 2]).is_err());
     }
 }

@@ -20,8 +20,8 @@ def log_bessel_i(nu, x):
     """log I_nu(x), elementwise, exact in double precision.
 
     `x` is a number, a numpy array or a torch tensor (any device; the result is float64 on the
-    same device, or a float for a number). NaN where nu < 0, x < 0 or either is not finite;
-    -inf at x = 0 for nu > 0. Not differentiable through autograd.
+    same device, or a float for a number). NaN where nu < 0, x < 0, nu is not finite or x is
+    NaN; -inf at x = 0 for nu > 0; +inf at x = +inf. Not differentiable through autograd.
     """
     return _elementwise(_native.log_bessel_i, nu, x)
 
@@ -29,6 +29,7 @@ def log_bessel_i(nu, x):
 def bessel_ratio(nu, x):
     """I_{nu+1}(x) / I_nu(x), elementwise, exact in double precision.
 
-    The derivative of log I_nu(x) - nu log x. Inputs and outputs as for `log_bessel_i`.
+    The derivative of log I_nu(x) - nu log x. Inputs as for `log_bessel_i`; NaN where it is
+    NaN, 0 at x = 0, 1 at x = +inf.
     """
     return _elementwise(_native.bessel_ratio, nu, x)

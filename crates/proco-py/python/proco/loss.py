@@ -1,5 +1,7 @@
 """`ProCoLoss`: the ProCo contrast logits as a `torch.nn.Module`, exact and on the host."""
 
+import operator
+
 import numpy as np
 import torch
 from torch import nn
@@ -53,6 +55,17 @@ def _host_labels(labels):
     return labels.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
+def _integer(value, message):
+    """`value` as a Python int (numpy and torch integers too, not bool or float), else a
+    ValueError with `message`."""
+    if isinstance(value, bool):
+        raise ValueError(f"{message}, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{message}, got {value!r}") from None
+
+
 def _follow_torch_threads(core):
     """The host pass uses as many threads as torch's intra-op pool (``torch.set_num_threads``),
     so that a process limited to k threads stays at k."""
@@ -70,6 +83,9 @@ class _HostPassLogits(torch.autograd.Function):
         _follow_torch_threads(core)
         logits, kt, ratio = core.logits(host, means, counts)
         ctx.core = core
+        # `host` may share memory with `features` (CPU float32 / float64): saving `features`
+        # lets autograd refuse a backward after an in-place change to them.
+        ctx.save_for_backward(features)
         ctx.saved = (host, means, counts, kt, ratio)
         ctx.feature_device, ctx.feature_dtype = features.device, features.dtype
         return torch.from_numpy(logits).to(device=features.device, dtype=_compute_dtype(features))
@@ -77,6 +93,7 @@ class _HostPassLogits(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logits):
+        ctx.saved_tensors  # raises if the features were modified in place since forward
         host, means, counts, kt, ratio = ctx.saved
         upstream = grad_logits.detach().to("cpu", torch.float64).contiguous().numpy()
         _follow_torch_threads(ctx.core)
@@ -87,7 +104,8 @@ class _HostPassLogits(torch.autograd.Function):
 class _MatrixProductLogits(torch.autograd.Function):
     """The same logits and gradient for large problems (ImageNet-LT: C = 1000, p = 1024): the
     dot products are matrix products on the features' device, q = (2 / tau) z (kappa mu)^T +
-    |z|^2 / tau^2, and only the N x C scalars visit the host, where kt = sqrt(kappa^2 + q), F
+    |z|^2 / tau^2 in float64 (kt^2 = kappa^2 + q reaches 1e10, and a float32 or TF32 product
+    would put its rounding into kt), and only the N x C scalars visit the host, where kt = sqrt(kappa^2 + q), F
     and A are evaluated exactly. Backward: d L / d z = C (kappa mu) + rowsum(C) z / tau with
     C_ij = g_ij A_ij / (tau kt_ij), two more products on the device."""
 
@@ -97,10 +115,12 @@ class _MatrixProductLogits(torch.autograd.Function):
         z = features.detach().to(kind)
         deviation = (z.double().square().sum(dim=1).sqrt() - 1.0).abs().max().item()
         _native.check_norm_deviation(deviation)
-        km = torch.from_numpy(kappa_mu).to(device=device, dtype=kind)
-        q = (z @ km.t()) * (2.0 / tau) + z.square().sum(dim=1, keepdim=True) / (tau * tau)
+        km = torch.from_numpy(kappa_mu).to(device=device)
+        z64 = z.double()
+        q = (z64 @ km.t()) * (2.0 / tau) + z64.square().sum(dim=1, keepdim=True) / (tau * tau)
+        km = km.to(kind)
         _follow_torch_threads(core)
-        logits, kt, ratio = core.logits_from_q(q.to("cpu", torch.float64).numpy(), kappa, logc)
+        logits, kt, ratio = core.logits_from_q(q.cpu().numpy(), kappa, logc)
         on = lambda a: torch.from_numpy(a).to(device=device, dtype=kind)
         ctx.save_for_backward(z, km, on(kt), on(ratio))
         ctx.tau, ctx.feature_dtype = tau, features.dtype
@@ -156,10 +176,10 @@ class ProCoLoss(nn.Module):
 
     def __init__(self, contrast_dim, temperature=1.0, num_classes=1000, *, seed=0, host_pass_max_work=None):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        num_classes = _integer(num_classes, "num_classes must be an integer >= 1")
+        if num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-        if isinstance(contrast_dim, bool) or not isinstance(contrast_dim, int):
-            raise ValueError(f"contrast_dim must be an integer >= 2, got {contrast_dim!r}")
+        contrast_dim = _integer(contrast_dim, "contrast_dim must be an integer >= 2")
         self.core = _native.ProCoCore(contrast_dim, float(temperature))
         self.temperature = float(temperature)
         self.num_classes = num_classes
@@ -206,7 +226,13 @@ class ProCoLoss(nn.Module):
         """Folds a batch (unit ``features`` N x p, ``labels`` N) into both estimators (after an
         all-reduce over torch.distributed's ranks, when it is running)."""
         host = _host_features(features, self.feature_num)
-        sums, counts = _native.batch_statistics(host, _host_labels(labels), self.num_classes)
+        host_labels = _host_labels(labels)
+        if host.shape[0] == 0 and host_labels.shape[0] == 0:
+            # An empty batch (a rank without foreground proposals, say) adds nothing, but it
+            # still joins the ranks' all-reduce, so that no other rank waits for it forever.
+            sums, counts = np.zeros((self.num_classes, self.feature_num)), np.zeros(self.num_classes)
+        else:
+            sums, counts = _native.batch_statistics(host, host_labels, self.num_classes)
         sums, counts = _all_reduce(sums, counts, features.device)
         _native.apply_statistics(self.current_means, self.current_counts, sums, counts)
         _native.apply_statistics(self.previous_means, self.previous_counts, sums, counts)
@@ -221,9 +247,9 @@ class ProCoLoss(nn.Module):
         self.start_epoch()
 
     def reload_memory(self):
-        """Both estimators back to a fresh state (the authors' method of that name)."""
-        self.previous_means, self.previous_counts = self._fresh()
-        self.current_means, self.current_counts = self._fresh()
+        """Nothing to do: the authors' method of that name moves their estimators back to the
+        GPU after a checkpoint is loaded; these stay on the host, and are restored as they
+        were saved (``state_dict``, or pickling the whole module as their script does)."""
 
     def cal_weight_for_classes(self, cls_num_list):
         """``weight`` (1 x C): the training class frequencies, as the authors' module sets it."""
