@@ -20,10 +20,10 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from proco import ProCoLoss  # was: from loss.proco import ProCoLoss
+from two_branch import TwoBranch  # the toy network, beside this file
 
 
 def long_tailed_data(num_classes, dim, head, imbalance, generator):
@@ -33,20 +33,6 @@ def long_tailed_data(num_classes, dim, head, imbalance, generator):
     x = torch.cat([centres[j] + torch.randn(n, dim, generator=generator) for j, n in enumerate(counts)])
     y = torch.cat([torch.full((n,), j) for j, n in enumerate(counts)])
     return x, y, counts
-
-
-class TwoBranch(nn.Module):
-    """Backbone, a linear classifier, and a projection head with L2-normalised output."""
-
-    def __init__(self, dim, num_classes, contrast_dim):
-        super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
-        self.classifier = nn.Linear(64, num_classes)
-        self.head = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, contrast_dim))
-
-    def forward(self, x):
-        h = self.backbone(x)
-        return self.classifier(h), F.normalize(self.head(h), dim=1)
 
 
 def main():

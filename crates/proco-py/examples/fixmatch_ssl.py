@@ -17,22 +17,10 @@ Synthetic long-tailed data with 10% of the labels, so it runs in seconds on a CP
 import argparse
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from two_branch import TwoBranch  # the toy network, beside this file
 from proco import ProCoLoss
-
-
-class TwoBranch(nn.Module):
-    def __init__(self, dim, num_classes, contrast_dim):
-        super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
-        self.classifier = nn.Linear(64, num_classes)
-        self.head = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, contrast_dim))
-
-    def forward(self, x):
-        h = self.backbone(x)
-        return self.classifier(h), F.normalize(self.head(h), dim=1)
 
 
 def weak(x):

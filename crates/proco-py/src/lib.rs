@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use numpy::ndarray::ArrayD;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use proco_vmf::contrast::{contrast_logits, contrast_logits_backward, contrast_logits_from_q, InterpolantCache, PairEvaluation};
+use proco_vmf::contrast::{contrast_logits, contrast_logits_backward, contrast_logits_from_q, ContrastLogits, InterpolantCache, PairEvaluation};
 use proco_vmf::estimator::{BatchStatistics, VmfEstimator};
 use proco_vmf::parallel::ScopedThreads;
 use proco_vmf::rows::NORM_TOLERANCE;
@@ -156,7 +156,7 @@ fn initial_means<'py>(py: Python<'py>, num_classes: usize, dim: usize, seed: u64
 /// Per-class sums (C x p) and counts (C) of a batch of unit features (N x p, float32 or
 /// float64) with int64 labels (N) in 0..num_classes.
 #[pyfunction]
-fn batch_statistics<'py>(py: Python<'py>, features: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, num_classes: usize) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<f64>>)> {
+fn batch_statistics<'py>(py: Python<'py>, features: &Bound<'py, PyAny>, labels: &Bound<'py, PyAny>, num_classes: usize) -> PyResult<Statistics<'py>> {
     let features = Features::extract(features, "features")?;
     let (rows, n, p) = features.rows("features")?;
     check_unit_rows(rows, n, p, p)?;
@@ -229,6 +229,18 @@ struct ProCoCore {
     threads: AtomicUsize,
 }
 
+/// (logits s, kt, A), each an N x C float64 array.
+type LogitArrays<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>);
+
+/// (per-class sums C x p, per-class counts C) of a batch.
+type Statistics<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<f64>>);
+
+/// The (logits, kt, A) arrays, each N x C, of a pass's output.
+fn logit_arrays(py: Python<'_>, out: ContrastLogits, n: usize, c: usize) -> PyResult<LogitArrays<'_>> {
+    let matrix = |v: Vec<f64>| PyArray1::from_vec(py, v).reshape([n, c]);
+    Ok((matrix(out.logits)?, matrix(out.kt)?, matrix(out.ratio)?))
+}
+
 /// Fewest (sample, class) pairs per thread of a pass started from Python. The library's
 /// [`proco_vmf::contrast::MIN_PAIRS_PER_THREAD`] (8,192) suits jobs run on LibTorch's own
 /// OpenMP workers; here the pass spawns its threads while torch's workers still spin after the
@@ -288,14 +300,13 @@ impl ProCoCore {
 
     /// (logits s, kt, A), each N x C float64, of unit `features` (N x p) against the estimator
     /// in `means` (C x p) and `counts` (C).
-    #[allow(clippy::type_complexity)]
     fn logits<'py>(
         &self,
         py: Python<'py>,
         features: &Bound<'py, PyAny>,
         means: PyReadonlyArray2<'py, f64>,
         counts: PyReadonlyArray1<'py, f64>,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>)> {
+    ) -> PyResult<LogitArrays<'py>> {
         let features = Features::extract(features, "features")?;
         let (rows, n, p) = features.rows("features")?;
         check_unit_rows(rows, n, p, self.dim)?;
@@ -311,8 +322,7 @@ impl ProCoCore {
                 contrast_logits(rows, p, terms.with_prior(&zeros), self.tau, &evaluation, Some(&mut cache))
             })
             .map_err(value_error)?;
-        let matrix = |v: Vec<f64>| PyArray1::from_vec(py, v).reshape([n, c]);
-        Ok((matrix(out.logits)?, matrix(out.kt)?, matrix(out.ratio)?))
+        logit_arrays(py, out, n, c)
     }
 
     /// (kappa_j mu_j (C x p), kappa_j (C), logc_j (C)) of the estimator in `means` (C x p) and
@@ -332,14 +342,13 @@ impl ProCoCore {
     /// (logits s, kt, A), each N x C float64, from q = kt^2 - kappa^2 (N x C float64, the
     /// matrix product (2 / tau) z (kappa mu)^T + |z|^2 / tau^2 made by torch) and the class
     /// terms `kappa`, `logc` that [`ProCoCore::class_terms`] returned.
-    #[allow(clippy::type_complexity)]
     fn logits_from_q<'py>(
         &self,
         py: Python<'py>,
         q: PyReadonlyArray2<'py, f64>,
         kappa: PyReadonlyArray1<'py, f64>,
         logc: PyReadonlyArray1<'py, f64>,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>)> {
+    ) -> PyResult<LogitArrays<'py>> {
         let (n, c) = (q.shape()[0], q.shape()[1]);
         let (qv, kappa, logc) = (f64_values(&q, "q")?, f64_values(&kappa, "kappa")?, f64_values(&logc, "logc")?);
         if kappa.len() != c {
@@ -355,8 +364,7 @@ impl ProCoCore {
                 contrast_logits_from_q(qv, kappa, logc, &evaluation)
             })
             .map_err(value_error)?;
-        let matrix = |v: Vec<f64>| PyArray1::from_vec(py, v).reshape([n, c]);
-        Ok((matrix(out.logits)?, matrix(out.kt)?, matrix(out.ratio)?))
+        logit_arrays(py, out, n, c)
     }
 
     /// d L / d features (N x p float64) for the upstream gradient `grad_logits` = d L / d s

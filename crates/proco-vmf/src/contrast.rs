@@ -354,7 +354,7 @@ pub fn contrast_logits<B>(
 where
     B: Fn(f64) -> (f64, f64) + Sync,
 {
-    let n = if p == 0 { 0 } else { features.len() / p };
+    let n = features.len().checked_div(p).unwrap_or(0);
     let labels = vec![0; n];
     let out = contrast_pass(ContrastBatch { features, labels: &labels, p }, classes, tau, evaluation, interpolants, None)?;
     Ok(ContrastLogits { logits: out.logits, kt: out.kt, ratio: out.ratio })
@@ -390,7 +390,7 @@ pub fn contrast_logits_backward(
     max_threads: usize,
     parallel: &dyn Parallel,
 ) -> Result<Vec<f64>, VmfError> {
-    if p == 0 || features.len() % p != 0 || kappa_mu.len() % p != 0 {
+    if p == 0 || !features.len().is_multiple_of(p) || !kappa_mu.len().is_multiple_of(p) {
         return Err(invalid(format!("{} feature values and {} class values are not whole rows of p = {p}", features.len(), kappa_mu.len())));
     }
     let (n, c) = (features.len() / p, kappa_mu.len() / p);
@@ -454,7 +454,7 @@ where
     B: Fn(f64) -> (f64, f64) + Sync,
 {
     let c = kappa.len();
-    if c == 0 || logc.len() != c || q.len() % c != 0 {
+    if c == 0 || logc.len() != c || !q.len().is_multiple_of(c) {
         return Err(invalid(format!("{} values of q for {c} classes ({} logc values)", q.len(), logc.len())));
     }
     let kappa_sq: Vec<f64> = kappa.iter().map(|k| k * k).collect();

@@ -29,7 +29,7 @@ impl<'a> FeatureRows<'a> {
     /// seen, so one pass checks finiteness and norms together). `None` if the values do not
     /// make whole rows of a positive `p`.
     pub fn worst_norm_deviation(&self, p: usize) -> Option<f64> {
-        if p == 0 || self.len() % p != 0 {
+        if p == 0 || !self.len().is_multiple_of(p) {
             return None;
         }
         let deviation = |sq: f64| (sq.sqrt() - 1.0).abs();
