@@ -1,6 +1,8 @@
 //! The two-branch network of ProCo: one backbone, a classifier (CE branch, the only part used
 //! at inference) and a projection head (ProCo branch), with all parameters in one `VarStore`.
 
+use std::sync::{Mutex, PoisonError};
+
 use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Tensor};
 
@@ -9,6 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ProcoError, Result};
 use crate::model::autocast::AutocastGuard;
 use crate::model::{memory_format, Classifier, ProjectionHead, ResNetCifar, ResNetImageNet};
+
+/// Held while a network is seeded and initialised. tch's initialisers draw from LibTorch's one
+/// global generator (tch exposes no generator objects), so two networks built at the same time
+/// on two threads (two trainings in one process, or tests running side by side) would
+/// interleave their draws and neither would get its seed's weights. Other code that draws from
+/// the global generator at the same moment can still change them: keep such draws off other
+/// threads while a network is built.
+static GLOBAL_GENERATOR: Mutex<()> = Mutex::new(());
 
 /// Backbone architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +122,7 @@ impl TwoBranchNet {
             return Err(ProcoError::InvalidConfig { reason: format!("projection head {} -> {}: the hidden width must be at least 1 and p at least 2", config.hidden_dim, config.feature_dim) });
         }
         let recipe = config;
+        let seeded = GLOBAL_GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
         tch::manual_seed((recipe.seed & i64::MAX as u64) as i64);
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -130,6 +141,7 @@ impl TwoBranchNet {
             return Err(ProcoError::InvalidConfig { reason: "class prototypes need at least 2 classes (their head's BatchNorm runs over the classes)".into() });
         }
         let prototype_head = recipe.prototype_head.then(|| ProjectionHead::new(&(&root / "prototype_head"), f, recipe.hidden_dim as i64, recipe.feature_dim as i64));
+        drop(seeded);
         memory_format::convert_var_store(&vs)?;
         let dtype_probe = vs.trainable_variables().into_iter().next().ok_or_else(|| ProcoError::InvalidConfig { reason: "the network has no parameters".into() })?;
         Ok(Self { vs, backbone, classifier, head, prototype_head, num_classes, precision: config.precision, dtype_probe })
