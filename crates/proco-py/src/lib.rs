@@ -67,11 +67,17 @@ fn describe_array(obj: &Bound<'_, PyAny>) -> String {
     }
 }
 
-/// Checks that `rows` are N >= 1 finite unit vectors of dimension `p`.
-fn check_unit_rows(rows: FeatureRows<'_>, n: usize, p: usize, dim: usize) -> PyResult<()> {
+/// Refuses features of dimension `p` for a loss built for `dim`.
+fn check_dimension(p: usize, dim: usize) -> PyResult<()> {
     if p != dim {
         return Err(value_error(format!("features have dimension {p}, but this loss was built for contrast_dim = {dim}")));
     }
+    Ok(())
+}
+
+/// Checks that `rows` are N >= 1 finite unit vectors of dimension `p`.
+fn check_unit_rows(rows: FeatureRows<'_>, n: usize, p: usize, dim: usize) -> PyResult<()> {
+    check_dimension(p, dim)?;
     if n == 0 {
         return Err(value_error("the batch is empty: pass at least one feature row"));
     }
@@ -383,9 +389,7 @@ impl ProCoCore {
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let features = Features::extract(features, "features")?;
         let (rows, n, p) = features.rows("features")?;
-        if p != self.dim {
-            return Err(value_error(format!("features have dimension {p}, but this loss was built for contrast_dim = {}", self.dim)));
-        }
+        check_dimension(p, self.dim)?;
         let terms = self.estimator_terms(&means, &counts)?;
         let (kt, ratio, grad_logits) = (f64_values(&kt, "kt")?, f64_values(&ratio, "ratio")?, f64_values(&grad_logits, "the upstream gradient")?);
         if grad_logits.iter().any(|g| !g.is_finite()) {

@@ -78,8 +78,11 @@ class _HostPassLogits(torch.autograd.Function):
     N x C x p up to HOST_PASS_MAX_WORK)."""
 
     @staticmethod
-    def forward(ctx, features, core, means, counts):
-        host = _host_features(features, core.dim)
+    def forward(ctx, features, host, core, means, counts):
+        # `host`: the features' host array when the caller already made it (forward in
+        # training mode, which folds the same array into the estimators), else None.
+        if host is None:
+            host = _host_features(features, core.dim)
         _follow_torch_threads(core)
         logits, kt, ratio = core.logits(host, means, counts)
         ctx.core = core
@@ -98,7 +101,7 @@ class _HostPassLogits(torch.autograd.Function):
         upstream = grad_logits.detach().to("cpu", torch.float64).contiguous().numpy()
         _follow_torch_threads(ctx.core)
         grad = ctx.core.backward(host, means, counts, kt, ratio, upstream)
-        return torch.from_numpy(grad).to(device=ctx.feature_device, dtype=ctx.feature_dtype), None, None, None
+        return torch.from_numpy(grad).to(device=ctx.feature_device, dtype=ctx.feature_dtype), None, None, None, None
 
 
 class _MatrixProductLogits(torch.autograd.Function):
@@ -206,17 +209,24 @@ class ProCoLoss(nn.Module):
         ``sup_logits`` and ``args`` are accepted for the authors' call signature and unused.
         """
         if labels is not None and self.training:
-            self.update(features, labels)
+            # One host copy of the features serves the update and the host pass.
+            host = _host_features(features, self.feature_num)
+            self._fold(host, labels, features.device)
+            return self._logits(features, host)
         return self.logits(features)
 
     def logits(self, features):
         """The contrast logits of ``features`` from the current ``previous`` estimator, without
         updating anything: a pure function of ``features`` (for gradcheck, or for callers who
         schedule their own estimator updates)."""
+        return self._logits(features, None)
+
+    def _logits(self, features, host):
+        """`logits`, with the features' host array `host` when it is already made (else None)."""
         _check_tensor(features, self.feature_num)
         means, counts = self.previous_means.copy(), self.previous_counts.copy()
         if features.shape[0] * self.num_classes * self.feature_num <= self.host_pass_max_work:
-            return _HostPassLogits.apply(features, self.core, means, counts)
+            return _HostPassLogits.apply(features, host, self.core, means, counts)
         if features.shape[0] == 0:
             raise ValueError("the batch is empty: pass at least one feature row")
         kappa_mu, kappa, logc = self.core.class_terms(means, counts)
@@ -225,7 +235,10 @@ class ProCoLoss(nn.Module):
     def update(self, features, labels):
         """Folds a batch (unit ``features`` N x p, ``labels`` N) into both estimators (after an
         all-reduce over torch.distributed's ranks, when it is running)."""
-        host = _host_features(features, self.feature_num)
+        self._fold(_host_features(features, self.feature_num), labels, features.device)
+
+    def _fold(self, host, labels, device):
+        """`update` of the features' host array `host` (from the features on `device`)."""
         host_labels = _host_labels(labels)
         if host.shape[0] == 0 and host_labels.shape[0] == 0:
             # An empty batch (a rank without foreground proposals, say) adds nothing, but it
@@ -233,7 +246,7 @@ class ProCoLoss(nn.Module):
             sums, counts = np.zeros((self.num_classes, self.feature_num)), np.zeros(self.num_classes)
         else:
             sums, counts = _native.batch_statistics(host, host_labels, self.num_classes)
-        sums, counts = _all_reduce(sums, counts, features.device)
+        sums, counts = _all_reduce(sums, counts, device)
         _native.apply_statistics(self.current_means, self.current_counts, sums, counts)
         _native.apply_statistics(self.previous_means, self.previous_counts, sums, counts)
 
